@@ -1,0 +1,29 @@
+"""libcem: Enhanced LIDECM.
+
+Public entry points are imported lazily, so `import libcem` stays light and never touches
+the network:
+
+- `libcem.denoise(image, sigma=None)`: the patch-graph EM denoiser.
+- `libcem.Tokenizer`: the EM-codebook VQ autoencoder (`Tokenizer.from_pretrained(path)`).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "denoise": ("libcem.denoise", "denoise"),
+    "Tokenizer": ("libcem.models.tokenizer", "Tokenizer"),
+    "LibcemError": ("libcem.errors", "LibcemError"),
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'libcem' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+import sys
+
+from libcem.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""The `libcem` command line: a few sub-commands, each defined in `libcem.commands.<name>`.
+
+Every command module has `register(subparsers)`, which adds its parser and sets `func`.
+Heavy imports (torch, data) happen inside the commands, so `libcem --help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from libcem.errors import LibcemError
+
+COMMAND_MODULES = (
+    "libcem.commands.train",
+    "libcem.commands.reconstruct",
+    "libcem.commands.denoise",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="libcem",
+        description="libcem: patch-graph EM denoising, an EM-codebook VQ tokenizer and "
+        "text-to-image latent diffusion, on CPU or GPU.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LibcemError as err:
+        print(f"libcem: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("libcem: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

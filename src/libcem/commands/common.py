@@ -1,0 +1,38 @@
+"""Arguments and helpers that several commands share."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="TOML", help="a TOML config file (sections data, model, optim, train)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set optim.lr=2e-4 --set train.steps=500 (repeatable)",
+    )
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in --out (starts fresh if there is none)")
+    p.add_argument("--precision", choices=("no", "bf16", "fp16"),
+                   help="mixed precision (fp16 needs a GPU); default from the config: no")
+    p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N")
+    p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def shortcut_overrides(args: argparse.Namespace) -> list[str]:
+    """--data, --precision, --steps and --seed as dotted overrides, before the explicit --set ones."""
+    out = []
+    if getattr(args, "data", None):
+        out.append(f'data.source="{args.data}"')
+    if args.precision:
+        out.append(f'train.precision="{args.precision}"')
+    if args.steps is not None:
+        out.append(f"train.steps={args.steps}")
+    if args.seed is not None:
+        out.append(f"train.seed={args.seed}")
+    return out + list(args.overrides)

@@ -1,0 +1,83 @@
+"""Training the tokenizer: its run config, its Task for the Trainer, and held-out evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from libcem.data import DataConfig, ImageSet, Splits
+from libcem.imagegrid import grid, save_png, side_by_side
+from libcem.metrics import psnr
+from libcem.models.tokenizer import Tokenizer, TokenizerConfig
+from libcem.training.config import OptimConfig, TrainConfig
+
+SNAPSHOT_IMAGES = 32
+
+
+@dataclass(frozen=True)
+class TokenizerRunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: TokenizerConfig = field(default_factory=TokenizerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class TokenizerTask:
+    """Loss = MSE(reconstruction, image) + commitment * ||z - sg(q)||^2; the codebook learns by EM."""
+
+    def __init__(self, cfg: TokenizerRunConfig, splits: Splits) -> None:
+        self.cfg, self.splits = cfg, splits
+        torch.manual_seed(cfg.train.seed)
+        self.model = Tokenizer(cfg.model, splits.train.channels, splits.train.size)
+        self.n_train = len(splits.train)
+
+    def loss(
+        self, model: nn.Module, idx: torch.Tensor, generator: torch.Generator, device: torch.device
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = self.splits.train.floats(idx).to(device)
+        out = model(x, generator)
+        recon = F.mse_loss(out.reconstruction.float(), x)
+        loss = recon + self.cfg.model.commitment * out.commitment.float()
+        metrics = {
+            "recon": recon.detach(),
+            "psnr": psnr(out.reconstruction.detach().float(), x).mean(),
+            "perplexity": out.perplexity.detach(),
+        }
+        return loss, metrics
+
+    def step_metrics(self, model: nn.Module) -> dict[str, float]:
+        return {"usage": model.quantizer.usage(self.cfg.model.usage_window)}
+
+    def snapshot(self, model: nn.Module, path: Path) -> None:
+        test = self.splits.test
+        x = test.floats(torch.arange(min(SNAPSHOT_IMAGES, len(test))))
+        recon = reconstruct(model, x)
+        save_png(grid(side_by_side(x, recon), cols=8), path, upscale=2)
+
+    def export_extra(self) -> dict:
+        return {"data": self.cfg.data.source}
+
+
+@torch.no_grad()
+def reconstruct(model: Tokenizer, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """(B, C, H, W) in [0, 1] -> reconstructions in [0, 1], in eval mode on the model's device."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outs = [model(x[i : i + batch].to(device)).reconstruction.clamp(0, 1).cpu() for i in range(0, len(x), batch)]
+    model.train(was_training)
+    return torch.cat(outs)
+
+
+def evaluate(model: Tokenizer, data: ImageSet) -> dict[str, float]:
+    """Mean PSNR (dB) over `data` and the fraction of codes used on it."""
+    x = data.floats()
+    recon = reconstruct(model, x)
+    device = next(model.parameters()).device
+    codes = torch.cat([model.encode(x[i : i + 256].to(device)).cpu() for i in range(0, len(x), 256)])
+    used = torch.unique(codes).numel() / model.cfg.codebook_size
+    return {"psnr": float(psnr(recon, x).mean()), "codes_used": used, "images": len(data)}

@@ -1,0 +1,48 @@
+import pickle
+
+import pytest
+import torch
+
+from libcem.errors import LibcemError
+from libcem.models.tokenizer import Tokenizer, TokenizerConfig
+
+CFG = TokenizerConfig(width=8, channel_mult=(1,), latent_dim=4, codebook_size=8)
+
+
+def test_from_pretrained_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = Tokenizer(CFG, in_channels=3, image_size=16).eval()
+    model.quantizer.codebook.normal_()
+    model.save_pretrained(tmp_path / "m")
+    again = Tokenizer.from_pretrained(tmp_path / "m")
+    assert again.cfg == CFG and again.in_channels == 3 and again.image_size == 16
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(model(x).reconstruction, again(x).reconstruction)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+
+
+def test_pickle_payload_is_refused(tmp_path):
+    model = Tokenizer(CFG, 3, 16)
+    model.save_pretrained(tmp_path / "m")
+    # replace the weights by a pickle that would run code when unpickled
+    (tmp_path / "m" / "model.safetensors").write_bytes(pickle.dumps({"x": print}))
+    with pytest.raises(LibcemError, match="not a valid safetensors file"):
+        Tokenizer.from_pretrained(tmp_path / "m")
+
+
+def test_pickled_weights_alone_are_never_loaded(tmp_path):
+    model = Tokenizer(CFG, 3, 16)
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "m" / "pytorch_model.bin")
+    with pytest.raises(LibcemError, match="pickled weights are never loaded"):
+        Tokenizer.from_pretrained(tmp_path / "m")
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(LibcemError, match="does not exist"):
+        Tokenizer.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LibcemError, match="neither a model folder"):
+        Tokenizer.from_pretrained(tmp_path / "empty")

@@ -1,0 +1,64 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from PIL import Image
+
+from libcem.checkpoint import checkpoint_dirs, load_tensors
+from libcem.cli import main
+from libcem.models.tokenizer import Tokenizer
+
+from conftest import TINY_CLI
+
+
+def test_train_then_reconstruct_end_to_end(tmp_path, capsys):
+    run = tmp_path / "tok"
+    assert main(["train", "tokenizer", "--out", str(run), "--steps", "4", *TINY_CLI]) == 0
+    out = capsys.readouterr().out
+    assert "held-out PSNR" in out
+    model = Tokenizer.from_pretrained(run)
+    assert model.in_channels == 3 and model.image_size == 16
+    assert main(["reconstruct", "--model", str(run), "fractals", "--output", str(tmp_path / "rec")]) == 0
+    assert "500 images: mean PSNR" in capsys.readouterr().out
+    pair = Image.open(tmp_path / "rec" / "fractals_0000.png")
+    assert pair.size == (32, 16)  # input | reconstruction
+    assert (tmp_path / "rec" / "grid.png").is_file()
+    # an image file of another size goes through the same fully convolutional model
+    Image.new("RGB", (20, 12), (200, 30, 30)).save(tmp_path / "red.png")
+    assert main(["reconstruct", "--model", str(run), str(tmp_path / "red.png"), "--output", str(tmp_path / "rec2")]) == 0
+    assert Image.open(tmp_path / "rec2" / "red.png").size == (40, 12)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "x"), "--set", "optim.lrr=1", *TINY_CLI]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("libcem: error:") and "optim.lrr" in err and "Traceback" not in err
+    assert main(["reconstruct", "--model", str(tmp_path / "none"), "digits", "--output", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def _train_cmd(run, steps):
+    return [sys.executable, "-m", "libcem", "train", "--out", str(run), "--steps", str(steps), "--resume", *TINY_CLI,
+            "--set", "train.checkpoint_every=1", "--set", "train.keep_checkpoints=3"]
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    steps = 24
+    subprocess.run(_train_cmd(tmp_path / "whole", steps), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_train_cmd(tmp_path / "killed", steps), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(checkpoint_dirs(tmp_path / "killed")) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint_dirs(tmp_path / "killed")[-1].name
+    assert killed_at != f"step_{steps:08d}"
+    subprocess.run(_train_cmd(tmp_path / "killed", steps), check=True, env=env, capture_output=True)
+    a = load_tensors(checkpoint_dirs(tmp_path / "whole")[-1] / "training" / "raw.safetensors")
+    b = load_tensors(checkpoint_dirs(tmp_path / "killed")[-1] / "training" / "raw.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

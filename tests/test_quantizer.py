@@ -1,0 +1,73 @@
+import torch
+
+from libcem.models.quantizer import EMCodebook, kmeans, nearest_code
+
+
+def blobs(centres: torch.Tensor, per: int, spread: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(len(centres)).repeat_interleave(per)
+    return centres[labels] + spread * torch.randn(len(labels), centres.shape[1], generator=g), labels
+
+
+def as_grid(points: torch.Tensor) -> torch.Tensor:
+    """(N, D) -> (N, D, 1, 1): the quantizer takes feature maps."""
+    return points[:, :, None, None]
+
+
+def test_nearest_code_is_argmin_distance():
+    g = torch.Generator().manual_seed(1)
+    z, codes = torch.randn(50, 3, generator=g), torch.randn(7, 3, generator=g)
+    assert torch.equal(nearest_code(z, codes), torch.cdist(z, codes).argmin(1))
+
+
+def test_online_em_recovers_known_centres():
+    centres = torch.tensor([[0.0, 0.0], [5.0, 5.0], [-5.0, 5.0], [5.0, -5.0]])
+    q = EMCodebook(size=4, dim=2, decay=0.9, restart_after=1000).train()
+    g = torch.Generator().manual_seed(0)
+    for step in range(30):
+        pts, _ = blobs(centres, 64, 0.3, seed=step)
+        q(as_grid(pts), g)
+    dist = torch.cdist(q.codebook, centres)
+    assert dist.min(0).values.max() < 0.1  # every true centre has a code within 0.1
+    assert torch.equal(dist.argmin(1).sort().values, torch.arange(4))  # one code per centre
+
+
+def test_m_step_with_decay_zero_is_the_batch_mean_of_each_cluster():
+    centres = torch.tensor([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    q = EMCodebook(size=3, dim=3, decay=0.0, restart_after=1000).train()
+    q.codebook.copy_(centres + 0.5)  # a deliberately wrong start
+    q.initialised.fill_(True)
+    pts, _ = blobs(centres, 40, 0.2)
+    assign = nearest_code(pts, q.codebook)
+    q(as_grid(pts))
+    for k in range(3):
+        assert torch.allclose(q.codebook[k], pts[assign == k].mean(0), atol=1e-4)
+
+
+def test_kmeans_init_places_codes_on_the_data():
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    pts, _ = blobs(centres, 100, 0.1)
+    out = kmeans(pts, 2, 10, torch.Generator().manual_seed(0))
+    assert torch.cdist(out, centres).min(1).values.max() < 0.1
+
+
+def test_dead_codes_restart_from_current_latents():
+    q = EMCodebook(size=8, dim=2, decay=0.5, restart_after=2).train()
+    q.codebook.copy_(torch.cat([torch.zeros(1, 2), torch.full((7, 2), 100.0)]))  # 7 codes far away
+    q.ema_count.fill_(1.0)
+    q.ema_sum.copy_(q.codebook)
+    q.initialised.fill_(True)
+    g = torch.Generator().manual_seed(0)
+    pts, _ = blobs(torch.zeros(1, 2), 64, 1.0)
+    for _ in range(3):
+        q(as_grid(pts), g)
+    assert (q.codebook.abs() < 10).all()  # every far code was restarted onto the data
+    assert q.usage(window=2) == 1.0
+
+
+def test_straight_through_gradients_reach_the_encoder():
+    q = EMCodebook(size=4, dim=2).train()
+    z = torch.randn(3, 2, 2, 2, requires_grad=True)
+    out = q(z, torch.Generator().manual_seed(0))
+    out.quantized.sum().backward()
+    assert torch.equal(z.grad, torch.ones_like(z))

@@ -1,0 +1,95 @@
+import json
+
+import pytest
+import torch
+
+from libcem.checkpoint import checkpoint_dirs, load_tensors
+from libcem.data import load_data
+from libcem.errors import LibcemError
+from libcem.training.tokenizer import TokenizerTask
+from libcem.training.trainer import Trainer
+
+
+def fit(cfg, run, resume=False, stop_at=None):
+    task = TokenizerTask(cfg, load_data(cfg.data))
+    return Trainer(run, cfg, task, progress=False).fit(resume=resume, stop_at=stop_at)
+
+
+def weights(ckpt):
+    out = load_tensors(ckpt / "training" / "raw.safetensors")
+    out.update({"ema." + k: v for k, v in load_tensors(ckpt / "training" / "ema.safetensors").items()})
+    return out
+
+
+def test_resume_after_a_kill_is_bit_identical(tiny_cfg, tmp_path):
+    cfg = tiny_cfg()
+    whole = fit(cfg, tmp_path / "a")
+    fit(cfg, tmp_path / "b", stop_at=5)  # dies after step 5; the last checkpoint is step 4
+    assert checkpoint_dirs(tmp_path / "b")[-1].name == "step_00000004"
+    resumed = fit(cfg, tmp_path / "b", resume=True)
+    a, b = weights(whole.checkpoint), weights(resumed.checkpoint)
+    assert whole.checkpoint.name == resumed.checkpoint.name == "step_00000006"
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rows_a = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a] == [2, 4, 6]
+    assert rows_a[-1]["loss"] == rows_b[-1]["loss"]
+
+
+def test_run_folder_contents_and_checkpoint_rotation(tiny_cfg, tmp_path):
+    fit(tiny_cfg("train.keep_checkpoints=2"), tmp_path)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_00000004", "step_00000006"]
+    for name in ("config.toml", "metrics.jsonl", "loss.png", "samples/step_00000003.png", "samples/step_00000006.png"):
+        assert (tmp_path / name).is_file(), name
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_existing_run_needs_resume(tiny_cfg, tmp_path):
+    fit(tiny_cfg("train.steps=2"), tmp_path)
+    with pytest.raises(LibcemError, match="--resume"):
+        fit(tiny_cfg("train.steps=2"), tmp_path)
+
+
+def test_partial_checkpoint_is_ignored(tiny_cfg, tmp_path):
+    cfg = tiny_cfg()
+    fit(cfg, tmp_path, stop_at=2)
+    broken = tmp_path / "checkpoints" / ".tmp-step_00000004"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"half a file")
+    result = fit(cfg, tmp_path, resume=True)
+    assert result.checkpoint.name == "step_00000006"
+    assert not broken.exists()
+
+
+class NaNAt:
+    """Wraps a task so that its loss is NaN from step `at` on (counted in calls)."""
+
+    def __init__(self, task, at):
+        self.task, self.at, self.calls = task, at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def loss(self, *args):
+        self.calls += 1
+        loss, metrics = self.task.loss(*args)
+        return (loss * float("nan") if self.calls > self.at else loss), metrics
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tiny_cfg, tmp_path):
+    cfg = tiny_cfg()
+    task = NaNAt(TokenizerTask(cfg, load_data(cfg.data)), at=3)
+    with pytest.raises(LibcemError, match="NaN or Inf at step 3.*step_00000002"):
+        Trainer(tmp_path, cfg, task, progress=False).fit()
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_00000002"]
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny_cfg, tmp_path):
+    one = fit(tiny_cfg("train.steps=2", "train.ema_decay=0"), tmp_path / "one")
+    acc = fit(tiny_cfg("train.steps=2", "train.ema_decay=0", "train.grad_accum=2"), tmp_path / "acc")
+    a, b = load_tensors(one.checkpoint / "model.safetensors"), load_tensors(acc.checkpoint / "model.safetensors")
+    # same data, same step; only the batch statistics of the EM step differ (two M-steps of 4)
+    enc = [k for k in a if k.startswith("encoder.net.0.")]
+    assert enc and all(torch.allclose(a[k], b[k], atol=5e-3) for k in enc)
