@@ -5,6 +5,7 @@ the network:
 
 - `libcem.denoise(image, sigma=None)`: the patch-graph EM denoiser.
 - `libcem.Tokenizer`: the EM-codebook VQ autoencoder (`Tokenizer.from_pretrained(path)`).
+- `libcem.Pipeline`: text to image with a trained prior (`Pipeline.from_pretrained(run)(prompt, n=4)`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "denoise": ("libcem.denoise", "denoise"),
     "Tokenizer": ("libcem.models.tokenizer", "Tokenizer"),
+    "Pipeline": ("libcem.pipeline", "Pipeline"),
     "LibcemError": ("libcem.errors", "LibcemError"),
 }
 

@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "libcem.commands.train",
     "libcem.commands.reconstruct",
     "libcem.commands.denoise",
+    "libcem.commands.sample",
+    "libcem.commands.eval",
 )
 
 

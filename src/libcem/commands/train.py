@@ -1,4 +1,9 @@
-"""`libcem train STAGE`: train a model into a run folder (resumable)."""
+"""`libcem train [STAGE]`: train a model into a run folder (resumable).
+
+Stages: `tokenizer`, `prior` (on a trained tokenizer), and `all` (the default): the tokenizer into
+OUT/tokenizer, then the prior on it into OUT/prior. With `all`, a setting applies to both stages
+unless prefixed: --set tokenizer.train.steps=500 --set prior.model.depth=4.
+"""
 
 from __future__ import annotations
 
@@ -8,51 +13,81 @@ from pathlib import Path
 from libcem.commands.common import add_config_args, shortcut_overrides
 from libcem.errors import LibcemError
 
-STAGES = {"tokenizer": "the EM-codebook VQ autoencoder (images <-> grids of codes)"}
+STAGES = {
+    "all": "the tokenizer into OUT/tokenizer, then the prior on it into OUT/prior (the default)",
+    "tokenizer": "the EM-codebook VQ autoencoder (images <-> grids of codes)",
+    "prior": "the text-conditioned latent diffusion prior on a trained --tokenizer",
+}
+STAGE_PREFIXES = ("tokenizer", "prior")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from libcem.data.registry import source_help
+    from libcem.text import ENCODERS
 
     p = sub.add_parser(
         "train",
         help="train a model (resumable run folder with metrics, plots and checkpoints)",
         description="Train a libcem model. The run folder gets config.toml, metrics.jsonl, loss.png, "
         "snapshot grids in samples/ and safetensors checkpoints in checkpoints/. "
-        "Uses the GPU when there is one.",
+        "Uses the GPU when there is one. Without a STAGE both stages are trained: OUT/tokenizer, then "
+        "OUT/prior; then a --set applies to both unless prefixed with tokenizer. or prior. "
+        "(e.g. --set prior.train.steps=2000).",
     )
-    p.add_argument("stage", nargs="?", default="tokenizer", choices=sorted(STAGES),
+    p.add_argument("stage", nargs="?", default="all", choices=list(STAGES),
                    help="what to train: " + "; ".join(f"{k}: {v}" for k, v in STAGES.items()))
-    p.add_argument("--data", help="data source (default fractals): " + source_help())
+    p.add_argument("--data", help="data source (default fractals; for prior: the tokenizer's): " + source_help())
     p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--tokenizer", type=Path,
+                   help="prior only: the trained tokenizer (its run folder or a model folder); copied into OUT/tokenizer")
+    p.add_argument("--text-encoder", choices=list(ENCODERS),
+                   help="prior: " + "; ".join(f"{k}: {v.help}" for k, v in ENCODERS.items())
+                   + " (default minilm when installed, else label)")
     add_config_args(p)
     p.set_defaults(func=run)
 
 
-def resolve_config(cls, args: argparse.Namespace):
+def split_overrides(overrides: list[str], stage: str) -> list[str]:
+    """The overrides for `stage` of a two-stage run: unprefixed ones plus those prefixed 'stage.'."""
+    out = []
+    for text in overrides:
+        head = text.split(".", 1)[0].strip()
+        if head == stage:
+            out.append(text.split(".", 1)[1])
+        elif head not in STAGE_PREFIXES:
+            out.append(text)
+    return out
+
+
+def resolve_config(cls, args: argparse.Namespace, out: Path | None = None, overrides: list[str] | None = None,
+                   config_base: dict | None = None):
     """Defaults <- the run's saved config.toml (on --resume) or --config <- shortcuts <- --set."""
     from libcem.config import build_config, read_toml
 
+    out = args.out if out is None else out
     base = {}
-    saved = args.out / "config.toml"
+    saved = out / "config.toml"
     if args.resume and saved.is_file():
         if args.config:
             raise LibcemError("--resume takes the run's own config.toml; pass changes with --set, not --config")
         base = read_toml(saved)
+    elif config_base is not None:
+        base = config_base
     elif args.config:
         base = read_toml(args.config)
-    return build_config(cls, base, shortcut_overrides(args))
+    return build_config(cls, base, shortcut_overrides(args) if overrides is None else overrides)
 
 
-def run(args: argparse.Namespace) -> int:
+def train_tokenizer(args: argparse.Namespace, out: Path, overrides: list[str] | None = None,
+                    config_base: dict | None = None) -> Path:
     from libcem.data import load_data
     from libcem.training.tokenizer import TokenizerRunConfig, TokenizerTask, evaluate
     from libcem.training.trainer import Trainer
 
-    cfg = resolve_config(TokenizerRunConfig, args)
+    cfg = resolve_config(TokenizerRunConfig, args, out, overrides, config_base)
     splits = load_data(cfg.data)
     task = TokenizerTask(cfg, splits)
-    trainer = Trainer(args.out, cfg, task, progress=not args.quiet)
+    trainer = Trainer(out, cfg, task, progress=not args.quiet)
     result = trainer.fit(resume=args.resume)
     if trainer.acc.is_main_process:
         model = trainer.ema.model if trainer.ema else trainer.acc.unwrap_model(trainer.model)
@@ -61,4 +96,72 @@ def run(args: argparse.Namespace) -> int:
             f"step {result.step}: held-out PSNR {scores['psnr']:.2f} dB on {scores['images']} images, "
             f"{scores['codes_used']:.0%} of codes used; model: {result.checkpoint}"
         )
+    return result.checkpoint
+
+
+def train_prior(args: argparse.Namespace, out: Path, tokenizer: Path | None, overrides: list[str] | None = None,
+                config_base: dict | None = None) -> Path:
+    from libcem.checkpoint import read_record
+    from libcem.config import replace
+    from libcem.data import load_data
+    from libcem.models.tokenizer import Tokenizer
+    from libcem.text import build_encoder, default_encoder
+    from libcem.training.prior import PriorRunConfig, PriorTask, attach_tokenizer
+    from libcem.training.trainer import Trainer
+
+    overrides = shortcut_overrides(args) if overrides is None else list(overrides)
+    if args.text_encoder:
+        overrides.append(f'text.encoder="{args.text_encoder}"')
+    tok_dir = attach_tokenizer(out, tokenizer, args.resume)
+    tok = Tokenizer.from_pretrained(tok_dir)
+    if not args.data and not (args.resume and (out / "config.toml").is_file()):
+        source = read_record(tok_dir).get("data")  # by default, the data the tokenizer was trained on
+        overrides = ([f'data.source="{source}"'] if source else []) + overrides
+    cfg = resolve_config(PriorRunConfig, args, out, overrides, config_base)
+    cfg = replace(cfg, latent={"tokenizer": str(tokenizer or cfg.latent.tokenizer)},
+                  data={"image_size": cfg.data.image_size or tok.image_size, "channels": cfg.data.channels or tok.in_channels},
+                  text={"encoder": cfg.text.encoder or default_encoder()})
+    if (cfg.data.image_size, cfg.data.channels) != (tok.image_size, tok.in_channels):
+        raise LibcemError(
+            f"data.image_size={cfg.data.image_size}, data.channels={cfg.data.channels} differ from the tokenizer's "
+            f"{tok.image_size} and {tok.in_channels}: leave them at 0 for the prior"
+        )
+    splits = load_data(cfg.data)
+    encoder = build_encoder(cfg.text.encoder, sorted(set(splits.train.captions)))
+    task = PriorTask(cfg, splits, tok, encoder, progress=not args.quiet)
+    trainer = Trainer(out, cfg, task, progress=not args.quiet)
+    result = trainer.fit(resume=args.resume)
+    if trainer.acc.is_main_process:
+        print(
+            f"step {result.step}: prior trained on {len(splits.train)} images with the '{encoder.name}' text encoder; "
+            f"model: {result.checkpoint}"
+        )
+    return result.checkpoint
+
+
+def _stage_base(args: argparse.Namespace, stage: str) -> dict | None:
+    """A two-stage --config: shared tables plus [tokenizer.*] / [prior.*] tables for one stage."""
+    from libcem.config import _deep_update, read_toml
+
+    if not args.config:
+        return None
+    data = read_toml(args.config)
+    base = {k: v for k, v in data.items() if k not in STAGE_PREFIXES}
+    _deep_update(base, data.get(stage, {}))
+    return base
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.stage == "tokenizer":
+        train_tokenizer(args, args.out)
+    elif args.stage == "prior":
+        train_prior(args, args.out, args.tokenizer)
+    else:
+        if args.tokenizer:
+            raise LibcemError("--tokenizer is for 'libcem train prior'; 'libcem train' trains its own tokenizer")
+        overrides = shortcut_overrides(args)
+        tok_run = args.out / "tokenizer"
+        train_tokenizer(args, tok_run, split_overrides(overrides, "tokenizer"), _stage_base(args, "tokenizer"))
+        train_prior(args, args.out / "prior", tok_run, split_overrides(overrides, "prior"), _stage_base(args, "prior"))
+        print(f"both stages trained; sample with: libcem sample --model {args.out} \"PROMPT\" -n 16 --output grid.png")
     return 0

@@ -76,7 +76,8 @@ class EMCodebook(nn.Module):
         self.register_buffer("codebook", torch.zeros(size, dim))
         self.register_buffer("ema_count", torch.zeros(size))
         self.register_buffer("ema_sum", torch.zeros(size, dim))
-        self.register_buffer("last_used", torch.zeros(size, dtype=torch.long))
+        self.register_buffer("last_used", torch.zeros(size, dtype=torch.long))  # last step a latent chose it
+        self.register_buffer("last_restart", torch.zeros(size, dtype=torch.long))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
 
@@ -131,11 +132,12 @@ class EMCodebook(nn.Module):
         self.ema_count.copy_(counts)
         self.ema_sum.copy_(centres * counts[:, None])
         self.last_used.fill_(int(self.steps))
+        self.last_restart.fill_(int(self.steps))
         self.initialised.fill_(True)
 
     def restart_dead(self, flat: torch.Tensor, g: torch.Generator) -> None:
         """Codes unused for `restart_after` steps jump to random current latents."""
-        dead = (self.steps - self.last_used) >= self.restart_after
+        dead = (self.steps - torch.maximum(self.last_used, self.last_restart)) >= self.restart_after
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
@@ -146,8 +148,9 @@ class EMCodebook(nn.Module):
         self.codebook[dead] = pick
         self.ema_count[dead] = mean_count
         self.ema_sum[dead] = pick * mean_count
-        self.last_used[dead] = self.steps
+        self.last_restart[dead] = self.steps
 
     def usage(self, window: int) -> float:
-        """Fraction of codes used at least once in the last `window` EM steps."""
+        """Fraction of codes that latents chose at least once in the last `window` EM steps
+        (a restart alone does not count as use)."""
         return float(((self.steps - self.last_used) < window).float().mean())
