@@ -177,7 +177,7 @@ class Trainer:
         start = self.prepare(resume)
         t = self.tcfg
         end = t.steps if stop_at is None else min(stop_at, t.steps)
-        window: dict[str, float] = {}
+        window: dict[str, torch.Tensor] = {}
         n_window, t0, last = 0, time.perf_counter(), {}
         bar = tqdm(range(start, end), initial=start, total=t.steps, disable=not (self.progress and self.acc.is_main_process),
                    desc="train", dynamic_ncols=True)
@@ -194,7 +194,7 @@ class Trainer:
                 ) from None
             done = step + 1
             for k, v in sums.items():
-                window[k] = window.get(k, 0.0) + float(v)
+                window[k] = window.get(k, 0.0) + v.detach()
             n_window += 1
             if done % t.log_every == 0 or done == end:
                 last = self._log(done, window, n_window, time.perf_counter() - t0)
@@ -209,7 +209,9 @@ class Trainer:
         return RunResult(end, ckpts[-1] if ckpts else self.run, last)
 
     def _log(self, step: int, window: dict, n: int, seconds: float) -> dict:
-        row = {"step": step, **{k: v / n for k, v in window.items()}}
+        names = sorted(window)
+        means = self.acc.reduce(torch.stack([window[k] for k in names]).float() / n, reduction="mean")
+        row = {"step": step, **dict(zip(names, means.tolist()))}
         row.update(self.task.step_metrics(self.acc.unwrap_model(self.model)))
         row["lr"] = self.opt.param_groups[0]["lr"]
         row["images_per_s"] = n * self.tcfg.batch_size / max(seconds, 1e-9)
