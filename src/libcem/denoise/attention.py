@@ -1,0 +1,74 @@
+"""Four attention heads that weight the edges of a patch group, each in its own feature space.
+
+- texture: high-frequency content (the AC DCT coefficients of the luminance patch);
+- structure: gradients of the lightly smoothed luminance, sampled every other pixel;
+- color: low-frequency chroma (patch means of the two chroma channels);
+- spatial: the patch position.
+
+Head h gives a squared distance d_h(j, k) per pair of group members (mean over its features);
+the edge weight is the head mixture  w_jk = sum_h pi_h exp(-d_h(j, k) / beta_h), with a
+bandwidth beta_h per head and mixing weights pi_h (softmax of logits), both fitted by EM.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def feature_maps(img: torch.Tensor, patch: int, heads: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per-position head features for heads that need a map, each (Hn * Wn, d_h).
+
+    img: (C, H, W) in luminance/chroma coordinates. `texture` is taken from the patches
+    themselves and `spatial` from the positions, so they need no map.
+    """
+    _, h, w = img.shape
+    hn, wn = h - patch + 1, w - patch + 1
+    maps = {}
+    if "structure" in heads:
+        lum = F.avg_pool2d(F.pad(img[None, :1], (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        gy = F.pad(lum[..., 2:, :] - lum[..., :-2, :], (0, 0, 1, 1), mode="replicate") / 2
+        gx = F.pad(lum[..., :, 2:] - lum[..., :, :-2], (1, 1, 0, 0), mode="replicate") / 2
+        k = (patch + 1) // 2
+        cols = F.unfold(torch.cat([gy, gx], 1), k, dilation=2)[0]  # (2 k k, positions)
+        cols = cols.reshape(-1, h - 2 * k + 2, w - 2 * k + 2)[:, :hn, :wn]
+        maps["structure"] = cols.reshape(cols.shape[0], -1).T
+    if "color" in heads and img.shape[0] > 1:
+        chroma = F.avg_pool2d(img[None, 1:], patch, stride=1)[0]  # (2, Hn, Wn)
+        maps["color"] = chroma.reshape(chroma.shape[0], -1).T
+    return maps
+
+
+def _pairwise(feats: torch.Tensor) -> torch.Tensor:
+    """(G, K, d) -> (G, K, K) mean squared distance over the d features."""
+    sq = (feats * feats).sum(-1)
+    d = sq[:, :, None] + sq[:, None, :] - 2 * feats @ feats.transpose(1, 2)
+    return d.clamp_min(0) / feats.shape[-1]
+
+
+def head_distances(heads: tuple[str, ...], positions: torch.Tensor, texture: torch.Tensor,
+                   maps: dict[str, torch.Tensor], width: int) -> torch.Tensor:
+    """Squared distances between group members, one (G, K, K) slice per head: (H, G, K, K).
+
+    positions: (G, K) flat positions; texture: (G, K, p*p - 1) the luminance patches' AC
+    (non-DC) DCT coefficients; width: Wn, positions per row (for the spatial coordinates).
+    """
+    out = []
+    for head in heads:  # at most four heads
+        if head == "texture":
+            feats = texture
+        elif head == "spatial":
+            feats = torch.stack([positions // width, positions % width], -1).to(texture.dtype)
+        else:
+            feats = maps[head][positions]
+        out.append(_pairwise(feats))
+    return torch.stack(out)
+
+
+def attention_weights(dists: torch.Tensor, log_beta: torch.Tensor,
+                      logit_pi: torch.Tensor) -> torch.Tensor:
+    """Head-mixed edge weights (G, K, K) from distances (H, G, K, K); zero self-loops."""
+    pi = torch.softmax(logit_pi, 0).to(dists.dtype)
+    beta = log_beta.exp().to(dists.dtype)
+    w = torch.einsum("h,hgjk->gjk", pi, torch.exp(-dists / beta[:, None, None, None]))
+    return w * (1 - torch.eye(w.shape[-1], dtype=w.dtype, device=w.device))

@@ -1,0 +1,108 @@
+"""Reading and writing PNG (8/16-bit), JPEG and TIFF images as numpy arrays, keeping dtype.
+
+Pillow (through imageio) handles 8-bit images and 16-bit grayscale; 16-bit colour PNG goes
+through pypng, TIFF through tifffile. Arrays are (H, W) or (H, W, C), C in 1..4.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from libcem.errors import LibcemError
+
+SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def is_image_path(path: Path) -> bool:
+    """Whether the file name has a suffix this module reads."""
+    return path.suffix.lower() in SUFFIXES
+
+
+def _png_bit_depth(path: Path) -> int:
+    """Bit depth from the PNG header (IHDR starts at byte 8; depth is its 9th data byte)."""
+    head = path.read_bytes()[:26]
+    if len(head) < 26 or head[:8] != PNG_SIGNATURE:
+        raise LibcemError(f"{path}: not a PNG file")
+    return head[24]
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    import png
+
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    planes = info["planes"]
+    data = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+    img = data.reshape(height, width, planes)
+    return img[:, :, 0] if planes == 1 else img
+
+
+def _write_png16(path: Path, img: np.ndarray) -> None:
+    import png
+
+    planes = 1 if img.ndim == 2 else img.shape[2]
+    writer = png.Writer(width=img.shape[1], height=img.shape[0], bitdepth=16,
+                        greyscale=planes <= 2, alpha=planes in (2, 4))
+    with open(path, "wb") as f:
+        writer.write(f, img.reshape(img.shape[0], -1))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file into an array of its own dtype; a non-image raises LibcemError."""
+    path = Path(path)
+    if not path.is_file():
+        raise LibcemError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise LibcemError(f"{path}: unsupported file type {suffix or '(none)'}; "
+                          f"expected one of {', '.join(SUFFIXES)}")
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            img = tifffile.imread(path)
+        elif suffix == ".png" and _png_bit_depth(path) == 16:
+            img = _read_png16(path)
+        else:
+            import imageio.v3 as iio
+
+            img = iio.imread(path)
+    except LibcemError:
+        raise
+    except Exception as err:  # each reader has its own error types; report which file failed
+        raise LibcemError(f"{path}: cannot read as an image ({type(err).__name__}: {err})") from err
+    return _check_layout(np.asarray(img), path)
+
+
+def _check_layout(img: np.ndarray, path: Path) -> np.ndarray:
+    if img.ndim == 3 and img.shape[0] in (1, 3, 4) and img.shape[2] > 4:  # planar TIFF
+        img = np.moveaxis(img, 0, 2)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] > 4):
+        raise LibcemError(f"{path}: expected a single gray/RGB/RGBA image, got shape {img.shape}")
+    return img
+
+
+def write_image(path: str | Path, img: np.ndarray) -> None:
+    """Write an array to PNG, JPEG (8-bit only) or TIFF, chosen by the suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise LibcemError(f"{path}: cannot write {suffix or '(no suffix)'}; "
+                          f"use one of {', '.join(SUFFIXES)}")
+    if suffix in (".jpg", ".jpeg") and img.dtype != np.uint8:
+        raise LibcemError(f"{path}: JPEG holds 8-bit images only; write {img.dtype} to PNG or TIFF")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(path, img)
+    elif suffix == ".png" and img.dtype == np.uint16:
+        _write_png16(path, img)
+    else:
+        import imageio.v3 as iio
+
+        iio.imwrite(path, img)

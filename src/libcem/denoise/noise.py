@@ -1,0 +1,84 @@
+"""Initial noise level: PCA of patches (Chen, Zhu & Heng, ICCV 2015), refined later by EM."""
+
+from __future__ import annotations
+
+import torch
+
+
+def sample_patches(img: torch.Tensor, patch: int, count: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Up to `count` patches (n, p*p) of a (C, H, W) image, all channels pooled.
+
+    Every patch when there are few; otherwise positions drawn with `generator`, gathered by
+    index so that memory stays bounded on large images.
+    """
+    c, h, w = img.shape
+    hn, wn = h - patch + 1, w - patch + 1
+    total = c * hn * wn
+    if total <= count:
+        flat = torch.arange(total)
+    else:
+        flat = torch.randint(total, (count,), generator=generator)
+    flat = flat.to(img.device)
+    ch, rem = flat // (hn * wn), flat % (hn * wn)
+    off = torch.arange(patch, device=img.device)
+    rows = (rem // wn)[:, None, None] + off[None, :, None]
+    cols = (rem % wn)[:, None, None] + off[None, None, :]
+    return img[ch[:, None, None], rows, cols].reshape(-1, patch * patch)
+
+
+def _pca_sigma(samples: torch.Tensor) -> float:
+    """Noise std from patches (n, d): the eigenvalues of the patch covariance that belong to
+    noise have mean equal to their median; the largest such tail gives sigma^2 as its mean
+    (Chen, Zhu & Heng 2015). This is also the maximum-likelihood noise variance of
+    probabilistic PCA with that many components (Tipping & Bishop 1999).
+    """
+    centred = samples - samples.mean(0)
+    cov = centred.T @ centred / max(samples.shape[0] - 1, 1)
+    eig = torch.linalg.eigvalsh(cov).flip(0).clamp_min(0)  # descending
+    for start in range(eig.numel()):  # at most p*p eigenvalues
+        tail = eig[start:]
+        if tail.mean() <= tail.median():
+            return float(tail.mean().sqrt())
+    return float(eig[-1].sqrt())
+
+
+def _gradient_energy_law(patch: int) -> tuple[float, float]:
+    """For unit white noise, the gradient energy n^T Q n of a patch matches c chi2(dof) in its
+    first two moments (mean tr Q, variance 2 tr Q^2): returns (c, dof)."""
+    d = torch.eye(patch, dtype=torch.float64)
+    diff = d[1:] - d[:-1]
+    q = torch.kron(diff.T @ diff, d) + torch.kron(d, diff.T @ diff)
+    tr, tr2 = float(torch.trace(q)), float(torch.trace(q @ q))
+    return tr2 / tr, tr * tr / tr2
+
+
+def _chi2_quantile(p: float, dof: float) -> float:
+    """Wilson-Hilferty approximation of the chi-square quantile (accurate for dof >= 10)."""
+    z = {0.99: 2.3263478740, 0.999: 3.0902323062}[p]
+    a = 2.0 / (9.0 * dof)
+    return dof * (1.0 - a + z * a**0.5) ** 3
+
+
+def estimate_sigma(img: torch.Tensor, patch: int = 7, max_patches: int = 60000,
+                       iterations: int = 3, generator: torch.Generator | None = None) -> float:
+    """Noise std from weak-texture patches (Liu, Tanaka & Okutomi, TIP 2013), image units.
+
+    Start from the PCA estimate of all patches; keep the patches whose gradient energy is
+    below the 99% quantile it would have for pure noise at the current sigma; re-estimate
+    sigma by PCA (Chen et al. 2015) on the kept patches; repeat.
+    """
+    samples = sample_patches(img, patch, max_patches, generator).double().reshape(-1, patch, patch)
+    gy = samples[:, 1:, :] - samples[:, :-1, :]
+    gx = samples[:, :, 1:] - samples[:, :, :-1]
+    energy = (gy * gy).sum((1, 2)) + (gx * gx).sum((1, 2))  # (n,) gradient energy
+    scale, dof = _gradient_energy_law(patch)
+    flat = samples.reshape(-1, patch * patch)
+    sigma = _pca_sigma(flat)
+    for _ in range(iterations):
+        limit = sigma**2 * scale * _chi2_quantile(0.99, dof)
+        kept = flat[energy < limit]
+        if kept.shape[0] < 4 * patch * patch:
+            break
+        sigma = _pca_sigma(kept)
+    return sigma

@@ -1,0 +1,142 @@
+"""Patches as graph nodes: colour transform, block matching, patch transforms and aggregation.
+
+Images here are float tensors (C, H, W). A patch position is the flat index `row * Wn + col`
+of its top-left corner, with Hn = H - p + 1 and Wn = W - p + 1 positions per axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def opponent_matrix(channels: int, device=None) -> torch.Tensor:
+    """Orthonormal colour transform (C, C): luminance first, then two chroma axes.
+
+    Orthonormal, so white noise of std sigma stays white with std sigma (as in CBM3D, Dabov 2007).
+    """
+    if channels == 1:
+        return torch.ones(1, 1, device=device)
+    s3, s2, s6 = math.sqrt(3.0), math.sqrt(2.0), math.sqrt(6.0)
+    rows = [[1 / s3, 1 / s3, 1 / s3], [1 / s2, 0.0, -1 / s2], [1 / s6, -2 / s6, 1 / s6]]
+    return torch.tensor(rows, device=device)
+
+
+def to_opponent(img: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) RGB or gray -> (C, H, W) luminance/chroma."""
+    m = opponent_matrix(img.shape[0], img.device).to(img.dtype)
+    return torch.einsum("dc,chw->dhw", m, img)
+
+
+def from_opponent(img: torch.Tensor) -> torch.Tensor:
+    """Inverse of `to_opponent` (the matrix is orthonormal, so its transpose)."""
+    m = opponent_matrix(img.shape[0], img.device).to(img.dtype)
+    return torch.einsum("cd,chw->dhw", m, img)
+
+
+def pad_to_grid(img: torch.Tensor, patch: int, step: int) -> torch.Tensor:
+    """Reflect-pad bottom/right so a reference grid of stride `step` (or of any divisor of it)
+    ends on the last patch."""
+    _, h, w = img.shape
+    extra_h = (-(h - patch)) % step
+    extra_w = (-(w - patch)) % step
+    if extra_h == 0 and extra_w == 0:
+        return img
+    mode = "reflect" if min(h, w) > max(extra_h, extra_w) else "replicate"
+    return F.pad(img[None], (0, extra_w, 0, extra_h), mode=mode)[0]
+
+
+def reference_positions(h: int, w: int, patch: int, step: int, device=None) -> torch.Tensor:
+    """Flat positions (N,) of the reference patches on the stride-`step` grid."""
+    wn = w - patch + 1
+    rows = torch.arange(0, h - patch + 1, step, device=device)
+    cols = torch.arange(0, wn, step, device=device)
+    return (rows[:, None] * wn + cols[None, :]).reshape(-1)
+
+
+def block_match(feats: torch.Tensor, step: int, radius: int, k: int, tile: int = 8) -> torch.Tensor:
+    """K most similar patches of each reference patch within its search window (Dabov 2007).
+
+    feats: (Hn, Wn, d) a feature vector per patch position (e.g. the luminance patch); the
+    distance is the squared Euclidean one. References lie on the stride-`step` grid; they are
+    processed in tiles of tile x tile references whose joint search area is compared at once
+    with one matrix product. The reference is always its own first neighbour.
+    Returns positions (N, K), N the number of references, in row-major grid order.
+    """
+    hn, wn, d = feats.shape
+    nr, nc = (hn - 1) // step + 1, (wn - 1) // step + 1
+    nth, ntw = -(-nr // tile), -(-nc // tile)
+    span = (tile - 1) * step + 2 * radius + 1  # side of a tile's joint search area
+    pad_h = nth * tile * step + span - hn - radius
+    pad_w = ntw * tile * step + span - wn - radius
+    fpad = F.pad(feats.permute(2, 0, 1), (radius, pad_w, radius, pad_h))  # (d, Hp, Wp)
+    inside = F.pad(torch.ones(1, hn, wn, device=feats.device), (radius, pad_w, radius, pad_h))[0]
+    fnorm = (fpad * fpad).sum(0)  # (Hp, Wp)
+    refs = fpad[:, radius:radius + nth * tile * step:step, radius:radius + ntw * tile * step:step]
+    refs = refs.reshape(d, nth, tile, ntw, tile).permute(1, 3, 2, 4, 0).reshape(nth, ntw, -1, d)
+    local = torch.arange(tile, device=feats.device) * step  # reference offsets inside a tile
+    grid = torch.arange(span, device=feats.device)
+    near = (grid[None, :] - radius - local[:, None]).abs() <= radius  # (tile, span)
+    window = (near[:, None, :, None] & near[None, :, None, :]).reshape(tile * tile, -1)
+    self_idx = ((local + radius)[:, None] * span + (local + radius)[None, :]).reshape(-1)
+    out = []
+    for ty in range(nth):  # loop over bands of tiles
+        r0 = ty * tile * step
+        band = fpad[:, r0:r0 + span].unfold(2, span, tile * step)[:, :, :ntw]  # (d, S, ntw, S)
+        cand = band.permute(2, 0, 1, 3).reshape(ntw, d, -1)  # (ntw, d, span * span)
+        cnorm = fnorm[r0:r0 + span].unfold(1, span, tile * step)[:, :ntw].permute(1, 0, 2)
+        valid = inside[r0:r0 + span].unfold(1, span, tile * step)[:, :ntw].permute(1, 0, 2)
+        dist = cnorm.reshape(ntw, 1, -1) - 2 * refs[ty] @ cand  # (ntw, T, span * span)
+        ok = window[None] & (valid.reshape(ntw, 1, -1) > 0)
+        dist = dist.masked_fill(~ok, float("inf"))
+        dist[:, torch.arange(tile * tile, device=feats.device), self_idx] = -float("inf")
+        idx = torch.topk(dist, k, dim=2, largest=False).indices  # (ntw, T, K)
+        rows = r0 + idx // span - radius
+        c0 = torch.arange(ntw, device=feats.device) * tile * step  # first column of each tile
+        cols = c0[:, None, None] + idx % span - radius
+        out.append((rows * wn + cols).reshape(ntw, tile, tile, k))
+    pos = torch.stack(out).permute(0, 2, 1, 3, 4).reshape(nth * tile, ntw * tile, k)
+    return pos[:nr, :nc].reshape(-1, k)
+
+
+def all_patches(img: torch.Tensor, patch: int) -> torch.Tensor:
+    """(C, H, W) -> (Hn * Wn, C, p * p): every patch, indexed by flat position."""
+    c = img.shape[0]
+    cols = F.unfold(img[None], patch)[0]  # (C * p * p, Hn * Wn)
+    return cols.T.reshape(-1, c, patch * patch)
+
+
+def dct_matrix(patch: int, device=None) -> torch.Tensor:
+    """Orthonormal 2-D DCT-II on flattened p x p patches: (p*p, p*p), coefficients = D @ x."""
+    n = torch.arange(patch, dtype=torch.float64)
+    d = torch.cos(math.pi * (n[None, :] + 0.5) * n[:, None] / patch) * math.sqrt(2.0 / patch)
+    d[0] /= math.sqrt(2.0)
+    return torch.kron(d, d).to(device=device, dtype=torch.float32)
+
+
+class PatchAccumulator:
+    """Weighted sum of overlapping patch estimates, folded back into an image at the end."""
+
+    def __init__(self, shape: tuple[int, int, int], patch: int, device=None) -> None:
+        c, h, w = shape
+        self.shape, self.patch = shape, patch
+        npos = (h - patch + 1) * (w - patch + 1)
+        self.num = torch.zeros(npos, c * patch * patch, device=device)  # (Hn * Wn, C * p * p)
+        self.den = torch.zeros(npos, device=device)
+
+    def add(self, estimates: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor) -> None:
+        """estimates (N, K, C, p*p) at positions (N, K), one weight per group (N,)."""
+        flat = positions.reshape(-1)
+        wk = weights[:, None].expand_as(positions).reshape(-1)
+        self.num.index_add_(0, flat, estimates.reshape(flat.numel(), -1) * wk[:, None])
+        self.den.index_add_(0, flat, wk)
+
+    def image(self) -> torch.Tensor:
+        """(C, H, W) weighted average; every pixel is covered by the reference grid."""
+        c, h, w = self.shape
+        pp = self.patch * self.patch
+        num = F.fold(self.num.T[None], (h, w), self.patch)[0]
+        den = F.fold(self.den[None, None].expand(1, pp, -1), (h, w), self.patch)[0]
+        return num / den

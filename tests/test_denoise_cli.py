@@ -1,0 +1,84 @@
+"""Image files and the `libcem denoise` command: formats round-trip, errors are one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+from libcem.cli import main
+from libcem.denoise.io import read_image, write_image
+from libcem.errors import LibcemError
+
+
+def _noisy_rgb(h: int = 40, w: int = 48) -> np.ndarray:
+    clean = data.astronaut()[200:200 + h, 180:180 + w].astype(np.float64)
+    return np.clip(clean + 15 * np.random.default_rng(0).standard_normal(clean.shape), 0, 255)
+
+
+@pytest.mark.parametrize("name,dtype,channels", [
+    ("g8.png", np.uint8, 1), ("g16.png", np.uint16, 1), ("rgb8.png", np.uint8, 3),
+    ("rgb16.png", np.uint16, 3), ("rgba16.png", np.uint16, 4), ("rgba8.png", np.uint8, 4),
+    ("rgb.tif", np.uint16, 3), ("g.tiff", np.uint8, 1),
+])
+def test_formats_round_trip(tmp_path, name, dtype, channels):
+    rng = np.random.default_rng(0)
+    shape = (5, 7) if channels == 1 else (5, 7, channels)
+    img = rng.integers(0, np.iinfo(dtype).max, size=shape, endpoint=True).astype(dtype)
+    write_image(tmp_path / name, img)
+    back = read_image(tmp_path / name)
+    assert back.dtype == dtype and np.array_equal(back, img)
+
+
+def test_jpeg_is_8bit_only(tmp_path):
+    img = _noisy_rgb().astype(np.uint8)
+    write_image(tmp_path / "a.jpg", img)
+    back = read_image(tmp_path / "a.jpg")
+    assert back.dtype == np.uint8 and back.shape == img.shape
+    with pytest.raises(LibcemError, match="8-bit"):
+        write_image(tmp_path / "b.jpg", img.astype(np.uint16))
+
+
+def test_non_image_file_gives_clear_error(tmp_path, capsys):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(LibcemError, match="not a PNG"):
+        read_image(bad)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(LibcemError, match="unsupported file type"):
+        read_image(text)
+    fake_tif = tmp_path / "x.tif"
+    fake_tif.write_bytes(b"\x00" * 64)
+    with pytest.raises(LibcemError, match="cannot read as an image"):
+        read_image(fake_tif)
+    assert main(["denoise", str(bad), "-o", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("libcem: error:") and "notes.png" in err[0]
+
+
+def test_cli_file_and_folder(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb = _noisy_rgb()
+    write_image(src / "a.png", rgb.astype(np.uint8))
+    write_image(src / "b.png", (rgb * 257).astype(np.uint16))
+    (src / "readme.txt").write_text("skipped: not an image")
+    args = ["denoise", str(src / "a.png"), "-o", str(tmp_path / "a_out.png"), "--sigma", "15"]
+    assert main(args) == 0
+    out = read_image(tmp_path / "a_out.png")
+    assert out.dtype == np.uint8 and out.shape == rgb.shape
+    assert "sigma 15.00" in capsys.readouterr().out
+    assert main(["denoise", str(src), "-o", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    out16 = read_image(tmp_path / "out" / "b.png")
+    assert out16.dtype == np.uint16 and out16.max() > 255
+    printed = capsys.readouterr().out
+    assert printed.count("sigma") == 2
+
+
+def test_cli_rejects_bad_sigma(tmp_path, capsys):
+    write_image(tmp_path / "a.png", _noisy_rgb().astype(np.uint8))
+    assert main(["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
+                 "--sigma", "300"]) == 2
+    assert "0..255" in capsys.readouterr().err
