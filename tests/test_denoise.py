@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage import data
 
-from libcem.denoise import DenoiseConfig, denoise
+from libcem.patchgraph import DenoiseConfig, denoise
 from libcem.errors import LibcemError
 
 

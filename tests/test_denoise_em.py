@@ -7,13 +7,13 @@ import pytest
 import torch
 from skimage import data
 
-from libcem.denoise import em
-from libcem.denoise.attention import attention_weights
-from libcem.denoise.config import DenoiseConfig
-from libcem.denoise.graph import laplacian, spectrum
-from libcem.denoise.noise import estimate_sigma
-from libcem.denoise.patches import all_patches, block_match, dct_matrix, pad_to_grid, to_opponent
-from libcem.denoise.pipeline import PatchGroups, fit_prior
+from libcem.patchgraph import em
+from libcem.patchgraph.attention import attention_weights
+from libcem.patchgraph.config import DenoiseConfig
+from libcem.patchgraph.graph import laplacian, spectrum
+from libcem.patchgraph.noise import estimate_sigma
+from libcem.patchgraph.patches import all_patches, block_match, dct_matrix, pad_to_grid, to_opponent
+from libcem.patchgraph.pipeline import PatchGroups, fit_prior
 from libcem.errors import LibcemError
 
 

@@ -15,7 +15,7 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "denoise": ("libcem.denoise", "denoise"),
+    "denoise": ("libcem.patchgraph", "denoise"),
     "Tokenizer": ("libcem.models.tokenizer", "Tokenizer"),
     "Pipeline": ("libcem.pipeline", "Pipeline"),
     "LibcemError": ("libcem.errors", "LibcemError"),

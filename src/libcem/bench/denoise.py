@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from libcem.denoise import DenoiseConfig, denoise
+from libcem.patchgraph import DenoiseConfig, denoise
 from libcem.errors import LibcemError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -61,7 +61,7 @@ def load_images(root: Path, kind: str, limit: int | None,
                 names: list[str] | None = None) -> list[tuple[str, np.ndarray]]:
     """Clean uint8 images of a set ('set12' or 'mcmaster'), sorted by name (optionally only
     those whose file stem is in `names`)."""
-    from libcem.denoise.io import read_image
+    from libcem.patchgraph.io import read_image
 
     folder = root / kind
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".tif", ".tiff")
@@ -147,8 +147,8 @@ def run_set(images, sigmas, color: bool, include_bm3d: bool, one_head_sigmas=(),
 
 def em_convergence(images, sigma: float, cap: int) -> dict:
     """EM iterations to convergence (objective gain < em_tol), one head vs four heads."""
-    from libcem.denoise.pipeline import PatchGroups, fit_prior
-    from libcem.denoise.patches import pad_to_grid, to_opponent
+    from libcem.patchgraph.pipeline import PatchGroups, fit_prior
+    from libcem.patchgraph.patches import pad_to_grid, to_opponent
 
     out = {}
     for label, heads in (("1 head (texture)", ("texture",)), ("4 heads", None)):

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from libcem.denoise import em
-from libcem.denoise.attention import attention_weights, feature_maps, head_distances
-from libcem.denoise.config import DenoiseConfig
-from libcem.denoise.graph import spectrum
-from libcem.denoise.noise import estimate_sigma
-from libcem.denoise.patches import (
+from libcem.patchgraph import em
+from libcem.patchgraph.attention import attention_weights, feature_maps, head_distances
+from libcem.patchgraph.config import DenoiseConfig
+from libcem.patchgraph.graph import spectrum
+from libcem.patchgraph.noise import estimate_sigma
+from libcem.patchgraph.patches import (
     PatchAccumulator, block_match, dct_matrix, from_opponent, pad_to_grid,
     to_opponent,
 )

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from libcem.denoise.attention import attention_weights
-from libcem.denoise.graph import diffusion_gain, laplacian, spectrum
+from libcem.patchgraph.attention import attention_weights
+from libcem.patchgraph.graph import diffusion_gain, laplacian, spectrum
 
 
 @dataclass(frozen=True)

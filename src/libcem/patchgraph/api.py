@@ -7,9 +7,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from libcem.denoise.config import DenoiseConfig
-from libcem.denoise.pipeline import DenoiseInfo, denoise_tensor
-from libcem.denoise.tiling import central_tile, process_tiled
+from libcem.patchgraph.config import DenoiseConfig
+from libcem.patchgraph.pipeline import DenoiseInfo, denoise_tensor
+from libcem.patchgraph.tiling import central_tile, process_tiled
 from libcem.errors import LibcemError
 
 INTERNAL_PEAK = 255.0  # the denoiser works on the 0..255 scale whatever the input's dtype
