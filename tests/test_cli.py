@@ -41,7 +41,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def _train_cmd(run, steps):
-    return [sys.executable, "-m", "libcem", "train", "--out", str(run), "--steps", str(steps), "--resume", *TINY_CLI,
+    return [sys.executable, "-m", "libcem", "train", "tokenizer", "--out", str(run), "--steps", str(steps), "--resume", *TINY_CLI,
             "--set", "train.checkpoint_every=1", "--set", "train.keep_checkpoints=3"]
 
 
