@@ -55,6 +55,7 @@ def _expand(inputs: list[str], channels: int, size: int):
 
 def run(args: argparse.Namespace) -> int:
     from libcem.imagegrid import grid, save_png, side_by_side
+    from libcem.training.tokenizer import spread
     from libcem.metrics import psnr
     from libcem.models.tokenizer import Tokenizer
 
@@ -69,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
             scores.append(float(psnr(recon, x)))
             pair = side_by_side(x, recon)[0]
             save_png(pair, args.output / f"{name}.png")
-            if len(pairs) < GRID_MAX and pair.shape == (pairs[0].shape if pairs else pair.shape):
+            if not pairs or pair.shape == pairs[0].shape:  # the grid shows pairs of one shape
                 pairs.append(pair)
-    save_png(grid(torch.stack(pairs), cols=8), args.output / "grid.png", upscale=2 if pairs[0].shape[-1] < 128 else 1)
+    chosen = [pairs[i] for i in spread(len(pairs), GRID_MAX).tolist()]
+    save_png(grid(torch.stack(chosen), cols=8), args.output / "grid.png", upscale=2 if chosen[0].shape[-1] < 128 else 1)
     mean = sum(scores) / len(scores)
     print(f"{len(scores)} images: mean PSNR {mean:.2f} dB; written to {args.output}")
     return 0

@@ -55,12 +55,17 @@ class TokenizerTask:
 
     def snapshot(self, model: nn.Module, path: Path) -> None:
         test = self.splits.test
-        x = test.floats(torch.arange(min(SNAPSHOT_IMAGES, len(test))))
+        x = test.floats(spread(len(test), SNAPSHOT_IMAGES))
         recon = reconstruct(model, x)
         save_png(grid(side_by_side(x, recon), cols=8), path, upscale=2)
 
     def export_extra(self) -> dict:
         return {"data": self.cfg.data.source}
+
+
+def spread(n: int, k: int) -> torch.Tensor:
+    """min(n, k) indices evenly spread over range(n) (held-out splits may be sorted by class)."""
+    return torch.linspace(0, n - 1, min(n, k)).round().long()
 
 
 @torch.no_grad()
