@@ -74,3 +74,12 @@ def test_straight_through_gradients_reach_the_encoder():
     out = q(z, torch.Generator().manual_seed(0))
     out.quantized.sum().backward()
     assert torch.equal(z.grad, torch.ones_like(z))
+
+
+def test_nearest_code_stays_exact_under_mixed_precision():
+    # latents far from the origin with codes close together: bf16 matmuls would confuse them
+    g = torch.Generator().manual_seed(0)
+    codes = 10 + 0.1 * torch.randn(64, 8, generator=g)
+    z = codes + 1e-3 * torch.randn(64, 8, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(nearest_code(z, codes), torch.arange(64))

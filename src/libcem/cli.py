@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "libcem.commands.denoise",
     "libcem.commands.sample",
     "libcem.commands.eval",
+    "libcem.commands.presets",
+    "libcem.commands.kit",
 )
 
 

@@ -82,8 +82,8 @@ class Pipeline:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents (B, D, h, w) -> images (B, C, H, W) in [0, 1]."""
-        z = self.prior.denormalise(latents)
         tok = self.tokenizer
+        z = self.prior.denormalise(latents).to(tok.quantizer.codebook.device)
         if self.snap:
             b, d, h, w = z.shape
             codes = nearest_code(z.permute(0, 2, 3, 1).reshape(-1, d).float(), tok.quantizer.codebook)

@@ -8,6 +8,7 @@ unless prefixed: --set tokenizer.train.steps=500 --set prior.model.depth=4.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from libcem.commands.common import add_config_args, shortcut_overrides
@@ -43,6 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-encoder", choices=list(ENCODERS),
                    help="prior: " + "; ".join(f"{k}: {v.help}" for k, v in ENCODERS.items())
                    + " (default minilm when installed, else label)")
+    p.add_argument("--time-limit", type=float, metavar="MINUTES",
+                   help="stop with a checkpoint once this many minutes have passed (e.g. before a Kaggle session "
+                   "ends); the same command with --resume continues")
+    p.add_argument("--preset", metavar="NAME",
+                   help="start from a named preset (list them: libcem presets); --set changes it")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -78,8 +84,38 @@ def resolve_config(cls, args: argparse.Namespace, out: Path | None = None, overr
     return build_config(cls, base, shortcut_overrides(args) if overrides is None else overrides)
 
 
+def deadline(args: argparse.Namespace) -> float | None:
+    """The time.monotonic() value at which --time-limit ends (fixed on first use, shared by both stages)."""
+    if getattr(args, "time_limit", None) is None:
+        return None
+    if args.time_limit <= 0:
+        raise LibcemError("--time-limit must be a positive number of minutes")
+    if not hasattr(args, "_deadline"):
+        args._deadline = time.monotonic() + 60 * args.time_limit
+    return args._deadline
+
+
+def stopped_early(result, steps: int, stage: str, main: bool) -> bool:
+    if result.finished:
+        return False
+    if main:
+            print(f"{stage}: stopped at the time limit after step {result.step} of {steps}, with a checkpoint; "
+              "run the same command with --resume to continue")
+    return True
+
+
+def local_device() -> str:
+    """This process's GPU (LOCAL_RANK under accelerate launch) when there is one, else the CPU."""
+    import os
+
+    import torch
+
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+
+
 def train_tokenizer(args: argparse.Namespace, out: Path, overrides: list[str] | None = None,
-                    config_base: dict | None = None) -> Path:
+                    config_base: dict | None = None) -> bool:
+    """Train (or resume) the tokenizer; False when it stopped at the time limit."""
     from libcem.data import load_data
     from libcem.training.tokenizer import TokenizerRunConfig, TokenizerTask, evaluate
     from libcem.training.trainer import Trainer
@@ -88,7 +124,9 @@ def train_tokenizer(args: argparse.Namespace, out: Path, overrides: list[str] | 
     splits = load_data(cfg.data)
     task = TokenizerTask(cfg, splits)
     trainer = Trainer(out, cfg, task, progress=not args.quiet)
-    result = trainer.fit(resume=args.resume)
+    result = trainer.fit(resume=args.resume, deadline=deadline(args))
+    if stopped_early(result, cfg.train.steps, "tokenizer", trainer.acc.is_main_process):
+        return False
     if trainer.acc.is_main_process:
         model = trainer.ema.model if trainer.ema else trainer.acc.unwrap_model(trainer.model)
         scores = evaluate(model, splits.test)
@@ -96,11 +134,12 @@ def train_tokenizer(args: argparse.Namespace, out: Path, overrides: list[str] | 
             f"step {result.step}: held-out PSNR {scores['psnr']:.2f} dB on {scores['images']} images, "
             f"{scores['codes_used']:.0%} of codes used; model: {result.checkpoint}"
         )
-    return result.checkpoint
+    return True
 
 
 def train_prior(args: argparse.Namespace, out: Path, tokenizer: Path | None, overrides: list[str] | None = None,
-                config_base: dict | None = None) -> Path:
+                config_base: dict | None = None) -> bool:
+    """Train (or resume) the prior; False when it stopped at the time limit."""
     from libcem.checkpoint import read_record
     from libcem.config import replace
     from libcem.data import load_data
@@ -113,7 +152,7 @@ def train_prior(args: argparse.Namespace, out: Path, tokenizer: Path | None, ove
     if args.text_encoder:
         overrides.append(f'text.encoder="{args.text_encoder}"')
     tok_dir = attach_tokenizer(out, tokenizer, args.resume)
-    tok = Tokenizer.from_pretrained(tok_dir)
+    tok = Tokenizer.from_pretrained(tok_dir, local_device())  # encodes the training images once
     if not args.data and not (args.resume and (out / "config.toml").is_file()):
         source = read_record(tok_dir).get("data")  # by default, the data the tokenizer was trained on
         overrides = ([f'data.source="{source}"'] if source else []) + overrides
@@ -130,38 +169,51 @@ def train_prior(args: argparse.Namespace, out: Path, tokenizer: Path | None, ove
     encoder = build_encoder(cfg.text.encoder, sorted(set(splits.train.captions)))
     task = PriorTask(cfg, splits, tok, encoder, progress=not args.quiet)
     trainer = Trainer(out, cfg, task, progress=not args.quiet)
-    result = trainer.fit(resume=args.resume)
+    result = trainer.fit(resume=args.resume, deadline=deadline(args))
+    if stopped_early(result, cfg.train.steps, "prior", trainer.acc.is_main_process):
+        return False
     if trainer.acc.is_main_process:
         print(
             f"step {result.step}: prior trained on {len(splits.train)} images with the '{encoder.name}' text encoder; "
             f"model: {result.checkpoint}"
         )
-    return result.checkpoint
+    return True
+
+
+def two_stage_base(args: argparse.Namespace) -> dict | None:
+    """--preset NAME or a two-stage --config file (shared tables plus [tokenizer.*] / [prior.*] tables)."""
+    from libcem.config import read_toml
+    from libcem.presets import get_preset
+
+    if args.preset and args.config:
+        raise LibcemError("use --preset or --config, not both (change a preset with --set)")
+    if args.preset:
+        return get_preset(args.preset).config
+    return read_toml(args.config) if args.config else None
 
 
 def _stage_base(args: argparse.Namespace, stage: str) -> dict | None:
-    """A two-stage --config: shared tables plus [tokenizer.*] / [prior.*] tables for one stage."""
-    from libcem.config import _deep_update, read_toml
+    from libcem.config import stage_base
 
-    if not args.config:
-        return None
-    data = read_toml(args.config)
-    base = {k: v for k, v in data.items() if k not in STAGE_PREFIXES}
-    _deep_update(base, data.get(stage, {}))
-    return base
+    data = two_stage_base(args)
+    return None if data is None else stage_base(data, stage)
 
 
 def run(args: argparse.Namespace) -> int:
+    one_stage_base = _stage_base(args, args.stage) if args.preset else None  # a --config file is one stage's
     if args.stage == "tokenizer":
-        train_tokenizer(args, args.out)
+        train_tokenizer(args, args.out, config_base=one_stage_base)
     elif args.stage == "prior":
-        train_prior(args, args.out, args.tokenizer)
+        train_prior(args, args.out, args.tokenizer, config_base=one_stage_base)
     else:
         if args.tokenizer:
             raise LibcemError("--tokenizer is for 'libcem train prior'; 'libcem train' trains its own tokenizer")
         overrides = shortcut_overrides(args)
         tok_run = args.out / "tokenizer"
-        train_tokenizer(args, tok_run, split_overrides(overrides, "tokenizer"), _stage_base(args, "tokenizer"))
-        train_prior(args, args.out / "prior", tok_run, split_overrides(overrides, "prior"), _stage_base(args, "prior"))
+        if not train_tokenizer(args, tok_run, split_overrides(overrides, "tokenizer"), _stage_base(args, "tokenizer")):
+            return 0
+        if not train_prior(args, args.out / "prior", tok_run, split_overrides(overrides, "prior"),
+                           _stage_base(args, "prior")):
+            return 0
         print(f"both stages trained; sample with: libcem sample --model {args.out} \"PROMPT\" -n 16 --output grid.png")
     return 0

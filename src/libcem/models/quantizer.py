@@ -33,9 +33,30 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every process's rows, in process order (the global batch in data-parallel training)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+def _broadcast(t: torch.Tensor) -> torch.Tensor:
+    """Process 0's `t` on every process (a no-op in one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast(t, 0)
+    return t
+
+
 def nearest_code(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """E-step: (N, D) latents, (K, D) codes -> (N,) index of the nearest code (squared L2)."""
-    d = (z * z).sum(1, keepdim=True) - 2 * z @ codebook.T + (codebook * codebook).sum(1)[None]
+    """E-step: (N, D) latents, (K, D) codes -> (N,) index of the nearest code (squared L2).
+
+    Always in float32, also under mixed precision: in fp16/bf16 the expanded distance loses the
+    small differences between codes to cancellation and picks wrong codes."""
+    with torch.autocast(z.device.type, enabled=False):
+        z, codebook = z.float(), codebook.float()
+        d = (z * z).sum(1, keepdim=True) - 2 * z @ codebook.T + (codebook * codebook).sum(1)[None]
     return d.argmin(1)
 
 
@@ -120,13 +141,13 @@ class EMCodebook(nn.Module):
         self.codebook.copy_(torch.where(has_members[:, None], means, self.codebook))
 
     def init_kmeans(self, flat: torch.Tensor, g: torch.Generator) -> None:
-        """Codebook <- k-means of the first batch (all processes use process 0's result)."""
+        """Codebook <- k-means of the first (global) batch, as process 0 computes it."""
+        flat = _gather_rows(flat)
         centres = kmeans(flat, min(self.size, flat.shape[0]), self.kmeans_iters, g)
         if centres.shape[0] < self.size:  # fewer latents than codes: jittered copies
             extra = centres[torch.randint(centres.shape[0], (self.size - centres.shape[0],), generator=g)]
-            centres = torch.cat([centres, extra + 1e-3 * torch.randn(extra.shape, generator=g)])
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast(centres, 0)
+            centres = torch.cat([centres, extra + 1e-3 * torch.randn(extra.shape, generator=g).to(extra.device)])
+        centres = _broadcast(centres.contiguous())
         self.codebook.copy_(centres)
         counts = torch.bincount(nearest_code(flat, centres), minlength=self.size).float()
         self.ema_count.copy_(counts)
@@ -141,9 +162,8 @@ class EMCodebook(nn.Module):
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
-        pick = flat[torch.randint(flat.shape[0], (n_dead,), generator=g).to(flat.device)]
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast(pick, 0)
+        flat = _gather_rows(flat)
+        pick = _broadcast(flat[torch.randint(flat.shape[0], (n_dead,), generator=g).to(flat.device)].contiguous())
         mean_count = self.ema_count.sum() / self.size
         self.codebook[dead] = pick
         self.ema_count[dead] = mean_count

