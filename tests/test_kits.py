@@ -137,3 +137,28 @@ def test_vast_script_trains_in_the_background_and_survives_its_shell(tmp_path):
     assert "both stages trained" in log and (run / "samples.png").is_file(), log[-2000:]
     status = subprocess.run(["bash", str(script), "status"], env=env, capture_output=True, text=True, check=True)
     assert "not training" in status.stdout and "Sample again" in status.stdout
+
+
+def test_default_install_follows_where_libcem_came_from(monkeypatch):
+    import importlib.metadata as md
+
+    from libcem import kits
+
+    class Dist:
+        def __init__(self, text):
+            self.text = text
+
+        def read_text(self, name):
+            return self.text
+
+    origins = {
+        '{"url": "https://github.com/o/libcem.git", "vcs_info": {"vcs": "git", "commit_id": "abc123"}}':
+            "git+https://github.com/o/libcem.git@abc123",
+        '{"url": "https://example.org/libcem-0.1.0-py3-none-any.whl", "archive_info": {}}':
+            "https://example.org/libcem-0.1.0-py3-none-any.whl",
+        '{"url": "file:///home/me/libcem", "dir_info": {"editable": true}}': "libcem",
+        None: "libcem",
+    }
+    for text, expected in origins.items():
+        monkeypatch.setattr(md, "distribution", lambda name, t=text: Dist(t))
+        assert kits.default_install() == expected

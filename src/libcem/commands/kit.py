@@ -29,16 +29,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the preset it trains (libcem presets); auto (default): chosen from the GPU it finds")
     p.add_argument("--run-name", default="libcem-run", help="the run folder's name on the platform's storage")
     p.add_argument("--install", default=None, metavar="PIP_SPEC",
-                   help="what the kit pip-installs when libcem is missing (default: libcem from PyPI; "
-                   "e.g. git+https://github.com/OWNER/libcem or a wheel's URL)")
+                   help="what the kit pip-installs when libcem is missing (default: the git repository and "
+                   "commit or the URL this libcem was installed from, else libcem from PyPI; e.g. "
+                   "git+https://github.com/OWNER/libcem or a wheel's URL)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from libcem.kits import DEFAULT_INSTALL, write_kit
+    from libcem.kits import PYPI_NAME, default_install, write_kit
 
-    path = write_kit(args.platform, args.output, preset=args.preset, run_name=args.run_name,
-                     install=args.install or DEFAULT_INSTALL)
+    install = args.install or default_install()
+    path = write_kit(args.platform, args.output, preset=args.preset, run_name=args.run_name, install=install)
     print(f"wrote {path}")
+    print(f"it installs libcem with: pip install {install}")
+    if install == PYPI_NAME and not args.install:
+        print("  (this libcem was not installed from a git repository or a URL; if PyPI does not have the "
+              "version you want, pass --install git+https://github.com/OWNER/libcem or a wheel's URL)")
     print("next: " + NEXT_STEP[args.platform].format(name=path.name))
     return 0

@@ -19,10 +19,30 @@ KITS = {
     "kaggle": ("libcem-kaggle.ipynb", "a Kaggle notebook: the run folder in /kaggle/working, kept by Save Version"),
     "vast": ("libcem-vast.sh", "a Vast.ai shell script: trains in the background on the instance's volume"),
 }
-DEFAULT_INSTALL = "libcem"
+PYPI_NAME = "libcem"
 
 
-def kit_text(platform: str, preset: str = "auto", run_name: str = "libcem-run", install: str = DEFAULT_INSTALL) -> str:
+def default_install() -> str:
+    """What a kit pip-installs by default: where this libcem came from when that is a git repository
+    or a URL (pinned to the installed commit), else the PyPI name."""
+    import json
+    from importlib import metadata
+
+    try:
+        text = metadata.distribution(PYPI_NAME).read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return PYPI_NAME
+    origin = json.loads(text) if text else {}
+    url = origin.get("url", "")
+    if "vcs_info" in origin and url:
+        commit = origin["vcs_info"].get("commit_id")
+        return f"git+{url}" + (f"@{commit}" if commit else "")
+    if url.startswith(("http://", "https://")):
+        return url
+    return PYPI_NAME
+
+
+def kit_text(platform: str, preset: str = "auto", run_name: str = "libcem-run", install: str = PYPI_NAME) -> str:
     from libcem.presets import get_preset
 
     if preset != "auto":
