@@ -75,7 +75,7 @@ RUN.mkdir(parents=True, exist_ok=True)
 print("run folder:", RUN)''',
     "on your Google Drive",
     "None",
-    "Colab ends sessions without warning; checkpoints every few minutes cover that",
+    "Colab ends sessions without warning: the checkpoints (every train.checkpoint_every steps) cover that",
     "Everything is in `MyDrive/libcem/RUN_NAME` on your Drive. To train longer, raise `STEPS` and "
     "Run all; to start over, choose a new `RUN_NAME`.",
 )
