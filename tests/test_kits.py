@@ -162,3 +162,24 @@ def test_default_install_follows_where_libcem_came_from(monkeypatch):
     for text, expected in origins.items():
         monkeypatch.setattr(md, "distribution", lambda name, t=text: Dist(t))
         assert kits.default_install() == expected
+
+
+def test_runtime_helpers(tmp_path, capsys):
+    import sys
+
+    from libcem.errors import LibcemError
+    from libcem.kits.runtime import pick_preset, stream, train_command
+
+    log = tmp_path / "log.txt"
+    stream([sys.executable, "-c", "print('hello'); import sys; print('progress\\r', file=sys.stderr)"], log)
+    assert "hello" in capsys.readouterr().out and "hello" in log.read_text()
+    with pytest.raises(LibcemError, match="exit code 3"):
+        stream([sys.executable, "-c", "raise SystemExit(3)"])
+    assert pick_preset("auto", None, False) == "cpu-fractals"
+    assert pick_preset("auto", 15.0, True) == "tiny"
+    assert pick_preset("gpu-cifar10", None, False) == "gpu-cifar10"
+    assert "sized for GPU with 16 GB" in capsys.readouterr().out  # warned: no GPU here
+    one = train_command("tiny", tmp_path, gpus=1, steps=7, time_limit_min=30)
+    assert one[1:4] == ["-m", "libcem", "train"] and "prior.train.steps=7" in one and one[-1] == "30"
+    two = train_command("tiny", tmp_path, gpus=2)
+    assert two[1:3] == ["-m", "accelerate.commands.launch"] and two[two.index("--num_processes") + 1] == "2"
