@@ -101,8 +101,9 @@ def test_vast_script_passes_bash_n_and_shellcheck_and_runs_on_cpu(tmp_path):
 
 
 def test_kit_errors_are_one_line(tmp_path, capsys):
-    assert main(["kit", "colab", "-o", str(tmp_path), "--preset", "nope"]) == 2
-    assert "unknown preset 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["kit", "colab", "-o", str(tmp_path), "--preset", "nope"])
+    assert stop.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
     with pytest.raises(Exception, match="quote"):
         kit_text("vast", install='libcem"; rm -rf /')
 

@@ -6,7 +6,8 @@ import pytest
 
 from libcem.checkpoint import checkpoint_dirs
 from libcem.cli import main
-from libcem.presets import PRESETS, choose_preset, describe, stage_config
+from libcem.errors import LibcemError
+from libcem.presets import PRESETS, choose_preset, describe, get_preset, stage_config
 from libcem.training.prior import PriorRunConfig
 from libcem.training.tokenizer import TokenizerRunConfig
 
@@ -55,8 +56,12 @@ def test_presets_command_lists_every_preset(capsys):
     assert main(["presets", "gpu-cifar10"]) == 0
     out = capsys.readouterr().out
     assert 'source = "cifar10"' in out and "[prior.model]" in out
-    assert main(["presets", "nope"]) == 2
-    assert "unknown preset 'nope'" in capsys.readouterr().err
+    for argv in (["presets", "nope"], ["train", "--preset", "nope", "--out", "x"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(LibcemError, match="unknown preset 'nope'"):
+        get_preset("nope")
 
 
 def test_train_with_a_preset_and_its_errors(tmp_path, capsys, monkeypatch):

@@ -14,6 +14,7 @@ NEXT_STEP = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     from libcem.kits import KITS
+    from libcem.presets import PRESETS
 
     p = sub.add_parser(
         "kit",
@@ -25,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("platform", choices=list(KITS), help="where it runs")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="folder to write the kit into")
-    p.add_argument("--preset", default="auto",
-                   help="the preset it trains (libcem presets); auto (default): chosen from the GPU it finds")
+    p.add_argument("--preset", default="auto", choices=["auto", *PRESETS], metavar="NAME",
+                   help="the preset it trains: " + ", ".join(PRESETS) + " (libcem presets); auto (default): "
+                   "chosen from the GPU it finds")
     p.add_argument("--run-name", default="libcem-run", help="the run folder's name on the platform's storage")
     p.add_argument("--install", default=None, metavar="PIP_SPEC",
                    help="what the kit pip-installs when libcem is missing (default: the git repository and "

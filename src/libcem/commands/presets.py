@@ -13,7 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "per stage the peak GPU memory and time per 1,000 steps where they were measured (with the device), "
         "else 'not measured'. Figures come from `python -m libcem.bench.presets`.",
     )
-    p.add_argument("name", nargs="?", help="show this preset only, with its full config")
+    from libcem.presets import PRESETS
+
+    p.add_argument("name", nargs="?", choices=list(PRESETS), metavar="NAME",
+                   help="show this preset only, with its full config: " + ", ".join(PRESETS))
     p.set_defaults(func=run)
 
 

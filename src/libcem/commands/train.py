@@ -24,6 +24,7 @@ STAGE_PREFIXES = ("tokenizer", "prior")
 
 def register(sub: argparse._SubParsersAction) -> None:
     from libcem.data.registry import source_help
+    from libcem.presets import PRESETS
     from libcem.text import ENCODERS
 
     p = sub.add_parser(
@@ -47,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-limit", type=float, metavar="MINUTES",
                    help="stop with a checkpoint once this many minutes have passed (e.g. before a Kaggle session "
                    "ends); the same command with --resume continues")
-    p.add_argument("--preset", metavar="NAME",
-                   help="start from a named preset (list them: libcem presets); --set changes it")
+    p.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
+                   help="start from a named preset: " + ", ".join(PRESETS) + " (details: libcem presets); "
+                   "--set changes it")
     add_config_args(p)
     p.set_defaults(func=run)
 
