@@ -6,7 +6,6 @@ rebuilds it. A wrong key or value is a `ConfigError` that names the key and says
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import sys
 import types
@@ -139,22 +138,22 @@ def _deep_copy(data: dict) -> dict:
 def build_config(cls: type[T], base: dict | None = None, overrides: list[str] = ()) -> T:
     """Defaults of `cls`, then a base dict (e.g. from TOML or a preset), then dotted overrides."""
     data = merge_overrides(to_dict(cls()), [])
-    deep_update(data, base or {})
+    _deep_update(data, base or {})
     return from_dict(cls, merge_overrides(data, list(overrides)))
 
 
-def deep_update(dst: dict, src: dict) -> None:
+def _deep_update(dst: dict, src: dict) -> None:
     for k, v in src.items():
         if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            deep_update(dst[k], v)
+            _deep_update(dst[k], v)
         else:
             dst[k] = v
 
 
 def stage_base(two_stage: dict, stage: str, stages: tuple[str, ...] = ("tokenizer", "prior")) -> dict:
     """One stage's config dict from a two-stage one: the shared tables, with the stage's own table over them."""
-    base = copy.deepcopy({k: v for k, v in two_stage.items() if k not in stages})
-    deep_update(base, copy.deepcopy(two_stage.get(stage, {})))
+    base = _deep_copy({k: v for k, v in two_stage.items() if k not in stages})
+    _deep_update(base, _deep_copy(two_stage.get(stage, {})))
     return base
 
 

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from libcem.checkpoint import read_record, resolve_model_dir
 from libcem.config import from_dict
+from libcem.device import default_device
 from libcem.diffusion import DiffusionConfig, guided, sample, sampling_scheduler
 from libcem.errors import LibcemError
 from libcem.models.prior import PriorTransformer
@@ -59,7 +60,7 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "Pipeline":
         """Load from `libcem train` output: RUN (two stages), RUN/prior, or a prior checkpoint folder."""
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
         model_dir, tok_dir = locate(path)
         record = read_record(model_dir)
         prior = PriorTransformer.from_pretrained(model_dir, device)  # EMA weights when trained with EMA
@@ -89,6 +90,13 @@ class Pipeline:
             codes = nearest_code(z.permute(0, 2, 3, 1).reshape(-1, d).float(), tok.quantizer.codebook)
             return tok.decode(codes.view(b, h, w))
         return ((tok.decoder(z) + 1) / 2).clamp(0, 1)
+
+    def save_grid(self, prompts: list[str], n: int, path: Path, seed: int = 0, upscale: int = 2) -> Path:
+        """A PNG grid of `n` images per prompt, one row per prompt."""
+        from libcem.imagegrid import grid, save_png
+
+        save_png(grid(self(prompts, n=n, seed=seed), cols=n), path, upscale=upscale)
+        return path
 
     @torch.no_grad()
     def __call__(

@@ -43,16 +43,6 @@ def synthetic_splits(size: int, channels: int, n: int = SYNTHETIC_IMAGES, seed: 
     return Splits(data, data.subset(np.arange(min(n, 64))))
 
 
-def native_shape(data_cfg) -> tuple[int, int]:
-    from libcem.data.registry import SOURCES, source_name
-
-    name = source_name(data_cfg.source)
-    src = SOURCES.get(name)
-    size = data_cfg.image_size or (src.native_size if src else 32)
-    channels = data_cfg.channels or (src.native_channels if src else 3)
-    return size, channels
-
-
 def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
@@ -61,6 +51,8 @@ def device_name() -> str:
 
 def build_task(stage: str, preset_config: dict):
     from libcem.config import replace
+    from libcem.data.registry import image_shape
+    from libcem.device import default_device
     from libcem.models.tokenizer import Tokenizer
     from libcem.presets import stage_config
     from libcem.text import build_encoder, default_encoder
@@ -68,14 +60,13 @@ def build_task(stage: str, preset_config: dict):
     from libcem.training.tokenizer import TokenizerRunConfig, TokenizerTask
 
     tok_cfg = stage_config(TokenizerRunConfig, preset_config, "tokenizer")
-    size, channels = native_shape(tok_cfg.data)
+    size, channels = image_shape(tok_cfg.data)
     splits = synthetic_splits(size, channels)
     if stage == "tokenizer":
         return tok_cfg, TokenizerTask(tok_cfg, splits), ""
     cfg = stage_config(PriorRunConfig, preset_config, "prior")
     cfg = replace(cfg, text={"encoder": cfg.text.encoder or default_encoder()})
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tok = Tokenizer(tok_cfg.model, channels, size).to(device).eval()
+    tok = Tokenizer(tok_cfg.model, channels, size).to(default_device()).eval()
     encoder = build_encoder(cfg.text.encoder, sorted(set(splits.train.captions)))
     task = PriorTask(cfg, splits, tok, encoder, progress=False)
     return cfg, task, encoder.name

@@ -45,7 +45,9 @@ def prior_run(run: Path) -> Path:
 
 
 def train_speed(run: Path) -> float:
-    rows = [json.loads(line) for line in (prior_run(run) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    from libcem.training.metrics import MetricsLog
+
+    rows = MetricsLog(prior_run(run)).rows()
     return sum(r["images_per_s"] for r in rows) / len(rows)
 
 
@@ -53,13 +55,6 @@ def sampling_speed(pipe, prompt: str, n: int = 100) -> float:
     t0 = time.perf_counter()
     pipe(prompt, n=n, steps=20, guidance=3.0, seed=0, batch_size=50)
     return n / (time.perf_counter() - t0)
-
-
-def sample_grid(pipe, path: Path) -> None:
-    from libcem.imagegrid import grid, save_png
-
-    images = pipe(pipe.prompts[:4], n=8, seed=0)
-    save_png(grid(images, cols=8), path, upscale=2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         pipe = Pipeline.from_pretrained(run, "cpu" if not torch.cuda.is_available() else None)
         rate = sampling_speed(pipe, pipe.prompts[0])
         speed.append(f"| {source} | {minutes:.1f} | {train_speed(run):.0f} | {rate:.1f} |")
-        sample_grid(pipe, args.out / f"{source}-grid.png")
+        pipe.save_grid(pipe.prompts[:4], 8, args.out / f"{source}-grid.png")
         print(f"{source}: load average before eval {load0:.1f}")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -17,7 +17,6 @@ Writes a markdown table to stdout and to OUT/tokenizer.md; reconstruction grids 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from libcem.config import build_config
 from libcem.data import DataConfig, load_data
 from libcem.metrics import psnr
 from libcem.models.tokenizer import Tokenizer
+from libcem.training.metrics import MetricsLog
 from libcem.training.tokenizer import TokenizerRunConfig, TokenizerTask, evaluate
 
 
@@ -85,7 +85,7 @@ def train_and_score(source: str, out: Path, extra: list[str]) -> dict:
         raise SystemExit(code)
     model = Tokenizer.from_pretrained(run)
     scores = evaluate(model, load_data(DataConfig(source=source, image_size=model.image_size)).test)
-    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    last = MetricsLog(run).rows()[-1]
     return {"source": source, "minutes": minutes, **scores, "usage": last["usage"], "perplexity": last["perplexity"]}
 
 

@@ -23,11 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import tomli_w
 
-    from libcem.presets import PRESETS, describe, get_preset
+    from libcem.presets import PRESETS, describe, get_preset, measured
 
     names = [get_preset(args.name).name] if args.name else list(PRESETS)
+    table = measured()
     for i, name in enumerate(names):
-        rows = describe(name)
+        rows = describe(name, table)
         rows.pop("preset")
         print(("" if i == 0 else "\n") + f"{name}: {rows.pop('trains')}")
         for key, value in rows.items():

@@ -54,12 +54,13 @@ def _expand(inputs: list[str], channels: int, size: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    from libcem.device import default_device
     from libcem.imagegrid import grid, save_png, side_by_side
     from libcem.training.tokenizer import spread
     from libcem.metrics import psnr
     from libcem.models.tokenizer import Tokenizer
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     model = Tokenizer.from_pretrained(args.model, device)
     args.output.mkdir(parents=True, exist_ok=True)
     scores, pairs = [], []

@@ -101,18 +101,9 @@ def stopped_early(result, steps: int, stage: str, main: bool) -> bool:
     if result.finished:
         return False
     if main:
-            print(f"{stage}: stopped at the time limit after step {result.step} of {steps}, with a checkpoint; "
+        print(f"{stage}: stopped at the time limit after step {result.step} of {steps}, with a checkpoint; "
               "run the same command with --resume to continue")
     return True
-
-
-def local_device() -> str:
-    """This process's GPU (LOCAL_RANK under accelerate launch) when there is one, else the CPU."""
-    import os
-
-    import torch
-
-    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
 
 
 def train_tokenizer(args: argparse.Namespace, out: Path, overrides: list[str] | None = None,
@@ -145,6 +136,7 @@ def train_prior(args: argparse.Namespace, out: Path, tokenizer: Path | None, ove
     from libcem.checkpoint import read_record
     from libcem.config import replace
     from libcem.data import load_data
+    from libcem.device import default_device
     from libcem.models.tokenizer import Tokenizer
     from libcem.text import build_encoder, default_encoder
     from libcem.training.prior import PriorRunConfig, PriorTask, attach_tokenizer
@@ -154,7 +146,7 @@ def train_prior(args: argparse.Namespace, out: Path, tokenizer: Path | None, ove
     if args.text_encoder:
         overrides.append(f'text.encoder="{args.text_encoder}"')
     tok_dir = attach_tokenizer(out, tokenizer, args.resume)
-    tok = Tokenizer.from_pretrained(tok_dir, local_device())  # encodes the training images once
+    tok = Tokenizer.from_pretrained(tok_dir, default_device())  # encodes the training images once
     if not args.data and not (args.resume and (out / "config.toml").is_file()):
         source = read_record(tok_dir).get("data")  # by default, the data the tokenizer was trained on
         overrides = ([f'data.source="{source}"'] if source else []) + overrides
@@ -182,40 +174,32 @@ def train_prior(args: argparse.Namespace, out: Path, tokenizer: Path | None, ove
     return True
 
 
-def two_stage_base(args: argparse.Namespace) -> dict | None:
-    """--preset NAME or a two-stage --config file (shared tables plus [tokenizer.*] / [prior.*] tables)."""
-    from libcem.config import read_toml
+def run(args: argparse.Namespace) -> int:
+    from libcem.config import read_toml, stage_base
     from libcem.presets import get_preset
 
     if args.preset and args.config:
         raise LibcemError("use --preset or --config, not both (change a preset with --set)")
-    if args.preset:
-        return get_preset(args.preset).config
-    return read_toml(args.config) if args.config else None
-
-
-def _stage_base(args: argparse.Namespace, stage: str) -> dict | None:
-    from libcem.config import stage_base
-
-    data = two_stage_base(args)
-    return None if data is None else stage_base(data, stage)
-
-
-def run(args: argparse.Namespace) -> int:
-    one_stage_base = _stage_base(args, args.stage) if args.preset else None  # a --config file is one stage's
-    if args.stage == "tokenizer":
-        train_tokenizer(args, args.out, config_base=one_stage_base)
-    elif args.stage == "prior":
-        train_prior(args, args.out, args.tokenizer, config_base=one_stage_base)
-    else:
-        if args.tokenizer:
-            raise LibcemError("--tokenizer is for 'libcem train prior'; 'libcem train' trains its own tokenizer")
-        overrides = shortcut_overrides(args)
-        tok_run = args.out / "tokenizer"
-        if not train_tokenizer(args, tok_run, split_overrides(overrides, "tokenizer"), _stage_base(args, "tokenizer")):
-            return 0
-        if not train_prior(args, args.out / "prior", tok_run, split_overrides(overrides, "prior"),
-                           _stage_base(args, "prior")):
-            return 0
-        print(f"both stages trained; sample with: libcem sample --model {args.out} \"PROMPT\" -n 16 --output grid.png")
+    # a preset, and a --config file of `libcem train` (all), have shared tables plus [tokenizer.*] /
+    # [prior.*] ones; a --config file of one stage is that stage's own (read by resolve_config)
+    two_stage = get_preset(args.preset).config if args.preset else None
+    if args.stage != "all":
+        base = None if two_stage is None else stage_base(two_stage, args.stage)
+        if args.stage == "tokenizer":
+            train_tokenizer(args, args.out, config_base=base)
+        else:
+            train_prior(args, args.out, args.tokenizer, config_base=base)
+        return 0
+    if args.tokenizer:
+        raise LibcemError("--tokenizer is for 'libcem train prior'; 'libcem train' trains its own tokenizer")
+    if two_stage is None and args.config:
+        two_stage = read_toml(args.config)
+    bases = {s: None if two_stage is None else stage_base(two_stage, s) for s in STAGE_PREFIXES}
+    overrides = shortcut_overrides(args)
+    tok_run = args.out / "tokenizer"
+    if not train_tokenizer(args, tok_run, split_overrides(overrides, "tokenizer"), bases["tokenizer"]):
+        return 0
+    if not train_prior(args, args.out / "prior", tok_run, split_overrides(overrides, "prior"), bases["prior"]):
+        return 0
+    print(f"both stages trained; sample with: libcem sample --model {args.out} \"PROMPT\" -n 16 --output grid.png")
     return 0

@@ -94,6 +94,16 @@ def source_name(spec: str) -> str:
     return spec
 
 
+FOLDER_SHAPE = (32, 3)  # folder:PATH images are resized to this (size, channels) unless the config says otherwise
+
+
+def image_shape(cfg: DataConfig) -> tuple[int, int]:
+    """(size, channels) of the images `load_data(cfg)` gives, without loading them."""
+    name = source_name(cfg.source)
+    size, channels = FOLDER_SHAPE if name == "folder" else (SOURCES[name].native_size, SOURCES[name].native_channels)
+    return cfg.image_size or size, cfg.channels or channels
+
+
 def source_help() -> str:
     lines = [f"{name}: {src.help}" for name, src in SOURCES.items()]
     return "; ".join(lines + ["folder:PATH: class sub-folders or metadata.jsonl (imagefolder)"])
@@ -119,9 +129,7 @@ def load_data(cfg: DataConfig) -> Splits:
     if name == "folder":
         from libcem.data.folder import load_folder
 
-        splits = load_folder(
-            cfg.source[len(FOLDER_PREFIX):], cfg.image_size or 32, cfg.channels or 3, cfg.test_size
-        )
+        splits = load_folder(cfg.source[len(FOLDER_PREFIX):], *image_shape(cfg), cfg.test_size)
     else:
         splits = SOURCES[name].load(cfg)
     out = Splits(*(_convert(s, cfg.image_size, cfg.channels) for s in (splits.train, splits.test)))

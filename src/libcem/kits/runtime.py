@@ -132,12 +132,9 @@ def sample_grid(run: Path, prompts: list[str] | None = None, n: int = 8) -> Path
     if not (run / "prior" / "checkpoints").is_dir():
         print("the prior has no checkpoint yet: train first")
         return None
-    from libcem.imagegrid import grid, save_png
     from libcem.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(run)
     prompts = list(prompts or pipe.prompts[:4])
     print("prompts:", prompts)
-    path = run / "samples.png"
-    save_png(grid(pipe(prompts, n=n, seed=0), cols=n), path, upscale=2)
-    return path
+    return pipe.save_grid(prompts, n, run / "samples.png")

@@ -7,17 +7,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from libcem.device import default_device
 from libcem.patchgraph.config import DenoiseConfig
 from libcem.patchgraph.pipeline import DenoiseInfo, denoise_tensor
 from libcem.patchgraph.tiling import central_tile, process_tiled
 from libcem.errors import LibcemError
 
 INTERNAL_PEAK = 255.0  # the denoiser works on the 0..255 scale whatever the input's dtype
-
-
-def default_device() -> torch.device:
-    """The GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _numpy_dtype(dtype) -> np.dtype:

@@ -20,7 +20,6 @@ from libcem.config import check, to_dict
 from libcem.data import DataConfig, ImageSet, Splits
 from libcem.diffusion import DiffusionConfig, diffusion_loss, training_scheduler
 from libcem.errors import LibcemError
-from libcem.imagegrid import grid, save_png
 from libcem.models.prior import PriorConfig, PriorTransformer
 from libcem.models.tokenizer import Tokenizer
 from libcem.text import TextEncoder, embed_captions
@@ -136,8 +135,7 @@ class PriorTask:
         return Pipeline(model, self.tokenizer, self.encoder, self.cfg.diffusion, snap=self.cfg.latent.snap)
 
     def snapshot(self, model: nn.Module, path: Path) -> None:
-        images = self.pipeline(model)(self.prompts, n=SNAPSHOT_PER_PROMPT, seed=0)
-        save_png(grid(images, cols=SNAPSHOT_PER_PROMPT), path, upscale=2)
+        self.pipeline(model).save_grid(self.prompts, SNAPSHOT_PER_PROMPT, path)
 
     def export_extra(self) -> dict:
         return {

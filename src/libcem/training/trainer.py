@@ -73,7 +73,6 @@ def make_accelerator(precision: str):
     import os
 
     from accelerate import Accelerator
-
     from accelerate.state import AcceleratorState
 
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
