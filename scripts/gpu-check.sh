@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks behind the GPU figures in the presets registry and docs/platforms.md:
 #   bash scripts/gpu-check.sh OUTDIR
-# 1. preset speed and memory (python -m libcem.bench.presets), 2. the denoiser on the GPU against
+# 1. preset speed and memory (python -m benchmarks.presets), 2. the denoiser on the GPU against
 # the CPU on one image, 3. the gpu-fractals preset end to end (both stages, --time-limit), then
 # libcem eval on it. Settings: PRESET, BENCH_STEPS, TOKENIZER_MINUTES and PRIOR_MINUTES (time
 # limits of the two stages), BENCH_PRESETS. A failed part is reported and the next one still runs.
@@ -16,7 +16,7 @@ mkdir -p "$OUT"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 
 echo "== 1. preset speed and memory"
-python3 -m libcem.bench.presets --presets "${BENCH_PRESETS[@]}" --warmup 20 --steps "$BENCH_STEPS" \
+python3 -m benchmarks.presets --presets "${BENCH_PRESETS[@]}" --warmup 20 --steps "$BENCH_STEPS" \
   --json "$OUT/measured.json" || echo "== part 1 FAILED"
 
 echo "== 2. denoiser: GPU vs CPU on camera (256 px, sigma 25)"
@@ -25,7 +25,7 @@ import json, sys, time
 import numpy as np, torch
 from skimage import data, transform
 import libcem
-from libcem.metrics import psnr
+from libcem.imaging import psnr
 clean = (transform.resize(data.camera(), (256, 256), anti_aliasing=True) * 255).round().astype(np.uint8)
 noisy = np.clip(clean + np.random.default_rng(0).normal(0, 25, clean.shape), 0, 255).round().astype(np.uint8)
 rows = {}

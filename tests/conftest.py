@@ -1,7 +1,7 @@
 import pytest
 
 from libcem.config import build_config
-from libcem.training.tokenizer import TokenizerRunConfig
+from libcem.generative.training.tokenizer import TokenizerRunConfig
 
 TINY = {
     "data": {"source": "fractals", "image_size": 16, "train_size": 48, "test_size": 8},

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from libcem.errors import LibcemError
-from libcem.models.tokenizer import Tokenizer, TokenizerConfig
+from libcem.generative.models.tokenizer import Tokenizer, TokenizerConfig
 
 CFG = TokenizerConfig(width=8, channel_mult=(1,), latent_dim=4, codebook_size=8)
 

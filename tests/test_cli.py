@@ -7,9 +7,9 @@ import time
 import torch
 from PIL import Image
 
-from libcem.checkpoint import checkpoint_dirs, load_tensors
+from libcem.files import checkpoint_dirs, load_tensors
 from libcem.cli import main
-from libcem.models.tokenizer import Tokenizer
+from libcem.generative.models.tokenizer import Tokenizer
 
 from conftest import TINY_CLI
 

@@ -1,7 +1,7 @@
 import pytest
 
 from libcem.config import ConfigError, build_config, dumps_toml, from_dict, load_config, parse_override, to_dict
-from libcem.training.tokenizer import TokenizerRunConfig
+from libcem.generative.training.tokenizer import TokenizerRunConfig
 
 
 def test_toml_round_trip(tmp_path):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from libcem.data import DataConfig, batch_indices, load_data
-from libcem.data import downloads
-from libcem.data.fractals import FAMILIES, render
+from libcem.generative.data import DataConfig, batch_indices, load_data
+from libcem.generative.data import downloads
+from libcem.generative.data.fractals import FAMILIES, render
 from libcem.errors import LibcemError
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage import data
 
-from libcem.patchgraph import DenoiseConfig, denoise
+from libcem.denoiser import DenoiseConfig, denoise
 from libcem.errors import LibcemError
 
 

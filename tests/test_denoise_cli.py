@@ -7,7 +7,7 @@ import pytest
 from skimage import data
 
 from libcem.cli import main
-from libcem.patchgraph.io import read_image, write_image
+from libcem.denoiser.io import read_image, write_image
 from libcem.errors import LibcemError
 
 

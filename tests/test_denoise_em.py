@@ -7,13 +7,13 @@ import pytest
 import torch
 from skimage import data
 
-from libcem.patchgraph import em
-from libcem.patchgraph.attention import attention_weights
-from libcem.patchgraph.config import DenoiseConfig
-from libcem.patchgraph.graph import laplacian, spectrum
-from libcem.patchgraph.noise import estimate_sigma
-from libcem.patchgraph.patches import all_patches, block_match, dct_matrix, pad_to_grid, to_opponent
-from libcem.patchgraph.pipeline import PatchGroups, fit_prior
+from libcem.denoiser import em
+from libcem.denoiser.attention import attention_weights
+from libcem.denoiser.settings import DenoiseConfig
+from libcem.denoiser.graph import laplacian, spectrum
+from libcem.denoiser.noise import estimate_sigma
+from libcem.denoiser.patches import all_patches, block_match, dct_matrix, pad_to_grid, to_opponent
+from libcem.denoiser.passes import PatchGroups, fit_prior
 from libcem.errors import LibcemError
 
 

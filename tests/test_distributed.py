@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from libcem.checkpoint import checkpoint_dirs
+from libcem.files import checkpoint_dirs
 from libcem.cli import main
 
 from conftest import TINY_CLI

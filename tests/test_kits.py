@@ -11,9 +11,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from libcem.checkpoint import checkpoint_dirs
+from libcem.files import checkpoint_dirs
 from libcem.cli import main
-from libcem.kits import kit_text
+from libcem.platforms import kit_text
 
 
 def steps_logged(stage) -> list[int]:
@@ -140,7 +140,7 @@ def test_vast_script_trains_in_the_background_and_survives_its_shell(tmp_path):
 def test_default_install_follows_where_libcem_came_from(monkeypatch):
     import importlib.metadata as md
 
-    from libcem import kits
+    from libcem import platforms as kits
 
     class Dist:
         def __init__(self, text):
@@ -166,7 +166,7 @@ def test_runtime_helpers(tmp_path, capsys):
     import sys
 
     from libcem.errors import LibcemError
-    from libcem.kits.runtime import pick_preset, stream, train_command
+    from libcem.platforms.runtime import pick_preset, stream, train_command
 
     log = tmp_path / "log.txt"
     stream([sys.executable, "-c", "print('hello'); import sys; print('progress\\r', file=sys.stderr)"], log)

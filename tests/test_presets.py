@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from libcem.checkpoint import checkpoint_dirs
+from libcem.files import checkpoint_dirs
 from libcem.cli import main
 from libcem.errors import LibcemError
-from libcem.presets import PRESETS, choose_preset, describe, get_preset, stage_config
-from libcem.training.prior import PriorRunConfig
-from libcem.training.tokenizer import TokenizerRunConfig
+from libcem.generative.presets import PRESETS, choose_preset, describe, get_preset, stage_config
+from libcem.generative.training.prior import PriorRunConfig
+from libcem.generative.training.tokenizer import TokenizerRunConfig
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

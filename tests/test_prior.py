@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from libcem.config import build_config, dumps_toml, load_config
-from libcem.data import load_data
+from libcem.generative.data import load_data
 from libcem.errors import LibcemError
-from libcem.models.prior import PriorConfig, PriorTransformer
-from libcem.models.tokenizer import Tokenizer, TokenizerConfig
-from libcem.pipeline import Pipeline
-from libcem.text import build_encoder, embed_captions
-from libcem.text.encoders import LabelEncoder, minilm_available
-from libcem.training.prior import PriorRunConfig, PriorTask
+from libcem.generative.models.prior import PriorConfig, PriorTransformer
+from libcem.generative.models.tokenizer import Tokenizer, TokenizerConfig
+from libcem.generative.pipeline import Pipeline
+from libcem.generative.text import build_encoder, embed_captions
+from libcem.generative.text.encoders import LabelEncoder, minilm_available
+from libcem.generative.training.prior import PriorRunConfig, PriorTask
 
 TINY_PRIOR = {
     "data": {"source": "fractals", "image_size": 16, "train_size": 48, "test_size": 8},
@@ -56,7 +56,7 @@ def test_empty_mask_is_the_unconditional_model_and_padding_is_ignored():
 
 
 def test_prior_round_trip(tmp_path):
-    from libcem.checkpoint import save_model
+    from libcem.files import save_model
 
     model = tiny_prior(latent_shift=[0.25, 0.0, -1.0, 2.0], latent_scale=[2.0, 1.0, 0.5, 3.0])
     save_model(tmp_path, model)
@@ -95,7 +95,7 @@ def test_minilm_gives_token_embeddings_offline_even_for_unknown_words():
 
 
 def test_clip_offline_is_a_clear_error():
-    code = ("from libcem.text import build_encoder\n"
+    code = ("from libcem.generative.text import build_encoder\n"
             "from libcem.errors import LibcemError\n"
             "try:\n    build_encoder('clip')\nexcept LibcemError as e:\n    print('ERR', e)\n")
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": "/nonexistent-libcem-test",
@@ -149,7 +149,7 @@ def test_embed_captions_pads_to_the_longest_caption():
 
 
 def tiny_pipeline() -> Pipeline:
-    from libcem.diffusion import DiffusionConfig
+    from libcem.generative.diffusion import DiffusionConfig
 
     prompts = ["a cat", "a dog", "a cow", "a hen", "an owl", "a pig"]
     prior = PriorTransformer(PriorConfig(width=32, depth=2, heads=2), latent_dim=4, latent_size=4, text_dim=6)

@@ -5,7 +5,7 @@ import json
 import torch
 from PIL import Image
 
-from libcem.checkpoint import checkpoint_dirs, load_tensors
+from libcem.files import checkpoint_dirs, load_tensors
 from libcem.cli import main
 
 TINY_BOTH = [

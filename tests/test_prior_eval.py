@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from libcem.data import ImageSet
+from libcem.generative.data import ImageSet
 from libcem.errors import LibcemError
-from libcem.evaluation import eval_labels, frechet_distance
-from libcem.evaluation.classifier import train_classifier
+from libcem.generative.evaluation import eval_labels, frechet_distance
+from libcem.generative.evaluation.classifier import train_classifier
 
 
 def test_frechet_distance_closed_forms():

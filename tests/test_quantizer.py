@@ -1,6 +1,6 @@
 import torch
 
-from libcem.models.quantizer import EMCodebook, kmeans, nearest_code
+from libcem.generative.models.quantizer import EMCodebook, kmeans, nearest_code
 
 
 def blobs(centres: torch.Tensor, per: int, spread: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

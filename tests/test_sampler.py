@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from libcem.diffusion import DiffusionConfig, guided, sample, training_scheduler
-from libcem.diffusion.samplers import initial_noise
+from libcem.generative.diffusion import DiffusionConfig, guided, sample, training_scheduler
+from libcem.generative.diffusion.samplers import initial_noise
 
 MU, SIGMA = 1.5, 0.5  # data: x0 ~ N(MU, SIGMA^2) in every coordinate
 
@@ -76,7 +76,7 @@ def test_guidance_scale_one_is_the_conditional_prediction():
 
 
 def test_loss_is_plain_mse_without_weighting_and_min_snr_weights_are_exact():
-    from libcem.diffusion.loss import diffusion_loss, snr_weights
+    from libcem.generative.diffusion.loss import diffusion_loss, snr_weights
 
     sched = training_scheduler(DiffusionConfig())
     x0 = torch.randn(6, 3)

@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
-from libcem.checkpoint import checkpoint_dirs, load_tensors
-from libcem.data import load_data
+from libcem.files import checkpoint_dirs, load_tensors
+from libcem.generative.data import load_data
 from libcem.errors import LibcemError
-from libcem.training.tokenizer import TokenizerRunConfig, TokenizerTask
-from libcem.training.trainer import Trainer
+from libcem.generative.training.tokenizer import TokenizerRunConfig, TokenizerTask
+from libcem.generative.training.trainer import Trainer
 
 
 def fit(cfg, run, resume=False, stop_at=None):

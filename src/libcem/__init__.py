@@ -15,9 +15,9 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "denoise": ("libcem.patchgraph", "denoise"),
-    "Tokenizer": ("libcem.models.tokenizer", "Tokenizer"),
-    "Pipeline": ("libcem.pipeline", "Pipeline"),
+    "denoise": ("libcem.denoiser", "denoise"),
+    "Tokenizer": ("libcem.generative.models.tokenizer", "Tokenizer"),
+    "Pipeline": ("libcem.generative.pipeline", "Pipeline"),
     "LibcemError": ("libcem.errors", "LibcemError"),
 }
 

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 
 
 def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
-    from libcem.patchgraph.io import is_image_path
+    from libcem.denoiser.io import is_image_path
     from libcem.errors import LibcemError
 
     if src.is_dir():
@@ -59,8 +59,8 @@ def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from libcem.patchgraph import DenoiseConfig, denoise
-    from libcem.patchgraph.io import read_image, write_image
+    from libcem.denoiser import DenoiseConfig, denoise
+    from libcem.denoiser.io import read_image, write_image
     from libcem.errors import LibcemError
 
     if args.sigma is not None and not 0 <= args.sigma <= 255:

@@ -38,14 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from libcem.checkpoint import read_record
+    from libcem.files import read_record
     import dataclasses
 
     from libcem.config import from_dict
-    from libcem.data import DataConfig, load_data
-    from libcem.evaluation import eval_labels, evaluate_prior, format_report
-    from libcem.imagegrid import grid, save_png
-    from libcem.pipeline import Pipeline, locate
+    from libcem.generative.data import DataConfig, load_data
+    from libcem.generative.evaluation import eval_labels, evaluate_prior, format_report
+    from libcem.imaging import grid, save_png
+    from libcem.generative.pipeline import Pipeline, locate
 
     if args.limit is not None and args.limit < 2:
         raise LibcemError("--limit must be >= 2 (a Frechet distance needs two images)")

@@ -13,8 +13,8 @@ NEXT_STEP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from libcem.kits import KITS
-    from libcem.presets import PRESETS
+    from libcem.platforms import KITS
+    from libcem.generative.presets import PRESETS
 
     p = sub.add_parser(
         "kit",
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from libcem.kits import PYPI_NAME, default_install, write_kit
+    from libcem.platforms import PYPI_NAME, default_install, write_kit
 
     install = args.install or default_install()
     path = write_kit(args.platform, args.output, preset=args.preset, run_name=args.run_name, install=install)

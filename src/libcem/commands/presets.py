@@ -11,9 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list the training presets (libcem train --preset NAME)",
         description="List the named training presets: what each trains, what it is sized for, its steps, and "
         "per stage the peak GPU memory and time per 1,000 steps where they were measured (with the device), "
-        "else 'not measured'. Figures come from `python -m libcem.bench.presets`.",
+        "else 'not measured'. Figures come from `python -m benchmarks.presets`.",
     )
-    from libcem.presets import PRESETS
+    from libcem.generative.presets import PRESETS
 
     p.add_argument("name", nargs="?", choices=list(PRESETS), metavar="NAME",
                    help="show this preset only, with its full config: " + ", ".join(PRESETS))
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import tomli_w
 
-    from libcem.presets import PRESETS, describe, get_preset, measured
+    from libcem.generative.presets import PRESETS, describe, get_preset, measured
 
     names = [get_preset(args.name).name] if args.name else list(PRESETS)
     table = measured()

@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _expand(inputs: list[str], channels: int, size: int):
     """Yield (name, (1, C, H, W) float image) for every input."""
-    from libcem.data import DataConfig, SOURCES, load_data
-    from libcem.data.folder import IMAGE_SUFFIXES, load_image
+    from libcem.generative.data import DataConfig, SOURCES, load_data
+    from libcem.generative.data.folder import IMAGE_SUFFIXES, load_image
 
     for item in inputs:
         path = Path(item)
@@ -55,10 +55,10 @@ def _expand(inputs: list[str], channels: int, size: int):
 
 def run(args: argparse.Namespace) -> int:
     from libcem.device import default_device
-    from libcem.imagegrid import grid, save_png, side_by_side
-    from libcem.training.tokenizer import spread
-    from libcem.metrics import psnr
-    from libcem.models.tokenizer import Tokenizer
+    from libcem.imaging import grid, save_png, side_by_side
+    from libcem.generative.training.tokenizer import spread
+    from libcem.imaging import psnr
+    from libcem.generative.models.tokenizer import Tokenizer
 
     device = args.device or default_device()
     model = Tokenizer.from_pretrained(args.model, device)

@@ -11,7 +11,7 @@ from libcem.errors import LibcemError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from libcem.diffusion.samplers import SAMPLERS
+    from libcem.generative.diffusion.samplers import SAMPLERS
 
     p = sub.add_parser(
         "sample",
@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from libcem.imagegrid import grid, save_png
-    from libcem.pipeline import Pipeline
+    from libcem.imaging import grid, save_png
+    from libcem.generative.pipeline import Pipeline
 
     if args.n < 1 or args.batch_size < 1 or args.upscale < 1:
         raise LibcemError("-n, --batch-size and --upscale must be >= 1")

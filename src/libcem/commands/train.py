@@ -23,9 +23,9 @@ STAGE_PREFIXES = ("tokenizer", "prior")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from libcem.data.registry import source_help
-    from libcem.presets import PRESETS
-    from libcem.text import ENCODERS
+    from libcem.generative.data.registry import source_help
+    from libcem.generative.presets import PRESETS
+    from libcem.generative.text import ENCODERS
 
     p = sub.add_parser(
         "train",
@@ -109,9 +109,9 @@ def stopped_early(result, steps: int, stage: str, main: bool) -> bool:
 def train_tokenizer(args: argparse.Namespace, out: Path, overrides: list[str] | None = None,
                     config_base: dict | None = None) -> bool:
     """Train (or resume) the tokenizer; False when it stopped at the time limit."""
-    from libcem.data import load_data
-    from libcem.training.tokenizer import TokenizerRunConfig, TokenizerTask, evaluate
-    from libcem.training.trainer import Trainer
+    from libcem.generative.data import load_data
+    from libcem.generative.training.tokenizer import TokenizerRunConfig, TokenizerTask, evaluate
+    from libcem.generative.training.trainer import Trainer
 
     cfg = resolve_config(TokenizerRunConfig, args, out, overrides, config_base)
     splits = load_data(cfg.data)
@@ -133,14 +133,14 @@ def train_tokenizer(args: argparse.Namespace, out: Path, overrides: list[str] | 
 def train_prior(args: argparse.Namespace, out: Path, tokenizer: Path | None, overrides: list[str] | None = None,
                 config_base: dict | None = None) -> bool:
     """Train (or resume) the prior; False when it stopped at the time limit."""
-    from libcem.checkpoint import read_record
+    from libcem.files import read_record
     from libcem.config import replace
-    from libcem.data import load_data
+    from libcem.generative.data import load_data
     from libcem.device import default_device
-    from libcem.models.tokenizer import Tokenizer
-    from libcem.text import build_encoder, default_encoder
-    from libcem.training.prior import PriorRunConfig, PriorTask, attach_tokenizer
-    from libcem.training.trainer import Trainer
+    from libcem.generative.models.tokenizer import Tokenizer
+    from libcem.generative.text import build_encoder, default_encoder
+    from libcem.generative.training.prior import PriorRunConfig, PriorTask, attach_tokenizer
+    from libcem.generative.training.trainer import Trainer
 
     overrides = shortcut_overrides(args) if overrides is None else list(overrides)
     if args.text_encoder:
@@ -176,7 +176,7 @@ def train_prior(args: argparse.Namespace, out: Path, tokenizer: Path | None, ove
 
 def run(args: argparse.Namespace) -> int:
     from libcem.config import read_toml, stage_base
-    from libcem.presets import get_preset
+    from libcem.generative.presets import get_preset
 
     if args.preset and args.config:
         raise LibcemError("use --preset or --config, not both (change a preset with --set)")

@@ -1,0 +1,153 @@
+"""Preset speed and memory: `python -m benchmarks.presets --presets gpu-fractals gpu-cifar10`.
+
+Protocol
+- For each preset and stage (tokenizer, prior), build the stage's task from the preset's config on
+  synthetic images of the preset's size and channels with fractal-style captions (speed and memory
+  do not depend on the pixels; it also needs no download), each in a fresh process (so the peak
+  memory is that stage's alone), prepare the Trainer as `libcem train`
+  does (Accelerate, EMA, the preset's precision), run `--warmup` optimizer steps, then time
+  `--steps` more, synchronising the GPU before reading the clock.
+- The prior runs on an untrained tokenizer of the preset's shape: its cost does not depend on the
+  tokenizer's weights. The text encoder is the preset's (minilm when installed, else label); the
+  table records which.
+- Reports images/second, seconds per 1,000 steps and the peak GPU memory (torch.cuda.max_memory_allocated,
+  None on a CPU), with the device's name. `--write` merges the figures into the registry's
+  measured.json, which `libcem presets` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SYNTHETIC_IMAGES = 2048
+
+
+def synthetic_splits(size: int, channels: int, n: int = SYNTHETIC_IMAGES, seed: int = 0):
+    from libcem.generative.data.base import ImageSet, Splits
+    from libcem.generative.data.fractals import BACKGROUNDS, COLORS, FAMILIES, caption
+
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(rng.integers(0, 256, (n, channels, size, size), dtype=np.uint8))
+    fam, col, bg = list(FAMILIES), list(COLORS), list(BACKGROUNDS)
+    captions = [caption(fam[i % len(fam)], col[i % len(col)], bg[i % len(bg)]) for i in range(n)]
+    data = ImageSet(images, captions)
+    return Splits(data, data.subset(np.arange(min(n, 64))))
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def build_task(stage: str, preset_config: dict):
+    from libcem.config import replace
+    from libcem.generative.data.registry import image_shape
+    from libcem.device import default_device
+    from libcem.generative.models.tokenizer import Tokenizer
+    from libcem.generative.presets import stage_config
+    from libcem.generative.text import build_encoder, default_encoder
+    from libcem.generative.training.prior import PriorRunConfig, PriorTask
+    from libcem.generative.training.tokenizer import TokenizerRunConfig, TokenizerTask
+
+    tok_cfg = stage_config(TokenizerRunConfig, preset_config, "tokenizer")
+    size, channels = image_shape(tok_cfg.data)
+    splits = synthetic_splits(size, channels)
+    if stage == "tokenizer":
+        return tok_cfg, TokenizerTask(tok_cfg, splits), ""
+    cfg = stage_config(PriorRunConfig, preset_config, "prior")
+    cfg = replace(cfg, text={"encoder": cfg.text.encoder or default_encoder()})
+    tok = Tokenizer(tok_cfg.model, channels, size).to(default_device()).eval()
+    encoder = build_encoder(cfg.text.encoder, sorted(set(splits.train.captions)))
+    task = PriorTask(cfg, splits, tok, encoder, progress=False)
+    return cfg, task, encoder.name
+
+
+def measure(preset: str, stage: str, warmup: int, steps: int) -> dict:
+    from libcem.generative.presets import get_preset
+    from libcem.generative.training.trainer import Trainer
+
+    cfg, task, encoder = build_task(stage, get_preset(preset).config)
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(Path(tmp), cfg, task, progress=False)
+        trainer.prepare(resume=False)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        for step in range(warmup):
+            trainer.train_step(step)
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for step in range(warmup, warmup + steps):
+            trainer.train_step(step)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    row = {
+        "device": device_name(),
+        "images_per_s": round(steps * cfg.train.batch_size / seconds, 1),
+        "s_per_1000_steps": round(1000 * seconds / steps, 1),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
+        "batch_size": cfg.train.batch_size,
+        "precision": cfg.train.precision,
+        "torch": torch.__version__,
+        "timed_steps": steps,
+    }
+    if encoder:
+        row["text_encoder"] = encoder
+    return row
+
+
+def merge(path: Path, results: dict) -> None:
+    """table[preset][stage][device] = figures: one entry per device measured on."""
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    for preset, stages in results.items():
+        for stage, row in stages.items():
+            table.setdefault(preset, {}).setdefault(stage, {})[row["device"]] = row
+    path.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from libcem.generative.presets import MEASURED_FILE, PRESETS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="Protocol: see the module docstring.")
+    p.add_argument("--presets", nargs="+", default=[n for n in PRESETS if n != "tiny"], choices=list(PRESETS))
+    p.add_argument("--stages", nargs="+", default=["tokenizer", "prior"], choices=["tokenizer", "prior"])
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--steps", type=int, default=100, help="timed optimizer steps per preset and stage")
+    p.add_argument("--json", type=Path, help="also write the figures to this file")
+    p.add_argument("--one", nargs=2, metavar=("PRESET", "STAGE"), help=argparse.SUPPRESS)
+    p.add_argument("--write", action="store_true", help=f"merge the figures into the registry's {MEASURED_FILE}")
+    args = p.parse_args(argv)
+    if args.one:  # one measurement in this fresh process: its peak memory is this stage's alone
+        print(json.dumps(measure(*args.one, args.warmup, args.steps)), flush=True)
+        return
+    results: dict = {}
+    for preset in args.presets:
+        for stage in args.stages:
+            cmd = [sys.executable, "-m", "benchmarks.presets", "--one", preset, stage,
+                   "--warmup", str(args.warmup), "--steps", str(args.steps)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{preset} {stage} failed:\n{done.stderr[-3000:]}")
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            results.setdefault(preset, {})[stage] = row
+            print(json.dumps({"preset": preset, "stage": stage, **row}), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    if args.write:
+        merge(Path(__file__).resolve().parent.parent / "src" / "libcem" / "generative" / "presets" / MEASURED_FILE, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The two passes of the denoiser on one image (or tile) held as a float tensor (C, H, W).
+
+Pass 1, graph diffusion: block matching on the noisy luminance gives each reference patch a
+group of K neighbours; the attention heads weight the group's edges; EM fits the Gaussian
+graph-diffusion prior (see `em`); each group's posterior mean -- the implicit diffusion
+(I + tau L)^-1 with per-group scales, applied per DCT coefficient -- is aggregated back.
+Pass 2, graph Wiener (as in BM3D's second step, Dabov 2007): the graph is rebuilt on the
+pass-1 estimate and each group is Wiener-filtered in the graph Fourier x DCT basis with the
+pilot's coefficients as signal variances (an empirical Gaussian prior per group).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from libcem.denoiser import em
+from libcem.denoiser.attention import attention_weights, feature_maps, head_distances
+from libcem.denoiser.settings import DenoiseConfig
+from libcem.denoiser.graph import spectrum
+from libcem.denoiser.noise import estimate_sigma
+from libcem.denoiser.patches import (
+    PatchAccumulator, block_match, dct_matrix, from_opponent, pad_to_grid,
+    to_opponent,
+)
+
+
+@dataclass
+class DenoiseInfo:
+    """What the denoiser fitted: noise std (image units), EM parameters and objective trace."""
+
+    sigma: float
+    params: em.PriorParams | None  # None when the image needed no denoising (sigma 0)
+    trace: em.EMTrace
+    heads: tuple[str, ...]
+
+
+class PatchGroups:
+    """Patches of one image in DCT coordinates plus head features, gathered per group."""
+
+    def __init__(self, img: torch.Tensor, patch: int, heads: tuple[str, ...]) -> None:
+        self.patch, self.heads, self.channels = patch, heads, img.shape[0]
+        self.shape = tuple(img.shape)
+        self.height, self.width = img.shape[1] - patch + 1, img.shape[2] - patch + 1
+        self.dct = dct_matrix(patch, img.device)  # (p*p, p*p)
+        basis = self.dct.reshape(-1, 1, patch, patch)  # the DCT of every patch as a convolution
+        coef = F.conv2d(img[:, None], basis)  # (C, p*p, Hn, Wn)
+        self.coef = coef.flatten(2).permute(2, 0, 1).contiguous()  # (positions, C, p*p)
+        self.maps = feature_maps(img, patch, heads)
+
+    def match(self, step: int, radius: int, k: int) -> torch.Tensor:
+        """Block matching on the luminance patches: positions (N, K) of each reference's group."""
+        k = min(k, min(self.height, radius + 1) * min(self.width, radius + 1))
+        lum = self.coef[:, 0].reshape(self.height, self.width, -1)
+        return block_match(lum, step, radius, k)
+
+    def coefficients(self, positions: torch.Tensor) -> torch.Tensor:
+        """(G, K) positions -> (G, K, F) DCT coefficients, F = C * p * p."""
+        return self.coef[positions].flatten(2)
+
+    def distances(self, positions: torch.Tensor) -> torch.Tensor:
+        """(G, K) positions -> (H, G, K, K) head distances (texture on the DCT-domain patch)."""
+        lum = self.coef[positions][:, :, 0]  # orthonormal DCT keeps distances
+        return head_distances(self.heads, positions, lum[..., 1:], self.maps, self.width)
+
+    def to_patches(self, coef: torch.Tensor) -> torch.Tensor:
+        """(G, K, F) DCT coefficients -> (G, K, C, p*p) pixel patches."""
+        return coef.reshape(*coef.shape[:2], self.channels, -1) @ self.dct
+
+
+def _graph(groups: PatchGroups, positions: torch.Tensor, params: em.PriorParams):
+    """Graph Fourier basis of each group: eigenvalues (G, K), eigenvectors (G, K, K)."""
+    dists = groups.distances(positions)
+    weights = attention_weights(dists, params.log_beta.to(dists), params.logit_pi.to(dists))
+    return spectrum(weights)
+
+
+def fit_prior(groups: PatchGroups, positions: torch.Tensor, sigma: float, cfg: DenoiseConfig,
+              generator: torch.Generator) -> tuple[em.PriorParams, em.EMTrace]:
+    """EM on `cfg.em_groups` groups drawn with `generator` (float64 for a clean objective)."""
+    pick = torch.randperm(positions.shape[0], generator=generator)[:cfg.em_groups]
+    sub = positions[pick.to(positions.device)]
+    z, dists = groups.coefficients(sub).double(), groups.distances(sub).double()
+    free = em.free_mask(z.shape[1], z.shape[2], groups.channels, z.device)
+    start = em.initial_params(dists, sigma**2)
+    return em.fit(z, dists, start, free, cfg.em_sigma, cfg.em_max_iter, cfg.em_tol)
+
+
+def diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: em.PriorParams,
+                   cfg: DenoiseConfig) -> torch.Tensor:
+    """Pass 1: each group's posterior mean under the fitted prior, aggregated: (C, H, W)."""
+    acc = PatchAccumulator(groups.shape, cfg.patch, groups.coef.device)
+    free = None
+    for pos in positions.split(cfg.chunk):
+        z = groups.coefficients(pos)
+        lam, vec = _graph(groups, pos, params)
+        c = vec.transpose(1, 2) @ z  # (G, K, F) graph Fourier x DCT coefficients
+        if free is None:
+            free = em.free_mask(z.shape[1], z.shape[2], groups.channels, z.device)
+        scale = em.initial_scale(c, lam, params.tau, params.sigma2, free)
+        for _ in range(cfg.scale_iter):  # EM on the per-group scales, global params fixed
+            m, var = em.posterior(c, em.prior_variance(lam, scale, params.tau), params.sigma2, free)
+            scale = em.update_scale(m * m + var, lam, params.tau, free)
+        m, var = em.posterior(c, em.prior_variance(lam, scale, params.tau), params.sigma2, free)
+        weight = params.sigma2 / var.sum((1, 2)).clamp_min(1e-12)  # inverse residual variance
+        acc.add(groups.to_patches(vec @ m), pos, weight)
+    return acc.image()
+
+
+def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
+                params: em.PriorParams) -> torch.Tensor:
+    """Pass 2: empirical Wiener filter in the pilot graph's Fourier x DCT basis (Dabov 2007)."""
+    guide = PatchGroups(pilot, cfg.patch, noisy.heads)
+    positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
+    acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device)
+    for pos in positions.split(cfg.chunk):
+        lam, vec = _graph(guide, pos, params)
+        c = vec.transpose(1, 2) @ noisy.coefficients(pos)
+        q = vec.transpose(1, 2) @ guide.coefficients(pos)
+        gain = q * q / (q * q + sigma2)
+        weight = 1.0 / (gain * gain).sum((1, 2)).clamp_min(1e-12)
+        acc.add(noisy.to_patches(vec @ (gain * c)), pos, weight)
+    return acc.image()
+
+
+def denoise_tensor(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
+                   params: em.PriorParams | None = None,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, DenoiseInfo]:
+    """Denoise (C, H, W) float32, C in {1, 3}, sigma in image units (None: estimate it).
+
+    params: EM parameters fitted elsewhere (e.g. on another tile of the same image); when
+    given, sigma and EM are skipped. Returns the estimate (C, H, W) and what was fitted.
+    """
+    generator = generator or torch.Generator().manual_seed(cfg.seed)
+    _, h, w = img.shape
+    heads = cfg.heads_for(img.shape[0])
+    opp = pad_to_grid(to_opponent(img), cfg.patch, math.lcm(cfg.step, cfg.step_wiener))
+    if params is None and sigma is None:
+        sigma = estimate_sigma(opp, generator=generator)
+    if params is None and sigma <= 0:
+        return img.clone(), DenoiseInfo(0.0, None, em.EMTrace(), heads)
+    groups = PatchGroups(opp, cfg.patch, heads)
+    positions = groups.match(cfg.step, cfg.search_radius, cfg.group_size)
+    trace = em.EMTrace()
+    if params is None:
+        params, trace = fit_prior(groups, positions, sigma, cfg, generator)
+    est = diffusion_pass(groups, positions, params, cfg)
+    passes = (cfg.wiener_passes_color if img.shape[0] > 1 else 1) if cfg.second_pass else 0
+    for _ in range(passes):  # each Wiener pass uses the previous estimate as its pilot
+        est = wiener_pass(groups, est, params.sigma2, cfg, params)
+    out = from_opponent(est[:, :h, :w])
+    return out, DenoiseInfo(params.sigma2**0.5, params, trace, heads)

@@ -1,0 +1,100 @@
+"""`folder:PATH`: images in class sub-folders (folder name = caption), or a `metadata.jsonl`
+with `file_name` and `text` per line (the Hugging Face imagefolder convention)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from libcem.generative.data.base import ImageSet, Splits, split_fixed
+from libcem.errors import LibcemError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def to_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any PIL image to 8-bit L (channels=1) or RGB (channels=3).
+
+    16-bit images are rescaled to 8 bits; transparency is composited on white.
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I") and arr.max() > 255 else max(arr.max(), 1.0)
+        img = Image.fromarray(np.clip(np.rint(arr / peak * 255), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def square_resize(img: Image.Image, size: int) -> Image.Image:
+    """Centre-crop to a square, then resize to size x size (bicubic, antialiased)."""
+    w, h = img.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    return img.crop(box).resize((size, size), Image.BICUBIC, reducing_gap=None)
+
+
+def load_image(path: Path, channels: int, size: int = 0) -> np.ndarray | None:
+    """One image as (C, H, W) uint8 (square-resized when `size`), or None if it is not a readable image."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = to_mode(img, channels)
+            arr = np.array(square_resize(img, size) if size else img)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _entries(root: Path) -> list[tuple[Path, str]]:
+    meta = root / "metadata.jsonl"
+    if meta.is_file():
+        out = []
+        for n, line in enumerate(meta.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                out.append((root / row["file_name"], str(row["text"])))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise LibcemError(
+                    f"{meta}:{n}: each line must be JSON with 'file_name' and 'text'"
+                ) from None
+        return out
+    out = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        caption = sub.name.replace("_", " ")
+        out += [(f, caption) for f in sorted(sub.rglob("*")) if f.is_file()]
+    out += [(f, "") for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    return out
+
+
+def load_folder(path: str, size: int, channels: int, n_test: int) -> Splits:
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise LibcemError(f"data folder {root} does not exist")
+    arrays, captions, skipped = [], [], 0
+    for file, caption in _entries(root):
+        arr = load_image(file, channels, size)
+        if arr is None:
+            skipped += 1
+            continue
+        arrays.append(arr)
+        captions.append(caption)
+    if skipped:
+        warnings.warn(f"{root}: skipped {skipped} file(s) that are not readable images", stacklevel=2)
+    if not arrays:
+        raise LibcemError(
+            f"no readable images in {root}: put images in class sub-folders or list them in metadata.jsonl"
+        )
+    names = sorted(set(captions))
+    labels = np.array([names.index(c) for c in captions])
+    data = ImageSet(torch.from_numpy(np.stack(arrays)), captions, {"caption": labels}, {"caption": names})
+    return split_fixed(data, n_test if n_test else max(1, len(data) // 10), seed=0)

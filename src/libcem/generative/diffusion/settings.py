@@ -1,0 +1,33 @@
+"""Settings of the diffusion process (schedule, target, guidance) and of the default sampler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from libcem.config import check
+
+BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
+PREDICTIONS = ("v_prediction", "epsilon", "sample")
+SAMPLER_NAMES = ("dpm++", "ddim", "ddpm")  # the keys of libcem.generative.diffusion.samplers.SAMPLERS
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    train_timesteps: int = 1000  # DDPM noise levels used in training
+    beta_schedule: str = "squaredcos_cap_v2"  # diffusers beta schedule (cosine: Nichol & Dhariwal 2021)
+    prediction: str = "v_prediction"  # what the network predicts: v (Salimans & Ho 2022), epsilon or sample
+    min_snr_gamma: float = 5.0  # > 0: Min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain MSE
+    cond_drop: float = 0.1  # fraction of training examples whose text is dropped (classifier-free guidance)
+    sampler: str = "dpm++"  # default sampler: dpm++ (DPM-Solver++ 2M), ddim or ddpm
+    steps: int = 20  # default sampling steps
+    guidance: float = 3.0  # default classifier-free guidance scale (1 = plain conditional model)
+
+    def __post_init__(self) -> None:
+        check(2 <= self.train_timesteps <= 100_000, "diffusion.train_timesteps", "use 2..100000")
+        check(self.beta_schedule in BETA_SCHEDULES, "diffusion.beta_schedule", f"use one of {', '.join(BETA_SCHEDULES)}")
+        check(self.prediction in PREDICTIONS, "diffusion.prediction", f"use one of {', '.join(PREDICTIONS)}")
+        check(self.min_snr_gamma >= 0, "diffusion.min_snr_gamma", "must be >= 0 (0 disables)")
+        check(0 <= self.cond_drop < 1, "diffusion.cond_drop", "use 0 <= cond_drop < 1")
+        check(self.sampler in SAMPLER_NAMES, "diffusion.sampler", f"use one of {', '.join(SAMPLER_NAMES)}")
+        check(1 <= self.steps <= self.train_timesteps, "diffusion.steps", "use 1..diffusion.train_timesteps")
+        check(self.guidance >= 0, "diffusion.guidance", "must be >= 0")

@@ -1,0 +1,56 @@
+"""The run's metrics: `metrics.jsonl` (one line per logged step) and `loss.png`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from libcem.files import atomic_write_bytes
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.plot_path = run_dir / "loss.png"
+
+    def rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: forget lines logged after the checkpoint we resume from."""
+        kept = [r for r in self.rows() if r["step"] <= step]
+        atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def plot(self, keys: tuple[str, ...] = ("loss",)) -> None:
+        """Redraw loss.png from metrics.jsonl (matplotlib, no display needed)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.rows()
+        if not rows:
+            return
+        extra = [k for k in ("psnr",) if k in rows[-1]]
+        fig, axes = plt.subplots(1, 1 + len(extra), figsize=(5 * (1 + len(extra)), 3.2), squeeze=False)
+        steps = [r["step"] for r in rows]
+        for key in keys:
+            axes[0, 0].plot(steps, [r.get(key) for r in rows], label=key)
+        axes[0, 0].set_yscale("log")
+        axes[0, 0].set_xlabel("step")
+        axes[0, 0].legend()
+        for ax, key in zip(axes[0, 1:], extra):
+            ax.plot(steps, [r[key] for r in rows], color="tab:green")
+            ax.set_xlabel("step")
+            ax.set_ylabel(key)
+        fig.tight_layout()
+        tmp = self.plot_path.with_name(".loss.tmp.png")
+        fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+        tmp.replace(self.plot_path)

@@ -1,0 +1,251 @@
+"""The training loop every libcem model uses: Accelerate, EMA, warmup + cosine, clipping,
+metrics, plots, snapshots, atomic checkpoints and exact resume.
+
+A model plugs in through a `Task`: it owns the model and the data and says how to compute a
+loss on a batch of indices and how to draw a snapshot. Every random choice of a step comes
+from a generator seeded by (seed, step), so a resumed run repeats an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from libcem.files import atomic_write_bytes, checkpoint_dirs
+from libcem.config import dumps_toml
+from libcem.generative.data.base import batch_indices
+from libcem.errors import LibcemError
+from libcem.generative.training.settings import OptimConfig, TrainConfig
+from libcem.generative.training.ema import EMA
+from libcem.generative.training.metrics_log import MetricsLog
+from libcem.generative.training.lr_schedule import lr_at
+from libcem.generative.training.checkpoints import clean_partial, load_checkpoint, save_checkpoint
+
+
+PLOT_INTERVAL_S = 15.0  # loss.png is redrawn at most this often (and at the end)
+
+
+class Task(Protocol):
+    model: nn.Module
+    n_train: int  # size of the training set that batch indices point into
+
+    def loss(
+        self, model: nn.Module, idx: torch.Tensor, generator: torch.Generator, device: torch.device
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss on training images `idx` and detached metrics to average for the log."""
+
+    def step_metrics(self, model: nn.Module) -> dict[str, float]:
+        """Metrics read off the model state after a step (e.g. codebook usage)."""
+
+    def snapshot(self, model: nn.Module, path: Path) -> None:
+        """Write an image grid (reconstructions, samples) made with `model` to `path`."""
+
+    def export_extra(self) -> dict:
+        """Extra JSON for the checkpoint's config.json (e.g. the data source)."""
+
+
+@dataclass
+class RunResult:
+    step: int
+    checkpoint: Path
+    last_metrics: dict
+    finished: bool = True  # False: stopped early (stop_at or the deadline) before train.steps
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The generator of step `step` on process `rank` (process 0 of a data-parallel run draws what a
+    single process draws; the others draw their own noise for their own share of the batch)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step + rank * 7_919_000_003)
+
+
+def make_accelerator(precision: str):
+    """Accelerate's `Accelerator`. A launch of several processes on a machine without CUDA
+    (`accelerate launch --multi_gpu --num_processes 2 ...` on CPUs) runs data parallel on the CPU
+    with the gloo backend."""
+    import os
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
+        # an earlier run in this process (the tokenizer stage, a benchmark) used another precision;
+        # the process group (PartialState) is kept
+        AcceleratorState._reset_state(reset_partial_state=False)
+    try:
+        return Accelerator(mixed_precision=precision, cpu=several and not torch.cuda.is_available())
+    except ValueError as err:
+        raise LibcemError(f"precision '{precision}' is not available here: {err}") from None
+
+
+class Trainer:
+    """Runs `task` for `train.steps` optimizer steps in `run_dir`."""
+
+    def __init__(self, run_dir: Path, cfg, task: Task, progress: bool = True) -> None:
+        self.run, self.cfg, self.task, self.progress = Path(run_dir), cfg, task, progress
+        self.tcfg: TrainConfig = cfg.train
+        self.ocfg: OptimConfig = cfg.optim
+        self.acc = make_accelerator(self.tcfg.precision)
+        self.log = MetricsLog(self.run)
+        world = self.acc.num_processes
+        if self.tcfg.batch_size % (world * self.tcfg.grad_accum):
+            raise LibcemError(
+                f"train.batch_size={self.tcfg.batch_size} must divide into {world} processes x "
+                f"{self.tcfg.grad_accum} accumulation steps"
+            )
+        self.micro = self.tcfg.batch_size // (world * self.tcfg.grad_accum)
+        self._plotted = -math.inf
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(
+            params, lr=self.ocfg.lr, betas=tuple(self.ocfg.betas), weight_decay=self.ocfg.weight_decay
+        )
+
+    def _micro_batches(self, step: int) -> list[torch.Tensor]:
+        """This process's micro-batches of global batch `step`."""
+        idx = batch_indices(step, self.tcfg.batch_size, self.task.n_train, self.tcfg.seed)
+        mine = idx.view(-1, self.acc.num_processes, self.micro)[:, self.acc.process_index]
+        return list(mine.view(self.tcfg.grad_accum, self.micro))
+
+    def prepare(self, resume: bool) -> int:
+        """Set up model, EMA and optimizer; returns the step to start from."""
+        self.run.mkdir(parents=True, exist_ok=True)
+        clean_partial(self.run)
+        model = self.task.model
+        self.ema = EMA(model, self.tcfg.ema_decay) if self.tcfg.ema_decay > 0 else None
+        opt = self._optimizer(model)
+        ckpts = checkpoint_dirs(self.run)
+        start = 0
+        if ckpts and not resume:
+            raise LibcemError(
+                f"{self.run} already holds checkpoints: pass --resume to continue it, or choose a new --out"
+            )
+        if ckpts:
+            start = load_checkpoint(ckpts[-1], model, self.ema.model if self.ema else None, opt)
+            if self.acc.is_main_process:
+                self.log.truncate_after(start)
+        elif self.acc.is_main_process:
+            self.log.truncate_after(-1)
+        if self.acc.is_main_process:
+            atomic_write_bytes(self.run / "config.toml", dumps_toml(self.cfg).encode())
+        self.model, self.opt = self.acc.prepare(model, opt)
+        if self.ema:
+            self.ema.model.to(self.acc.device)
+        self.acc.wait_for_everyone()
+        return start
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(step, self.tcfg.steps, self.ocfg)
+        gen = step_generator(self.tcfg.seed, step, self.acc.process_index)
+        sums: dict[str, torch.Tensor] = {}
+        batches = self._micro_batches(step)
+        for i, idx in enumerate(batches):
+            sync = i == len(batches) - 1
+            with (contextlib.nullcontext() if sync else self.acc.no_sync(self.model)), self.acc.autocast():
+                loss, metrics = self.task.loss(self.model, idx, gen, self.acc.device)
+            if not torch.isfinite(loss.detach()):
+                raise FloatingPointError(step)
+            self.acc.backward(loss / len(batches))
+            for k, v in {"loss": loss.detach(), **metrics}.items():
+                sums[k] = sums.get(k, 0) + v.float() / len(batches)
+        if self.ocfg.grad_clip > 0:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.ocfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.ema:
+            self.ema.update(self.acc.unwrap_model(self.model), step)
+        return sums
+
+    def checkpoint(self, step: int) -> Path | None:
+        path = None
+        if self.acc.is_main_process:
+            path = save_checkpoint(
+                self.run,
+                step,
+                self.acc.unwrap_model(self.model),
+                self.ema.model if self.ema else None,
+                self.opt,
+                self.task.export_extra(),
+                self.tcfg.keep_checkpoints,
+            )
+        self.acc.wait_for_everyone()
+        return path
+
+    def snapshot(self, step: int) -> None:
+        if self.acc.is_main_process:
+            model = self.ema.model if self.ema else self.acc.unwrap_model(self.model)
+            self.task.snapshot(model, self.run / "samples" / f"step_{step:08d}.png")
+
+    def _past(self, deadline: float | None) -> bool:
+        """True on every process once the main process's clock passes `deadline` (time.monotonic)."""
+        if deadline is None:
+            return False
+        over = torch.tensor([float(self.acc.is_main_process and time.monotonic() > deadline)], device=self.acc.device)
+        return bool(self.acc.reduce(over, reduction="sum").item() > 0)
+
+    def fit(self, resume: bool = False, stop_at: int | None = None, deadline: float | None = None) -> RunResult:
+        """Train to `train.steps`; or stop early after `stop_at` steps (as a kill would), or with a
+        checkpoint at the first logging step past `deadline` (a time.monotonic() value)."""
+        start = self.prepare(resume)
+        t = self.tcfg
+        end = t.steps if stop_at is None else min(stop_at, t.steps)
+        window: dict[str, torch.Tensor] = {}
+        n_window, t0, last = 0, time.perf_counter(), {}
+        bar = tqdm(range(start, end), initial=start, total=t.steps, disable=not (self.progress and self.acc.is_main_process),
+                   desc="train", dynamic_ncols=True)
+        for step in bar:
+            self.model.train()
+            try:
+                sums = self.train_step(step)
+            except FloatingPointError:
+                good = checkpoint_dirs(self.run)
+                where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
+                raise LibcemError(
+                    f"loss became NaN or Inf at step {step}; stopped ({where}). "
+                    "Try a lower optim.lr or train.precision=no"
+                ) from None
+            done = step + 1
+            for k, v in sums.items():
+                window[k] = window.get(k, 0.0) + v.detach()
+            n_window += 1
+            if done % t.log_every == 0 or done == end:
+                last = self._log(done, window, n_window, time.perf_counter() - t0)
+                bar.set_postfix({k: f"{last[k]:.4g}" for k in ("loss", "psnr", "usage") if k in last})
+                window, n_window, t0 = {}, 0, time.perf_counter()
+            if done % t.sample_every == 0 or done == t.steps:
+                self.snapshot(done)
+            out_of_time = done < end and done % t.log_every == 0 and self._past(deadline)
+            if done % t.checkpoint_every == 0 or done == t.steps or out_of_time:
+                self.checkpoint(done)
+            if out_of_time:
+                end = done
+                break
+        bar.close()
+        ckpts = checkpoint_dirs(self.run)
+        return RunResult(end, ckpts[-1] if ckpts else self.run, last, finished=end >= t.steps)
+
+    def _log(self, step: int, window: dict, n: int, seconds: float) -> dict:
+        names = sorted(window)
+        means = self.acc.reduce(torch.stack([window[k] for k in names]).float() / n, reduction="mean")
+        row = {"step": step, **dict(zip(names, means.tolist()))}
+        row.update(self.task.step_metrics(self.acc.unwrap_model(self.model)))
+        row["lr"] = self.opt.param_groups[0]["lr"]
+        row["images_per_s"] = n * self.tcfg.batch_size / max(seconds, 1e-9)
+        row = {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()}
+        if self.acc.is_main_process:
+            self.log.append(row)
+            if step == self.tcfg.steps or time.monotonic() - self._plotted > PLOT_INTERVAL_S:
+                self.log.plot()
+                self._plotted = time.monotonic()
+        return row
+
