@@ -21,12 +21,12 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks.common import device_name, time_train_steps
 
 SYNTHETIC_IMAGES = 2048
 
@@ -43,56 +43,32 @@ def synthetic_splits(size: int, channels: int, n: int = SYNTHETIC_IMAGES, seed: 
     return Splits(data, data.subset(np.arange(min(n, 64))))
 
 
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"CPU ({torch.get_num_threads()} threads)"
-
-
-def build_task(stage: str, preset_config: dict):
+def build_task(stage: str, preset: str):
     from libcem.config import replace
-    from libcem.generative.data.registry import image_shape
     from libcem.device import default_device
+    from libcem.generative.data.registry import image_shape
     from libcem.generative.models.tokenizer import Tokenizer
-    from libcem.generative.presets import stage_config
-    from libcem.generative.text import build_encoder, default_encoder
-    from libcem.generative.training.prior import PriorRunConfig, PriorTask
-    from libcem.generative.training.tokenizer import TokenizerRunConfig, TokenizerTask
+    from libcem.generative.presets import get_preset
+    from libcem.generative.text import default_encoder
+    from libcem.generative.training.stages import prior_task
+    from libcem.generative.training.tokenizer import TokenizerTask
 
-    tok_cfg = stage_config(TokenizerRunConfig, preset_config, "tokenizer")
+    tok_cfg = get_preset(preset).stage_config("tokenizer")
     size, channels = image_shape(tok_cfg.data)
     splits = synthetic_splits(size, channels)
     if stage == "tokenizer":
         return tok_cfg, TokenizerTask(tok_cfg, splits), ""
-    cfg = stage_config(PriorRunConfig, preset_config, "prior")
+    cfg = get_preset(preset).stage_config("prior")
     cfg = replace(cfg, text={"encoder": cfg.text.encoder or default_encoder()})
     tok = Tokenizer(tok_cfg.model, channels, size).to(default_device()).eval()
-    encoder = build_encoder(cfg.text.encoder, sorted(set(splits.train.captions)))
-    task = PriorTask(cfg, splits, tok, encoder, progress=False)
-    return cfg, task, encoder.name
+    task = prior_task(cfg, tok, splits, progress=False)
+    return cfg, task, task.encoder.name
 
 
 def measure(preset: str, stage: str, warmup: int, steps: int) -> dict:
-    from libcem.generative.presets import get_preset
-    from libcem.generative.training.trainer import Trainer
-
-    cfg, task, encoder = build_task(stage, get_preset(preset).config)
+    cfg, task, encoder = build_task(stage, preset)
     cuda = torch.cuda.is_available()
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(Path(tmp), cfg, task, progress=False)
-        trainer.prepare(resume=False)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        for step in range(warmup):
-            trainer.train_step(step)
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for step in range(warmup, warmup + steps):
-            trainer.train_step(step)
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
+    seconds = time_train_steps(cfg, task, warmup, steps)
     row = {
         "device": device_name(),
         "images_per_s": round(steps * cfg.train.batch_size / seconds, 1),

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import device_name
 from libcem.cli import main as cli_main
 
 
@@ -41,7 +42,11 @@ def train(source: str, tokenizer: str | None, out: Path, extra: list[str]) -> tu
 
 
 def prior_run(run: Path) -> Path:
-    return run / "prior" if (run / "prior").is_dir() else run
+    """The prior stage of a two-stage run, or the run itself when it is a prior run."""
+    from libcem.generative.runs import TwoStageRun
+
+    stage = TwoStageRun(run).prior.path
+    return stage if stage.is_dir() else run
 
 
 def train_speed(run: Path) -> float:
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         speed.append(f"| {source} | {minutes:.1f} | {train_speed(run):.0f} | {rate:.1f} |")
         pipe.save_grid(pipe.prompts[:4], 8, args.out / f"{source}-grid.png")
         print(f"{source}: load average before eval {load0:.1f}")
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    device = device_name()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     text = "\n".join(lines + [""] + speed + ["", f"Device: {device}; torch {torch.__version__}; load average {load} "
                                                  f"on {os.cpu_count()} cores at the end."])

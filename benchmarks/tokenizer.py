@@ -22,13 +22,18 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import device_name, time_train_steps
 from libcem.cli import main as cli_main
 from libcem.config import build_config
 from libcem.generative.data import DataConfig, load_data
-from libcem.imaging import psnr
 from libcem.generative.models.tokenizer import Tokenizer
 from libcem.generative.training.metrics_log import MetricsLog
-from libcem.generative.training.tokenizer import TokenizerRunConfig, TokenizerTask, evaluate
+from libcem.generative.training.tokenizer import (
+    TokenizerRunConfig,
+    TokenizerTask,
+    evaluate,
+)
+from libcem.imaging import psnr
 
 
 def kmeans_patch_psnr(source: str, codes: int = 512, patch: int = 8) -> float:
@@ -55,25 +60,11 @@ def kmeans_patch_psnr(source: str, codes: int = 512, patch: int = 8) -> float:
 
 
 def throughput(source: str, batch: int, steps: int = 10, warmup: int = 3) -> float:
-    """Training images/second of the default tokenizer at `batch` (optimizer steps, CPU or GPU)."""
-    cfg = build_config(TokenizerRunConfig, {"data": {"source": source, "train_size": 512}})
+    """Training images/second of the default tokenizer at `batch` (optimizer steps as `libcem train` runs them)."""
+    cfg = build_config(TokenizerRunConfig, {"data": {"source": source, "train_size": 512},
+                                            "train": {"batch_size": batch}})
     task = TokenizerTask(cfg, load_data(cfg.data))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = task.model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
-    idx = torch.arange(batch) % task.n_train
-    for i in range(warmup + steps):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        loss, _ = task.loss(model, idx, torch.Generator().manual_seed(i), device)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t0)
+    return steps * batch / time_train_steps(cfg, task, warmup, steps)
 
 
 def train_and_score(source: str, out: Path, extra: list[str]) -> dict:
@@ -114,8 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     for source in args.data:
         for batch in (32, 128):
             lines.append(f"| {source} | {batch} | {throughput(source, batch):.0f} |")
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    lines += ["", f"Device: {device}; torch {torch.__version__}."]
+    lines += ["", f"Device: {device_name()}; torch {torch.__version__}."]
     text = "\n".join(lines)
     (args.out / "tokenizer.md").write_text(text + "\n")
     print(text)

@@ -5,13 +5,13 @@ import sys
 import time
 
 import torch
+from conftest import TINY_CLI
 from PIL import Image
 
-from libcem.files import checkpoint_dirs, load_tensors
 from libcem.cli import main
+from libcem.files import load_tensors
 from libcem.generative.models.tokenizer import Tokenizer
-
-from conftest import TINY_CLI
+from libcem.generative.runs import StageRun
 
 
 def test_train_then_reconstruct_end_to_end(tmp_path, capsys):
@@ -52,13 +52,13 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     proc = subprocess.Popen(_train_cmd(tmp_path / "killed", steps), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(checkpoint_dirs(tmp_path / "killed")) < 2:
+    while time.time() < deadline and len(StageRun(tmp_path / "killed").checkpoints()) < 2:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = checkpoint_dirs(tmp_path / "killed")[-1].name
+    killed_at = StageRun(tmp_path / "killed").checkpoints()[-1].name
     assert killed_at != f"step_{steps:08d}"
     subprocess.run(_train_cmd(tmp_path / "killed", steps), check=True, env=env, capture_output=True)
-    a = load_tensors(checkpoint_dirs(tmp_path / "whole")[-1] / "training" / "raw.safetensors")
-    b = load_tensors(checkpoint_dirs(tmp_path / "killed")[-1] / "training" / "raw.safetensors")
+    a = load_tensors(StageRun(tmp_path / "whole").checkpoints()[-1] / "training" / "raw.safetensors")
+    b = load_tensors(StageRun(tmp_path / "killed").checkpoints()[-1] / "training" / "raw.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

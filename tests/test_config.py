@@ -1,6 +1,14 @@
 import pytest
 
-from libcem.config import ConfigError, build_config, dumps_toml, from_dict, load_config, parse_override, to_dict
+from libcem.config import (
+    ConfigError,
+    build_config,
+    dumps_toml,
+    from_dict,
+    load_config,
+    parse_override,
+    to_dict,
+)
 from libcem.generative.training.tokenizer import TokenizerRunConfig
 
 

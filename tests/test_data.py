@@ -9,10 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from libcem.generative.data import DataConfig, batch_indices, load_data
-from libcem.generative.data import downloads
-from libcem.generative.data.fractals import FAMILIES, render
 from libcem.errors import LibcemError
+from libcem.generative.data import DataConfig, batch_indices, downloads, load_data
+from libcem.generative.data.fractals import FAMILIES, render
 
 
 def test_fractals_are_deterministic_per_seed_and_labelled():

@@ -12,11 +12,10 @@ import subprocess
 import sys
 
 import pytest
-
-from libcem.files import checkpoint_dirs
-from libcem.cli import main
-
 from conftest import TINY_CLI
+
+from libcem.cli import main
+from libcem.generative.runs import StageRun
 
 STEPS = ["--set", "train.keep_checkpoints=10"]
 
@@ -47,7 +46,7 @@ def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
     done = launch(2, ["train", "tokenizer", "--out", str(two), "--steps", "4", *TINY_CLI, *STEPS], cache)
     assert done.stdout.count("held-out PSNR") == 1  # only the main process reports
     assert sorted(d.name for d in two.iterdir() if d.is_dir()) == ["checkpoints", "samples"]
-    assert [c.name for c in checkpoint_dirs(two)] == ["step_00000002", "step_00000004"]
+    assert [c.name for c in StageRun(two).checkpoints()] == ["step_00000002", "step_00000004"]
     single, double = losses(one), losses(two)
     for step in (2, 4):
         assert double[step] == pytest.approx(single[step], rel=1e-4), (step, single, double)
@@ -56,6 +55,6 @@ def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
     assert main(["train", "tokenizer", "--out", str(two), "--steps", "6", "--resume", *TINY_CLI, *STEPS]) == 0
     launch(2, ["train", "tokenizer", "--out", str(one), "--steps", "6", "--resume", *TINY_CLI, *STEPS], cache)
     for run in (one, two):
-        assert [c.name for c in checkpoint_dirs(run)][-1] == "step_00000006"
+        assert [c.name for c in StageRun(run).checkpoints()][-1] == "step_00000006"
         assert sorted(losses(run)) == [2, 4, 6]
     assert losses(two)[6] == pytest.approx(losses(one)[6], rel=1e-4)

@@ -11,8 +11,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from libcem.files import checkpoint_dirs
 from libcem.cli import main
+from libcem.generative.runs import StageRun
 from libcem.platforms import kit_text
 
 
@@ -69,7 +69,7 @@ def test_notebook_is_valid_and_a_rerun_continues(tmp_path, platform, capsys):
     second = execute(path, smoke_env(tmp_path, store, 4))
     run = store / "libcem-run"
     assert steps_logged(run / "prior") == [2, 4]
-    assert [c.name for c in checkpoint_dirs(run / "prior")] == ["step_00000002", "step_00000004"]
+    assert [c.name for c in StageRun(run / "prior").checkpoints()] == ["step_00000002", "step_00000004"]
     assert steps_logged(run / "tokenizer") == tokenizer_steps  # the tokenizer the prior was trained on is kept
     if platform == "kaggle":
         assert "continuing the run saved in" in outputs(second)

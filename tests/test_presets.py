@@ -4,27 +4,25 @@ import json
 
 import pytest
 
-from libcem.files import checkpoint_dirs
 from libcem.cli import main
 from libcem.errors import LibcemError
-from libcem.generative.presets import PRESETS, choose_preset, describe, get_preset, stage_config
-from libcem.generative.training.prior import PriorRunConfig
-from libcem.generative.training.tokenizer import TokenizerRunConfig
+from libcem.generative.presets import PRESETS, choose_preset, describe, get_preset
+from libcem.generative.runs import StageRun
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_builds_both_stage_configs(name):
     preset = PRESETS[name]
-    tok = stage_config(TokenizerRunConfig, preset.config, "tokenizer")
-    prior = stage_config(PriorRunConfig, preset.config, "prior")
+    tok = preset.stage_config("tokenizer")
+    prior = preset.stage_config("prior")
     assert tok.data == prior.data and tok.train.steps >= 1 and prior.train.steps >= 1
 
 
 def test_stage_tables_override_shared_ones_without_touching_the_registry():
     preset = PRESETS["gpu-fractals"]
     before = json.dumps(preset.config, sort_keys=True)
-    tok = stage_config(TokenizerRunConfig, preset.config, "tokenizer")
-    prior = stage_config(PriorRunConfig, preset.config, "prior")
+    tok = preset.stage_config("tokenizer")
+    prior = preset.stage_config("prior")
     assert (tok.train.batch_size, prior.train.batch_size) == (128, 256)
     assert tok.train.precision == prior.train.precision == "fp16"  # the shared table
     assert json.dumps(preset.config, sort_keys=True) == before
@@ -68,7 +66,7 @@ def test_train_with_a_preset_and_its_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LIBCEM_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     assert main(["train", "--preset", "tiny", "--out", str(run), "--quiet", "--set", "prior.train.steps=2"]) == 0
-    assert [c.name for c in checkpoint_dirs(run / "prior")] == ["step_00000002"]
+    assert [c.name for c in StageRun(run / "prior").checkpoints()] == ["step_00000002"]
     assert 'encoder = "label"' in (run / "prior" / "config.toml").read_text()
     assert main(["train", "tokenizer", "--preset", "tiny", "--out", str(tmp_path / "tok"), "--quiet"]) == 0
     assert "width = 8" in (tmp_path / "tok" / "config.toml").read_text()
@@ -84,7 +82,7 @@ def test_time_limit_stops_with_a_checkpoint_and_the_rerun_continues(tmp_path, ca
     assert main([*args, "--time-limit", "1e-9"]) == 0  # over at once: stops at the first logging step
     out = capsys.readouterr().out
     assert "tokenizer: stopped at the time limit after step 2 of 4" in out and not (run / "prior").exists()
-    assert [c.name for c in checkpoint_dirs(run / "tokenizer")] == ["step_00000002"]
+    assert [c.name for c in StageRun(run / "tokenizer").checkpoints()] == ["step_00000002"]
     assert main(args) == 0
     assert "both stages trained" in capsys.readouterr().out
     assert [json.loads(line)["step"] for line in (run / "tokenizer" / "metrics.jsonl").read_text().splitlines()] == [2, 4]

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from libcem.config import build_config, dumps_toml, load_config
-from libcem.generative.data import load_data
 from libcem.errors import LibcemError
+from libcem.generative.data import load_data
 from libcem.generative.models.prior import PriorConfig, PriorTransformer
 from libcem.generative.models.tokenizer import Tokenizer, TokenizerConfig
 from libcem.generative.pipeline import Pipeline

@@ -5,8 +5,9 @@ import json
 import torch
 from PIL import Image
 
-from libcem.files import checkpoint_dirs, load_tensors
 from libcem.cli import main
+from libcem.files import load_tensors
+from libcem.generative.runs import StageRun
 
 TINY_BOTH = [
     "--data", "fractals", "--steps", "4", "--text-encoder", "label", "--quiet",
@@ -28,7 +29,7 @@ def test_train_both_stages_sample_and_eval(tmp_path, capsys, monkeypatch):
     for name in ("tokenizer/config.toml", "prior/config.toml", "prior/metrics.jsonl", "prior/loss.png",
                  "prior/samples/step_00000004.png", "prior/tokenizer/model.safetensors"):
         assert (run / name).is_file(), name
-    last = checkpoint_dirs(run / "prior")[-1]
+    last = StageRun(run / "prior").checkpoints()[-1]
     assert last.name == "step_00000004"
     # sampling uses the EMA weights: the checkpoint's model folder holds the EMA shadow
     ema, model = load_tensors(last / "training" / "ema.safetensors"), load_tensors(last / "model.safetensors")

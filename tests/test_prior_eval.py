@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from libcem.generative.data import ImageSet
 from libcem.errors import LibcemError
+from libcem.generative.data import ImageSet
 from libcem.generative.evaluation import eval_labels, frechet_distance
 from libcem.generative.evaluation.classifier import train_classifier
 

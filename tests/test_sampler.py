@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from libcem.generative.diffusion import DiffusionConfig, guided, sample, training_scheduler
+from libcem.generative.diffusion import (
+    DiffusionConfig,
+    guided,
+    sample,
+    training_scheduler,
+)
 from libcem.generative.diffusion.samplers import initial_noise
 
 MU, SIGMA = 1.5, 0.5  # data: x0 ~ N(MU, SIGMA^2) in every coordinate

@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
-from libcem.files import checkpoint_dirs, load_tensors
-from libcem.generative.data import load_data
 from libcem.errors import LibcemError
+from libcem.files import load_tensors
+from libcem.generative.data import load_data
+from libcem.generative.runs import StageRun
 from libcem.generative.training.tokenizer import TokenizerRunConfig, TokenizerTask
 from libcem.generative.training.trainer import Trainer
 
@@ -25,7 +26,7 @@ def test_resume_after_a_kill_is_bit_identical(tiny_cfg, tmp_path):
     cfg = tiny_cfg()
     whole = fit(cfg, tmp_path / "a")
     fit(cfg, tmp_path / "b", stop_at=5)  # dies after step 5; the last checkpoint is step 4
-    assert checkpoint_dirs(tmp_path / "b")[-1].name == "step_00000004"
+    assert StageRun(tmp_path / "b").checkpoints()[-1].name == "step_00000004"
     resumed = fit(cfg, tmp_path / "b", resume=True)
     a, b = weights(whole.checkpoint), weights(resumed.checkpoint)
     assert whole.checkpoint.name == resumed.checkpoint.name == "step_00000006"
@@ -40,7 +41,7 @@ def test_resume_after_a_kill_is_bit_identical(tiny_cfg, tmp_path):
 
 def test_run_folder_contents_and_checkpoint_rotation(tiny_cfg, tmp_path):
     fit(tiny_cfg("train.keep_checkpoints=2"), tmp_path)
-    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_00000004", "step_00000006"]
+    assert [p.name for p in StageRun(tmp_path).checkpoints()] == ["step_00000004", "step_00000006"]
     for name in ("config.toml", "metrics.jsonl", "loss.png", "samples/step_00000003.png", "samples/step_00000006.png"):
         assert (tmp_path / name).is_file(), name
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
@@ -83,7 +84,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     task = NaNAt(TokenizerTask(cfg, load_data(cfg.data)), at=3)
     with pytest.raises(LibcemError, match="NaN or Inf at step 3.*step_00000002"):
         Trainer(tmp_path, cfg, task, progress=False).fit()
-    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_00000002"]
+    assert [p.name for p in StageRun(tmp_path).checkpoints()] == ["step_00000002"]
 
 
 class Linear(torch.nn.Linear):

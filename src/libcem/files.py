@@ -1,8 +1,7 @@
 """Model folders: weights as safetensors plus a JSON config, written atomically, never pickled.
 
 A model folder holds `model.safetensors` and `config.json` ({"kind", "config", "metadata", ...}).
-A run folder holds `checkpoints/step_XXXXXXXX/`, each a complete model folder (plus training
-state); loading a run folder takes its latest complete checkpoint.
+Where model folders sit inside a training run is `libcem.generative.runs`' business.
 """
 
 from __future__ import annotations
@@ -86,31 +85,6 @@ def save_model(path: str | Path, model: Any, extra: dict | None = None) -> None:
     atomic_write_json(path / CONFIG, model_record(model, extra))
 
 
-def checkpoint_dirs(run: Path) -> list[Path]:
-    """Complete checkpoints of a run folder, oldest first (temporary folders are ignored)."""
-    root = run / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model folder, or a run folder's latest checkpoint; refuses pickled weights."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise LibcemError(f"model path {path} does not exist")
-    if (path / CONFIG).is_file():
-        if not (path / WEIGHTS).is_file():
-            pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
-            hint = f" (found {', '.join(pickles)}: pickled weights are never loaded)" if pickles else ""
-            raise LibcemError(f"{path} has no {WEIGHTS}{hint}")
-        return path
-    ckpts = checkpoint_dirs(path)
-    if ckpts:
-        return ckpts[-1]
-    raise LibcemError(f"{path} is neither a model folder ({CONFIG} + {WEIGHTS}) nor a run folder with checkpoints")
-
-
 def read_record(model_dir: Path) -> dict:
     try:
         return json.loads((model_dir / CONFIG).read_text())
@@ -118,10 +92,12 @@ def read_record(model_dir: Path) -> dict:
         raise LibcemError(f"{model_dir / CONFIG} is not valid JSON: {err}") from None
 
 
-def load_model(cls: type[M], cfg_cls: type, path: str | Path, device: str | torch.device = "cpu") -> M:
-    """Rebuild `cls(cfg, **metadata)` from a model or run folder and load its weights (eval mode)."""
-    model_dir = resolve_model_dir(path)
-    record = read_record(model_dir)
+def load_model(cls: type[M], cfg_cls: type, model_dir: Path, device: str | torch.device = "cpu",
+               record: dict | None = None) -> M:
+    """Rebuild `cls(cfg, **metadata)` from a model folder and load its weights (eval mode).
+
+    `record` is the folder's config.json when the caller has read it already."""
+    record = read_record(model_dir) if record is None else record
     if record.get("kind") != cls.kind:
         raise LibcemError(f"{model_dir} holds a '{record.get('kind')}', not a '{cls.kind}'")
     model = cls(from_dict(cfg_cls, record["config"]), **record.get("metadata", {}))

@@ -38,25 +38,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from libcem.files import read_record
     import dataclasses
 
     from libcem.config import from_dict
     from libcem.generative.data import DataConfig, load_data
     from libcem.generative.evaluation import eval_labels, evaluate_prior, format_report
+    from libcem.generative.pipeline import Pipeline
     from libcem.imaging import grid, save_png
-    from libcem.generative.pipeline import Pipeline, locate
 
     if args.limit is not None and args.limit < 2:
         raise LibcemError("--limit must be >= 2 (a Frechet distance needs two images)")
     if args.classifier_steps < 1 or args.batch_size < 1:
         raise LibcemError("--classifier-steps and --batch-size must be >= 1")
-    model_dir, _ = locate(args.model)
-    record = read_record(model_dir)
+    pipe = Pipeline.from_pretrained(args.model, args.device)
+    record = pipe.record
     data_cfg = from_dict(DataConfig, record.get("data_config", {"source": record.get("data", "fractals")}))
     if args.data and args.data != data_cfg.source:
         data_cfg = dataclasses.replace(data_cfg, source=args.data)  # size and channels stay the tokenizer's
-    pipe = Pipeline.from_pretrained(args.model, args.device)
     splits = load_data(data_cfg)
     labels = eval_labels(data_cfg.source, splits.test, args.labels)
     result = evaluate_prior(pipe, data_cfg, splits, labels, args.steps, args.guidance, args.seed, args.sampler,

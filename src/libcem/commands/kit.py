@@ -13,8 +13,8 @@ NEXT_STEP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from libcem.platforms import KITS
     from libcem.generative.presets import PRESETS
+    from libcem.platforms import KITS
 
     p = sub.add_parser(
         "kit",

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _expand(inputs: list[str], channels: int, size: int):
     """Yield (name, (1, C, H, W) float image) for every input."""
-    from libcem.generative.data import DataConfig, SOURCES, load_data
+    from libcem.generative.data import SOURCES, DataConfig, load_data
     from libcem.generative.data.folder import IMAGE_SUFFIXES, load_image
 
     for item in inputs:
@@ -55,10 +55,9 @@ def _expand(inputs: list[str], channels: int, size: int):
 
 def run(args: argparse.Namespace) -> int:
     from libcem.device import default_device
-    from libcem.imaging import grid, save_png, side_by_side
-    from libcem.generative.training.tokenizer import spread
-    from libcem.imaging import psnr
     from libcem.generative.models.tokenizer import Tokenizer
+    from libcem.generative.training.tokenizer import spread
+    from libcem.imaging import grid, psnr, save_png, side_by_side
 
     device = args.device or default_device()
     model = Tokenizer.from_pretrained(args.model, device)

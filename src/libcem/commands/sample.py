@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from libcem.imaging import grid, save_png
     from libcem.generative.pipeline import Pipeline
+    from libcem.imaging import grid, save_png
 
     if args.n < 1 or args.batch_size < 1 or args.upscale < 1:
         raise LibcemError("-n, --batch-size and --upscale must be >= 1")

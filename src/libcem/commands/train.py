@@ -19,7 +19,6 @@ STAGES = {
     "tokenizer": "the EM-codebook VQ autoencoder (images <-> grids of codes)",
     "prior": "the text-conditioned latent diffusion prior on a trained --tokenizer",
 }
-STAGE_PREFIXES = ("tokenizer", "prior")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,151 +54,61 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def split_overrides(overrides: list[str], stage: str) -> list[str]:
-    """The overrides for `stage` of a two-stage run: unprefixed ones plus those prefixed 'stage.'."""
-    out = []
-    for text in overrides:
-        head = text.split(".", 1)[0].strip()
-        if head == stage:
-            out.append(text.split(".", 1)[1])
-        elif head not in STAGE_PREFIXES:
-            out.append(text)
-    return out
-
-
-def resolve_config(cls, args: argparse.Namespace, out: Path | None = None, overrides: list[str] | None = None,
-                   config_base: dict | None = None):
-    """Defaults <- the run's saved config.toml (on --resume) or --config <- shortcuts <- --set."""
-    from libcem.config import build_config, read_toml
-
-    out = args.out if out is None else out
-    base = {}
-    saved = out / "config.toml"
-    if args.resume and saved.is_file():
-        if args.config:
-            raise LibcemError("--resume takes the run's own config.toml; pass changes with --set, not --config")
-        base = read_toml(saved)
-    elif config_base is not None:
-        base = config_base
-    elif args.config:
-        base = read_toml(args.config)
-    return build_config(cls, base, shortcut_overrides(args) if overrides is None else overrides)
-
-
 def deadline(args: argparse.Namespace) -> float | None:
-    """The time.monotonic() value at which --time-limit ends (fixed on first use, shared by both stages)."""
+    """The time.monotonic() value at which --time-limit ends."""
     if getattr(args, "time_limit", None) is None:
         return None
     if args.time_limit <= 0:
         raise LibcemError("--time-limit must be a positive number of minutes")
-    if not hasattr(args, "_deadline"):
-        args._deadline = time.monotonic() + 60 * args.time_limit
-    return args._deadline
+    return time.monotonic() + 60 * args.time_limit
 
 
-def stopped_early(result, steps: int, stage: str, main: bool) -> bool:
-    if result.finished:
-        return False
-    if main:
-        print(f"{stage}: stopped at the time limit after step {result.step} of {steps}, with a checkpoint; "
-              "run the same command with --resume to continue")
-    return True
+def check_resume_config(args: argparse.Namespace, runs: list[Path]) -> None:
+    from libcem.generative.runs import StageRun
+
+    if args.resume and args.config and any(StageRun(r).exists() for r in runs):
+        raise LibcemError("--resume takes the run's own config.toml; pass changes with --set, not --config")
 
 
-def train_tokenizer(args: argparse.Namespace, out: Path, overrides: list[str] | None = None,
-                    config_base: dict | None = None) -> bool:
-    """Train (or resume) the tokenizer; False when it stopped at the time limit."""
-    from libcem.generative.data import load_data
-    from libcem.generative.training.tokenizer import TokenizerRunConfig, TokenizerTask, evaluate
-    from libcem.generative.training.trainer import Trainer
-
-    cfg = resolve_config(TokenizerRunConfig, args, out, overrides, config_base)
-    splits = load_data(cfg.data)
-    task = TokenizerTask(cfg, splits)
-    trainer = Trainer(out, cfg, task, progress=not args.quiet)
-    result = trainer.fit(resume=args.resume, deadline=deadline(args))
-    if stopped_early(result, cfg.train.steps, "tokenizer", trainer.acc.is_main_process):
-        return False
-    if trainer.acc.is_main_process:
-        model = trainer.ema.model if trainer.ema else trainer.acc.unwrap_model(trainer.model)
-        scores = evaluate(model, splits.test)
-        print(
-            f"step {result.step}: held-out PSNR {scores['psnr']:.2f} dB on {scores['images']} images, "
-            f"{scores['codes_used']:.0%} of codes used; model: {result.checkpoint}"
-        )
-    return True
-
-
-def train_prior(args: argparse.Namespace, out: Path, tokenizer: Path | None, overrides: list[str] | None = None,
-                config_base: dict | None = None) -> bool:
-    """Train (or resume) the prior; False when it stopped at the time limit."""
-    from libcem.files import read_record
-    from libcem.config import replace
-    from libcem.generative.data import load_data
-    from libcem.device import default_device
-    from libcem.generative.models.tokenizer import Tokenizer
-    from libcem.generative.text import build_encoder, default_encoder
-    from libcem.generative.training.prior import PriorRunConfig, PriorTask, attach_tokenizer
-    from libcem.generative.training.trainer import Trainer
-
-    overrides = shortcut_overrides(args) if overrides is None else list(overrides)
-    if args.text_encoder:
-        overrides.append(f'text.encoder="{args.text_encoder}"')
-    tok_dir = attach_tokenizer(out, tokenizer, args.resume)
-    tok = Tokenizer.from_pretrained(tok_dir, default_device())  # encodes the training images once
-    if not args.data and not (args.resume and (out / "config.toml").is_file()):
-        source = read_record(tok_dir).get("data")  # by default, the data the tokenizer was trained on
-        overrides = ([f'data.source="{source}"'] if source else []) + overrides
-    cfg = resolve_config(PriorRunConfig, args, out, overrides, config_base)
-    cfg = replace(cfg, latent={"tokenizer": str(tokenizer or cfg.latent.tokenizer)},
-                  data={"image_size": cfg.data.image_size or tok.image_size, "channels": cfg.data.channels or tok.in_channels},
-                  text={"encoder": cfg.text.encoder or default_encoder()})
-    if (cfg.data.image_size, cfg.data.channels) != (tok.image_size, tok.in_channels):
-        raise LibcemError(
-            f"data.image_size={cfg.data.image_size}, data.channels={cfg.data.channels} differ from the tokenizer's "
-            f"{tok.image_size} and {tok.in_channels}: leave them at 0 for the prior"
-        )
-    splits = load_data(cfg.data)
-    encoder = build_encoder(cfg.text.encoder, sorted(set(splits.train.captions)))
-    task = PriorTask(cfg, splits, tok, encoder, progress=not args.quiet)
-    trainer = Trainer(out, cfg, task, progress=not args.quiet)
-    result = trainer.fit(resume=args.resume, deadline=deadline(args))
-    if stopped_early(result, cfg.train.steps, "prior", trainer.acc.is_main_process):
-        return False
-    if trainer.acc.is_main_process:
-        print(
-            f"step {result.step}: prior trained on {len(splits.train)} images with the '{encoder.name}' text encoder; "
-            f"model: {result.checkpoint}"
-        )
-    return True
+def report(outcome) -> bool:
+    """Print a stage's outcome (main process only); True when it finished."""
+    if outcome.main_process:
+        print(outcome.report())
+    return outcome.finished
 
 
 def run(args: argparse.Namespace) -> int:
     from libcem.config import read_toml, stage_base
     from libcem.generative.presets import get_preset
+    from libcem.generative.runs import TwoStageRun
+    from libcem.generative.training import stages
 
     if args.preset and args.config:
         raise LibcemError("use --preset or --config, not both (change a preset with --set)")
+    overrides = shortcut_overrides(args)
+    if args.text_encoder and args.stage != "tokenizer":  # a setting of the prior stage only
+        overrides.append(("prior." if args.stage == "all" else "") + f'text.encoder="{args.text_encoder}"')
+    common = dict(resume=args.resume, deadline=deadline(args), progress=not args.quiet)
     # a preset, and a --config file of `libcem train` (all), have shared tables plus [tokenizer.*] /
-    # [prior.*] ones; a --config file of one stage is that stage's own (read by resolve_config)
+    # [prior.*] ones; a --config file of one stage is that stage's own
     two_stage = get_preset(args.preset).config if args.preset else None
     if args.stage != "all":
-        base = None if two_stage is None else stage_base(two_stage, args.stage)
-        if args.stage == "tokenizer":
-            train_tokenizer(args, args.out, config_base=base)
+        check_resume_config(args, [args.out])
+        if two_stage is not None:
+            base = stage_base(two_stage, args.stage)
         else:
-            train_prior(args, args.out, args.tokenizer, config_base=base)
+            base = read_toml(args.config) if args.config else None
+        if args.stage == "tokenizer":
+            report(stages.train_tokenizer(args.out, base, overrides, **common))
+        else:
+            report(stages.train_prior(args.out, args.tokenizer, base, overrides, **common))
         return 0
     if args.tokenizer:
         raise LibcemError("--tokenizer is for 'libcem train prior'; 'libcem train' trains its own tokenizer")
+    run_dir = TwoStageRun(args.out)
+    check_resume_config(args, [run_dir.tokenizer.path, run_dir.prior.path])
     if two_stage is None and args.config:
         two_stage = read_toml(args.config)
-    bases = {s: None if two_stage is None else stage_base(two_stage, s) for s in STAGE_PREFIXES}
-    overrides = shortcut_overrides(args)
-    tok_run = args.out / "tokenizer"
-    if not train_tokenizer(args, tok_run, split_overrides(overrides, "tokenizer"), bases["tokenizer"]):
-        return 0
-    if not train_prior(args, args.out / "prior", tok_run, split_overrides(overrides, "prior"), bases["prior"]):
-        return 0
-    print(f"both stages trained; sample with: libcem sample --model {args.out} \"PROMPT\" -n 16 --output grid.png")
+    if report(stages.train_two_stage(args.out, two_stage, overrides, **common)):
+        print(f"both stages trained; sample with: libcem sample --model {args.out} \"PROMPT\" -n 16 --output grid.png")
     return 0

@@ -14,16 +14,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from libcem.files import read_record, resolve_model_dir
 from libcem.config import from_dict
 from libcem.device import default_device
-from libcem.generative.diffusion import DiffusionConfig, guided, sample, sampling_scheduler
 from libcem.errors import LibcemError
+from libcem.generative.diffusion import (
+    DiffusionConfig,
+    guided,
+    sample,
+    sampling_scheduler,
+)
 from libcem.generative.models.prior import PriorTransformer
-from libcem.generative.models.quantizer import nearest_code
 from libcem.generative.models.tokenizer import Tokenizer
-from libcem.generative.text import TextEncoder, build_encoder
-from libcem.generative.text.cache import pad_tokens
+from libcem.generative.runs import resolve_prior
+from libcem.generative.text import TextEncoder, build_encoder, embed_captions
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -32,64 +35,42 @@ def image_generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def locate(path: str | Path) -> tuple[Path, Path]:
-    """A two-stage run (RUN/prior), a prior run folder or a prior checkpoint -> (prior model folder, tokenizer)."""
-    path = Path(path).expanduser()
-    if (path / "prior").is_dir():
-        path = path / "prior"
-    model_dir = resolve_model_dir(path)
-    kind = read_record(model_dir).get("kind")
-    if kind != PriorTransformer.kind:
-        hint = " (train a prior on it with: libcem train prior --tokenizer PATH --out RUN)" if kind == "tokenizer" else ""
-        raise LibcemError(f"{model_dir} holds a '{kind}', not a prior{hint}")
-    for candidate in (path / "tokenizer", model_dir.parent.parent / "tokenizer"):
-        if candidate.is_dir():
-            return model_dir, candidate
-    raise LibcemError(f"no tokenizer/ folder next to the prior in {path}; was it trained with libcem train prior?")
-
-
 class Pipeline:
     """A trained prior, its frozen tokenizer and its text encoder, ready to sample."""
 
     def __init__(self, prior: PriorTransformer, tokenizer: Tokenizer, encoder: TextEncoder,
-                 diffusion: DiffusionConfig, snap: bool = True, prompts: list[str] = ()) -> None:
+                 diffusion: DiffusionConfig, snap_to_codes: bool = True, prompts: list[str] = (),
+                 record: dict | None = None) -> None:
         self.prior, self.tokenizer, self.encoder, self.diffusion = prior, tokenizer, encoder, diffusion
-        self.snap, self.prompts = snap, list(prompts)
+        self.snap_to_codes, self.prompts = snap_to_codes, list(prompts)
+        self.record = record or {}  # the prior's config.json (data source, training config) when loaded
         self.device = next(prior.parameters()).device
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "Pipeline":
         """Load from `libcem train` output: RUN (two stages), RUN/prior, or a prior checkpoint folder."""
         device = device or default_device()
-        model_dir, tok_dir = locate(path)
-        record = read_record(model_dir)
-        prior = PriorTransformer.from_pretrained(model_dir, device)  # EMA weights when trained with EMA
-        tokenizer = Tokenizer.from_pretrained(tok_dir, device)
+        found = resolve_prior(path, PriorTransformer.kind)
+        record = found.record
+        prior = PriorTransformer.from_pretrained(found.model_dir, device, record)  # EMA weights when trained with EMA
+        tokenizer = Tokenizer.from_pretrained(found.tokenizer_dir, device)
         encoder = build_encoder(record["text_encoder"], record.get("vocabulary", []))
         if encoder.dim != prior.text_dim:
             raise LibcemError(f"text encoder '{encoder.name}' gives {encoder.dim} numbers per token; the prior expects {prior.text_dim}")
         diffusion = from_dict(DiffusionConfig, record["diffusion"])
         sampling_scheduler(diffusion, diffusion.sampler)  # imports diffusers now, not inside the first timed call
-        return cls(prior, tokenizer, encoder, diffusion, record.get("snap", True), record.get("prompts", []))
+        return cls(prior, tokenizer, encoder, diffusion, record.get("snap", True), record.get("prompts", []), record)
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> their token embeddings (B, L, E) and mask (B, L), each distinct prompt encoded once."""
         if any(not p.strip() for p in prompts):
             raise LibcemError("empty prompt: pass some text, e.g. " + repr(self.prompts[0] if self.prompts else "a red fern fractal"))
-        distinct = sorted(set(prompts))
-        tokens, mask = pad_tokens([self.encoder.encode([p]) for p in distinct])
-        where = torch.tensor([distinct.index(p) for p in prompts])
-        return tokens[where], mask[where]
+        return embed_captions(self.encoder, prompts, batch=1).lookup(torch.arange(len(prompts)))
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents (B, D, h, w) -> images (B, C, H, W) in [0, 1]."""
-        tok = self.tokenizer
-        z = self.prior.denormalise(latents).to(tok.quantizer.codebook.device)
-        if self.snap:
-            b, d, h, w = z.shape
-            codes = nearest_code(z.permute(0, 2, 3, 1).reshape(-1, d).float(), tok.quantizer.codebook)
-            return tok.decode(codes.view(b, h, w))
-        return ((tok.decoder(z) + 1) / 2).clamp(0, 1)
+        return self.tokenizer.from_latents(self.prior.denormalise(latents), self.snap_to_codes)
 
     def save_grid(self, prompts: list[str], n: int, path: Path, seed: int = 0, upscale: int = 2) -> Path:
         """A PNG grid of `n` images per prompt, one row per prompt."""

@@ -88,15 +88,11 @@ KAGGLE = Platform(
     "`/kaggle/input` and training resumes. The training cell stops itself with a checkpoint before the "
     "12-hour session limit.",
     '''from pathlib import Path
-import shutil
+from libcem.platforms.runtime import restore_saved_run
 ROOT = Path(os.environ.get("LIBCEM_RUN_ROOT", "/kaggle/working/libcem"))
 INPUTS = Path(os.environ.get("LIBCEM_KAGGLE_INPUT", "/kaggle/input"))
 RUN = ROOT / RUN_NAME
-if not (RUN / "tokenizer").is_dir():  # a new session: bring back the run saved by an earlier version
-    saved = sorted(INPUTS.glob(f"*/**/libcem/{RUN_NAME}/tokenizer"))
-    if saved:
-        shutil.copytree(saved[-1].parent, RUN, dirs_exist_ok=True)
-        print("continuing the run saved in", saved[-1].parent)
+restore_saved_run(RUN, INPUTS)  # a new session: bring back the run saved by an earlier version
 RUN.mkdir(parents=True, exist_ok=True)
 print("run folder:", RUN)''',
     "in /kaggle/working: Save Version keeps it as this notebook's output",

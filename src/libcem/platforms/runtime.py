@@ -8,11 +8,13 @@ machine with several GPUs), so running the notebook again after a disconnect con
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from libcem.errors import LibcemError
+from libcem.generative.runs import TwoStageRun
 from libcem.generative.presets import choose_preset, get_preset
 
 NO_GPU_HINT = {
@@ -78,18 +80,25 @@ def stream(cmd: list[str], log: Path | None = None) -> None:
                           + (f" and in {log}" if log else ""))
 
 
-def stage_dirs(run: Path) -> list[Path]:
-    return [run / s for s in ("tokenizer", "prior") if (run / s / "config.toml").is_file()]
+def restore_saved_run(run: Path, inputs: Path) -> None:
+    """Kaggle: when `run` has not started here, copy back the newest copy of it found under `inputs`
+    (an earlier version's output, added as input data: .../libcem/RUN_NAME/tokenizer)."""
+    first = TwoStageRun(run).tokenizer.path
+    if first.is_dir():
+        return
+    saved = sorted(inputs.glob(f"*/**/libcem/{run.name}/{first.name}"))
+    if saved:
+        shutil.copytree(saved[-1].parent, run, dirs_exist_ok=True)
+        print("continuing the run saved in", saved[-1].parent)
 
 
 def show_run(run: Path) -> None:
     """Display each stage's loss plot and latest snapshot grid (inline in a notebook, else their paths)."""
-    for stage in stage_dirs(run):
-        grids = sorted((stage / "samples").glob("step_*.png"))
-        for title, path in (("loss", stage / "loss.png"), ("latest snapshot", grids[-1] if grids else None)):
+    for stage in TwoStageRun(run).started_stages():
+        for title, path in (("loss", stage.loss_plot), ("latest snapshot", stage.latest_snapshot())):
             if path is None or not path.is_file():
                 continue
-            print(f"{stage.name}: {title} ({path})")
+            print(f"{stage.path.name}: {title} ({path})")
             show_png(path)
 
 
@@ -108,13 +117,9 @@ def show_png(path: Path | None) -> None:
 
 def keep_list(run: Path) -> list[Path]:
     """The files worth keeping: each stage's final model folder, its plots and grids, and the samples."""
-    from libcem.files import checkpoint_dirs
-
     keep = []
-    for stage in stage_dirs(run):
-        ckpts = checkpoint_dirs(stage)
-        keep += [stage / "config.toml", stage / "metrics.jsonl", stage / "loss.png"] + ckpts[-1:]
-        keep += sorted((stage / "samples").glob("step_*.png"))[-1:]
+    for stage in TwoStageRun(run).started_stages():
+        keep += [stage.config, stage.metrics, stage.loss_plot] + stage.checkpoints()[-1:] + stage.snapshots()[-1:]
     keep += sorted(run.glob("*.png"))
     return [p for p in keep if p.exists()]
 
@@ -129,7 +134,7 @@ def print_keep_list(run: Path, where: str) -> None:
 
 def sample_grid(run: Path, prompts: list[str] | None = None, n: int = 8) -> Path | None:
     """RUN/samples.png: n images for each prompt (default: the run's first four snapshot prompts)."""
-    if not (run / "prior" / "checkpoints").is_dir():
+    if TwoStageRun(run).prior.latest_checkpoint() is None:
         print("the prior has no checkpoint yet: train first")
         return None
     from libcem.generative.pipeline import Pipeline

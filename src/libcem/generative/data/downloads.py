@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from libcem.errors import LibcemError
 from libcem.generative.data.base import ImageSet, Splits
 from libcem.generative.data.digits import digits_imageset
-from libcem.errors import LibcemError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 CIFAR10_MD5 = {"cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530"}

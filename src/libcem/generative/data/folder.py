@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from libcem.generative.data.base import ImageSet, Splits, split_fixed
 from libcem.errors import LibcemError
+from libcem.generative.data.base import ImageSet, Splits, split_fixed
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 

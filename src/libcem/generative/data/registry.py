@@ -8,8 +8,8 @@ from typing import Callable
 import torch
 
 from libcem.config import ConfigError, check
-from libcem.generative.data.base import ImageSet, Splits
 from libcem.errors import LibcemError
+from libcem.generative.data.base import ImageSet, Splits
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Callable
 
 import torch
 
-from libcem.generative.diffusion.settings import DiffusionConfig
 from libcem.generative.diffusion.noise_schedule import sampling_scheduler
+from libcem.generative.diffusion.settings import DiffusionConfig
 
 SAMPLERS = {
     "dpm++": "DPM-Solver++ 2M, deterministic (Lu et al. 2022)",

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from libcem.files import atomic_write_json, load_tensors, save_tensors
 from libcem.config import to_dict
+from libcem.files import atomic_write_json, load_tensors, save_tensors
 from libcem.generative.data import DataConfig, ImageSet
 from libcem.generative.data.base import batch_indices
 

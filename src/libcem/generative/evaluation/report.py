@@ -17,8 +17,8 @@ import importlib.util
 import numpy as np
 import torch
 
-from libcem.generative.data import DataConfig, ImageSet, Splits
 from libcem.errors import LibcemError
+from libcem.generative.data import DataConfig, ImageSet, Splits
 from libcem.generative.evaluation.classifier import load_or_train_classifier
 from libcem.generative.evaluation.fid import frechet_distance
 
@@ -39,9 +39,10 @@ def eval_labels(source: str, data: ImageSet, requested: list[str] | None = None)
 def held_out_prompts(pipe, test: ImageSet, limit: int | None) -> np.ndarray:
     """Indices of the held-out images to generate a counterpart for (captions the encoder accepts)."""
     idx = np.arange(len(test))
-    vocabulary = getattr(pipe.encoder, "index", None)  # the label encoder knows only its training captions
+    vocabulary = pipe.encoder.vocabulary  # a closed-vocabulary encoder (label) knows only its training captions
     if vocabulary is not None:
-        idx = np.array([i for i in idx if test.captions[i] in vocabulary], dtype=np.int64)
+        known = set(vocabulary)
+        idx = np.array([i for i in idx if test.captions[i] in known], dtype=np.int64)
         if len(idx) == 0:
             raise LibcemError("no held-out caption is one of the prior's training captions (label text encoder)")
     return idx[:limit] if limit else idx

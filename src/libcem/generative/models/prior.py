@@ -196,8 +196,10 @@ class PriorTransformer(nn.Module):
         }
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "PriorTransformer":
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
+                        record: dict | None = None) -> "PriorTransformer":
         """Load from a model folder or a prior run folder (latest checkpoint)."""
         from libcem.files import load_model
+        from libcem.generative.runs import resolve_model_dir
 
-        return load_model(cls, PriorConfig, path, device)
+        return load_model(cls, PriorConfig, resolve_model_dir(path), device, record)

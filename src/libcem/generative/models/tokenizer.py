@@ -15,7 +15,7 @@ from torch import nn
 
 from libcem.config import check
 from libcem.generative.models.blocks import Downsample, ResBlock, Upsample, norm
-from libcem.generative.models.quantizer import EMCodebook
+from libcem.generative.models.quantizer import EMCodebook, nearest_code
 
 
 @dataclass(frozen=True)
@@ -124,12 +124,14 @@ class Tokenizer(nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in [0, 1] -> codes (B, H/f, W/f)."""
-        from libcem.generative.models.quantizer import nearest_code
-
         xp, _ = self._pad(x)
-        z = self.encoder(xp * 2 - 1)
+        return self.nearest_codes(self.encoder(xp * 2 - 1))
+
+    def nearest_codes(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent vectors (B, D, h, w) -> the index of each one's nearest code (B, h, w), computed in fp32."""
         b, d, h, w = z.shape
-        return nearest_code(z.permute(0, 2, 3, 1).reshape(-1, d).float(), self.quantizer.codebook).view(b, h, w)
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
+        return nearest_code(flat, self.quantizer.codebook).view(b, h, w)
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) -> code vectors (B, D, h, w)."""
@@ -138,6 +140,24 @@ class Tokenizer(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) -> images (B, C, h*f, w*f) in [0, 1] (clipped)."""
         return ((self.decoder(self.embed(codes)) + 1) / 2).clamp(0, 1)
+
+    # The latent API: what a model of the latents (the prior) sees of the tokenizer.
+
+    @torch.no_grad()
+    def to_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] -> the code vectors of their codes (B, D, H/f, W/f)."""
+        return self.embed(self.encode(x))
+
+    @torch.no_grad()
+    def from_latents(self, z: torch.Tensor, snap_to_codes: bool = True) -> torch.Tensor:
+        """Latent vectors (B, D, h, w) -> images (B, C, h*f, w*f) in [0, 1] (clipped).
+
+        snap_to_codes: replace each vector by its nearest code first (what the decoder was trained
+        on); else decode the vectors as they are."""
+        z = z.to(self.quantizer.codebook.device)
+        if snap_to_codes:
+            return self.decode(self.nearest_codes(z))
+        return ((self.decoder(z) + 1) / 2).clamp(0, 1)
 
     def metadata(self) -> dict:
         return {"in_channels": self.in_channels, "image_size": self.image_size}
@@ -148,8 +168,9 @@ class Tokenizer(nn.Module):
         save_model(path, self, extra)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "Tokenizer":
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", record: dict | None = None) -> "Tokenizer":
         """Load from a model folder (model.safetensors + config.json) or a run folder (latest checkpoint)."""
         from libcem.files import load_model
+        from libcem.generative.runs import resolve_model_dir
 
-        return load_model(cls, TokenizerConfig, path, device)
+        return load_model(cls, TokenizerConfig, resolve_model_dir(path), device, record)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from libcem.errors import LibcemError
+from libcem.generative.runs import STAGES
 
 MEASURED_FILE = "measured.json"
 
@@ -26,19 +27,15 @@ class Preset:
     config: dict  # two-stage config: shared tables + "tokenizer" / "prior" tables
     gpu_gib: float = 0.0  # the GPU memory (GiB) it needs; 0 = a CPU preset (runs on a GPU too)
 
+    def stage_config(self, stage: str, overrides: list[str] = ()):
+        """The config of one stage: the shared tables, then the stage's own table, then `overrides`."""
+        from libcem.config import build_config, stage_base
+        from libcem.generative.training.stages import STAGE_CONFIGS
+
+        return build_config(STAGE_CONFIGS[stage], stage_base(self.config, stage), list(overrides))
+
     def steps(self, stage: str) -> int:
-        from libcem.generative.training.prior import PriorRunConfig
-        from libcem.generative.training.tokenizer import TokenizerRunConfig
-
-        cls = {"tokenizer": TokenizerRunConfig, "prior": PriorRunConfig}[stage]
-        return stage_config(cls, self.config, stage).train.steps
-
-
-def stage_config(cls, two_stage: dict, stage: str, overrides: list[str] | None = None):
-    """The config of one stage (`cls`) from a two-stage dict: shared tables, then the stage's table."""
-    from libcem.config import build_config, stage_base
-
-    return build_config(cls, stage_base(two_stage, stage), overrides or [])
+        return self.stage_config(stage).train.steps
 
 
 _TINY_TRAIN = {"steps": 4, "batch_size": 8, "log_every": 2, "sample_every": 4, "checkpoint_every": 2}
@@ -144,7 +141,7 @@ def describe(name: str, table: dict | None = None) -> dict[str, str]:
     rows = (measured() if table is None else table).get(name, {})
     out = {"preset": name, "trains": p.trains, "sized for": p.hardware,
            "steps": f"tokenizer {p.steps('tokenizer')}, prior {p.steps('prior')}"}
-    for stage in ("tokenizer", "prior"):
+    for stage in STAGES:
         figures = [_figure(m) for m in rows.get(stage, {}).values()]
         out[stage] = "; ".join(figures) if figures else "not measured"
     return out

@@ -23,6 +23,7 @@ CLIP_MODEL = "openai/clip-vit-base-patch32"
 class TextEncoder(Protocol):
     name: str
     dim: int
+    vocabulary: list[str] | None  # the only captions it can encode (saved with the model); None: any text
 
     def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """captions -> (tokens (N, L, dim) float32, mask (N, L) bool), on the CPU."""
@@ -34,6 +35,7 @@ class HFTokenEncoder:
     def __init__(self, name: str, tokenizer, model) -> None:
         self.name, self.tokenizer, self.model = name, tokenizer, model.eval()
         self.dim = int(model.config.hidden_size)
+        self.vocabulary = None
 
     @torch.no_grad()
     def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,33 +20,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from libcem.errors import LibcemError
 from libcem.files import (
     atomic_write_bytes,
     atomic_write_json,
-    checkpoint_dirs,
     load_tensors,
     replace_dir,
     save_model,
     save_tensors,
 )
-from libcem.errors import LibcemError
+from libcem.generative.runs import StageRun
 
 
-def step_dir(run: Path, step: int) -> Path:
-    return run / "checkpoints" / f"step_{step:08d}"
-
-
-def clean_partial(run: Path) -> None:
+def clean_partial(run: StageRun) -> None:
     """Remove temporary folders left by a process killed while writing a checkpoint."""
-    root = run / "checkpoints"
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.name.startswith(".tmp-"):
-                shutil.rmtree(p, ignore_errors=True)
+    for p in run.partial_checkpoints():
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def save_checkpoint(
-    run: Path,
+    run: StageRun,
     step: int,
     model: nn.Module,
     ema_model: nn.Module | None,
@@ -54,8 +47,7 @@ def save_checkpoint(
     extra: dict,
     keep: int,
 ) -> Path:
-    final = step_dir(run, step)
-    tmp = final.with_name(f".tmp-{final.name}")
+    final, tmp = run.checkpoint(step), run.partial_checkpoint(step)
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "training").mkdir(parents=True)
     save_model(tmp, ema_model if ema_model is not None else model, {"step": step, **extra})
@@ -67,7 +59,7 @@ def save_checkpoint(
     atomic_write_bytes(tmp / "training" / "optimizer.pt", buf.getvalue())
     atomic_write_json(tmp / "training" / "state.json", {"step": step})
     replace_dir(tmp, final)
-    for old in checkpoint_dirs(run)[:-keep]:
+    for old in run.checkpoints()[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 from libcem.files import atomic_write_bytes
+from libcem.generative.runs import StageRun
 
 
 class MetricsLog:
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / "metrics.jsonl"
-        self.plot_path = run_dir / "loss.png"
+    def __init__(self, run: StageRun | Path) -> None:
+        run = run if isinstance(run, StageRun) else StageRun(run)
+        self.path, self.plot_path = run.metrics, run.loss_plot
 
     def rows(self) -> list[dict]:
         if not self.path.is_file():

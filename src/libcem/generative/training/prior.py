@@ -1,7 +1,7 @@
 """Training the text-conditioned latent diffusion prior: its run config, its Task for the Trainer.
 
 The tokenizer is frozen. At the start the whole training split is encoded once to code vectors
-(`tok.embed(tok.encode(x))`), normalised per channel by a shift and scale computed from them
+(`tok.to_latents(x)`), normalised per channel by a shift and scale computed from them
 (stored in the prior's metadata), and every distinct caption is embedded once by the text encoder.
 """
 
@@ -15,19 +15,23 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from libcem.files import CONFIG, WEIGHTS, read_record, resolve_model_dir
 from libcem.config import check, to_dict
-from libcem.generative.data import DataConfig, ImageSet, Splits
-from libcem.generative.diffusion import DiffusionConfig, diffusion_loss, training_scheduler
 from libcem.errors import LibcemError
+from libcem.files import CONFIG, WEIGHTS, read_record
+from libcem.generative.data import DataConfig, ImageSet, Splits
+from libcem.generative.diffusion import (
+    DiffusionConfig,
+    diffusion_loss,
+    training_scheduler,
+)
 from libcem.generative.models.prior import PriorConfig, PriorTransformer
 from libcem.generative.models.tokenizer import Tokenizer
+from libcem.generative.runs import StageRun, resolve_model_dir
 from libcem.generative.text import TextEncoder, embed_captions
 from libcem.generative.text.encoders import ENCODERS
 from libcem.generative.training.settings import OptimConfig, TrainConfig
 
 SNAPSHOT_PROMPTS, SNAPSHOT_PER_PROMPT = 8, 6
-TOKENIZER_DIR = "tokenizer"  # a prior run folder keeps a copy of its frozen tokenizer here
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class PriorRunConfig:
 
 def attach_tokenizer(run: Path, source: str | Path | None, resume: bool) -> Path:
     """Copy the tokenizer's model files into RUN/tokenizer (kept on resume), so the run is self-contained."""
-    dest = Path(run) / TOKENIZER_DIR
+    dest = StageRun(run).tokenizer_copy
     if resume and (dest / WEIGHTS).is_file():
         return dest
     if not source:
@@ -79,7 +83,7 @@ def encode_latents(tok: Tokenizer, data: ImageSet, batch: int = 256, progress: b
     out = []
     for i in tqdm(range(0, len(data), batch), desc="encode latents", disable=not progress, leave=False):
         x = data.floats(torch.arange(i, min(i + batch, len(data)))).to(device)
-        out.append(tok.embed(tok.encode(x)).float().cpu())
+        out.append(tok.to_latents(x).float().cpu())
     return torch.cat(out)
 
 
@@ -127,12 +131,12 @@ class PriorTask:
         return {}
 
     def vocabulary(self) -> list[str]:
-        return self.text.captions if self.encoder.name == "label" else []
+        return list(self.encoder.vocabulary or [])
 
     def pipeline(self, model: PriorTransformer):
         from libcem.generative.pipeline import Pipeline
 
-        return Pipeline(model, self.tokenizer, self.encoder, self.cfg.diffusion, snap=self.cfg.latent.snap)
+        return Pipeline(model, self.tokenizer, self.encoder, self.cfg.diffusion, snap_to_codes=self.cfg.latent.snap)
 
     def snapshot(self, model: nn.Module, path: Path) -> None:
         self.pipeline(model).save_grid(self.prompts, SNAPSHOT_PER_PROMPT, path)

@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from libcem.generative.data import DataConfig, ImageSet, Splits
-from libcem.imaging import grid, save_png, side_by_side
-from libcem.imaging import psnr
 from libcem.generative.models.tokenizer import Tokenizer, TokenizerConfig
 from libcem.generative.training.settings import OptimConfig, TrainConfig
+from libcem.imaging import grid, psnr, save_png, side_by_side
 
 SNAPSHOT_IMAGES = 32
 

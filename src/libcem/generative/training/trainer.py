@@ -19,16 +19,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from libcem.files import atomic_write_bytes, checkpoint_dirs
 from libcem.config import dumps_toml
-from libcem.generative.data.base import batch_indices
 from libcem.errors import LibcemError
-from libcem.generative.training.settings import OptimConfig, TrainConfig
+from libcem.files import atomic_write_bytes
+from libcem.generative.data.base import batch_indices
+from libcem.generative.runs import StageRun
+from libcem.generative.training.checkpoints import (
+    clean_partial,
+    load_checkpoint,
+    save_checkpoint,
+)
 from libcem.generative.training.ema import EMA
-from libcem.generative.training.metrics_log import MetricsLog
 from libcem.generative.training.lr_schedule import lr_at
-from libcem.generative.training.checkpoints import clean_partial, load_checkpoint, save_checkpoint
-
+from libcem.generative.training.metrics_log import MetricsLog
+from libcem.generative.training.settings import OptimConfig, TrainConfig
 
 PLOT_INTERVAL_S = 15.0  # loss.png is redrawn at most this often (and at the end)
 
@@ -91,10 +95,11 @@ class Trainer:
 
     def __init__(self, run_dir: Path, cfg, task: Task, progress: bool = True) -> None:
         self.run, self.cfg, self.task, self.progress = Path(run_dir), cfg, task, progress
+        self.layout = StageRun(self.run)
         self.tcfg: TrainConfig = cfg.train
         self.ocfg: OptimConfig = cfg.optim
         self.acc = make_accelerator(self.tcfg.precision)
-        self.log = MetricsLog(self.run)
+        self.log = MetricsLog(self.layout)
         world = self.acc.num_processes
         if self.tcfg.batch_size % (world * self.tcfg.grad_accum):
             raise LibcemError(
@@ -119,11 +124,11 @@ class Trainer:
     def prepare(self, resume: bool) -> int:
         """Set up model, EMA and optimizer; returns the step to start from."""
         self.run.mkdir(parents=True, exist_ok=True)
-        clean_partial(self.run)
+        clean_partial(self.layout)
         model = self.task.model
         self.ema = EMA(model, self.tcfg.ema_decay) if self.tcfg.ema_decay > 0 else None
         opt = self._optimizer(model)
-        ckpts = checkpoint_dirs(self.run)
+        ckpts = self.layout.checkpoints()
         start = 0
         if ckpts and not resume:
             raise LibcemError(
@@ -136,7 +141,7 @@ class Trainer:
         elif self.acc.is_main_process:
             self.log.truncate_after(-1)
         if self.acc.is_main_process:
-            atomic_write_bytes(self.run / "config.toml", dumps_toml(self.cfg).encode())
+            atomic_write_bytes(self.layout.config, dumps_toml(self.cfg).encode())
         self.model, self.opt = self.acc.prepare(model, opt)
         if self.ema:
             self.ema.model.to(self.acc.device)
@@ -170,7 +175,7 @@ class Trainer:
         path = None
         if self.acc.is_main_process:
             path = save_checkpoint(
-                self.run,
+                self.layout,
                 step,
                 self.acc.unwrap_model(self.model),
                 self.ema.model if self.ema else None,
@@ -181,10 +186,13 @@ class Trainer:
         self.acc.wait_for_everyone()
         return path
 
+    def inference_model(self) -> nn.Module:
+        """The weights a checkpoint's model folder holds: the EMA shadow when enabled, else the live model."""
+        return self.ema.model if self.ema else self.acc.unwrap_model(self.model)
+
     def snapshot(self, step: int) -> None:
         if self.acc.is_main_process:
-            model = self.ema.model if self.ema else self.acc.unwrap_model(self.model)
-            self.task.snapshot(model, self.run / "samples" / f"step_{step:08d}.png")
+            self.task.snapshot(self.inference_model(), self.layout.snapshot(step))
 
     def _past(self, deadline: float | None) -> bool:
         """True on every process once the main process's clock passes `deadline` (time.monotonic)."""
@@ -208,7 +216,7 @@ class Trainer:
             try:
                 sums = self.train_step(step)
             except FloatingPointError:
-                good = checkpoint_dirs(self.run)
+                good = self.layout.checkpoints()
                 where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
                 raise LibcemError(
                     f"loss became NaN or Inf at step {step}; stopped ({where}). "
@@ -231,7 +239,7 @@ class Trainer:
                 end = done
                 break
         bar.close()
-        ckpts = checkpoint_dirs(self.run)
+        ckpts = self.layout.checkpoints()
         return RunResult(end, ckpts[-1] if ckpts else self.run, last, finished=end >= t.steps)
 
     def _log(self, step: int, window: dict, n: int, seconds: float) -> dict:

@@ -1,0 +1,179 @@
+"""The run folder: the one module that knows where everything of a training run lives.
+
+A stage run (what `libcem train tokenizer|prior` writes):
+
+    RUN/config.toml                      the resolved config (what --resume reads)
+    RUN/metrics.jsonl, RUN/loss.png      one JSON row per logged step; its plot
+    RUN/samples/step_XXXXXXXX.png        snapshot grids
+    RUN/checkpoints/step_XXXXXXXX/       complete checkpoints (a model folder + training/)
+    RUN/checkpoints/.tmp-step_XXXXXXXX/  a checkpoint being written (never read)
+    RUN/tokenizer/                       prior runs only: a copy of the frozen tokenizer's model folder
+
+A two-stage run (`libcem train`) is RUN/tokenizer and RUN/prior, each a stage run. A model folder
+(`model.safetensors` + `config.json`) is what `from_pretrained` loads; `resolve_model_dir` and
+`resolve_prior` turn whatever a user passes as `--model` into model folders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from libcem.errors import LibcemError
+from libcem.files import CONFIG, PICKLE_SUFFIXES, WEIGHTS, read_record
+
+STAGES = ("tokenizer", "prior")  # the stages of a two-stage run, in training order
+CHECKPOINT_PREFIX, TMP_PREFIX = "step_", ".tmp-"
+
+
+def step_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{step:08d}"
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """The folder of one training stage."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.path / "loss.png"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def tokenizer_copy(self) -> Path:
+        """Prior runs: where the frozen tokenizer's model files are copied, so the run stands alone."""
+        return self.path / "tokenizer"
+
+    def exists(self) -> bool:
+        """A stage has started once its config is written."""
+        return self.config.is_file()
+
+    def snapshot(self, step: int) -> Path:
+        return self.samples / f"{step_name(step)}.png"
+
+    def snapshots(self) -> list[Path]:
+        return sorted(self.samples.glob(f"{CHECKPOINT_PREFIX}*.png"))
+
+    def latest_snapshot(self) -> Path | None:
+        grids = self.snapshots()
+        return grids[-1] if grids else None
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoint_root / step_name(step)
+
+    def partial_checkpoint(self, step: int) -> Path:
+        return self.checkpoint_root / f"{TMP_PREFIX}{step_name(step)}"
+
+    def partial_checkpoints(self) -> list[Path]:
+        """Temporary folders left by a process killed while writing a checkpoint."""
+        root = self.checkpoint_root
+        return sorted(p for p in root.iterdir() if p.name.startswith(TMP_PREFIX)) if root.is_dir() else []
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (temporary folders are ignored)."""
+        root = self.checkpoint_root
+        if not root.is_dir():
+            return []
+        return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
+
+    def latest_checkpoint(self) -> Path | None:
+        ckpts = self.checkpoints()
+        return ckpts[-1] if ckpts else None
+
+
+@dataclass(frozen=True)
+class TwoStageRun:
+    """RUN/tokenizer then RUN/prior, as `libcem train` writes them."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    def stage(self, name: str) -> StageRun:
+        if name not in STAGES:
+            raise LibcemError(f"unknown stage '{name}'; the stages are {', '.join(STAGES)}")
+        return StageRun(self.path / name)
+
+    @property
+    def tokenizer(self) -> StageRun:
+        return self.stage("tokenizer")
+
+    @property
+    def prior(self) -> StageRun:
+        return self.stage("prior")
+
+    def started_stages(self) -> list[StageRun]:
+        return [self.stage(s) for s in STAGES if self.stage(s).exists()]
+
+
+def is_model_dir(path: Path) -> bool:
+    return (path / CONFIG).is_file()
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model folder, or a stage run's latest checkpoint; refuses pickled weights."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise LibcemError(f"model path {path} does not exist")
+    if is_model_dir(path):
+        if not (path / WEIGHTS).is_file():
+            pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+            hint = f" (found {', '.join(pickles)}: pickled weights are never loaded)" if pickles else ""
+            raise LibcemError(f"{path} has no {WEIGHTS}{hint}")
+        return path
+    latest = StageRun(path).latest_checkpoint()
+    if latest is not None:
+        return latest
+    raise LibcemError(f"{path} is neither a model folder ({CONFIG} + {WEIGHTS}) nor a run folder with checkpoints")
+
+
+@dataclass(frozen=True)
+class PriorFolders:
+    """What a prior needs to sample: its model folder (and its record, read once) and its tokenizer."""
+
+    model_dir: Path
+    record: dict
+    tokenizer_dir: Path
+
+
+def resolve_prior(path: str | Path, prior_kind: str = "prior") -> PriorFolders:
+    """A two-stage run, a prior stage run or a prior checkpoint -> the prior's model folder and tokenizer.
+
+    The tokenizer is the prior run's copy (RUN/prior/tokenizer), found from the run folder or from
+    one of its checkpoints (RUN/prior/checkpoints/step_X).
+    """
+    path = Path(path).expanduser()
+    if TwoStageRun(path).prior.path.is_dir():
+        path = TwoStageRun(path).prior.path
+    model_dir = resolve_model_dir(path)
+    record = read_record(model_dir)
+    kind = record.get("kind")
+    if kind != prior_kind:
+        hint = " (train a prior on it with: libcem train prior --tokenizer PATH --out RUN)" if kind == "tokenizer" else ""
+        raise LibcemError(f"{model_dir} holds a '{kind}', not a prior{hint}")
+    run_of_checkpoint = model_dir.parent.parent  # RUN/checkpoints/step_X -> RUN
+    for run in (path, run_of_checkpoint):
+        if StageRun(run).tokenizer_copy.is_dir():
+            return PriorFolders(model_dir, record, StageRun(run).tokenizer_copy)
+    raise LibcemError(f"no tokenizer/ folder next to the prior in {path}; was it trained with libcem train prior?")
