@@ -51,3 +51,29 @@ def test_override_values_are_parsed_as_toml():
     assert parse_override("train.ema_decay=0") == (["train", "ema_decay"], 0)
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_override("optim.lr")
+
+
+def test_named_sizes_spell_out_under_explicit_settings_and_later_layers_win():
+    from libcem.generative.models.sizes import PRIOR_SIZES, TOKENIZER_SIZES
+    from libcem.generative.training.prior import PriorRunConfig
+
+    cfg = build_config(PriorRunConfig, {"model": {"size": "large", "depth": 3}})
+    assert (cfg.model.size, cfg.model.width, cfg.model.depth, cfg.model.heads) == ("large", 384, 3, 8)
+    cfg = build_config(PriorRunConfig, {"model": {"size": "large"}}, ["model.size=\"tiny\""])
+    assert (cfg.model.width, cfg.model.depth, cfg.model.heads) == (32, 1, 2)
+    cfg = build_config(PriorRunConfig, {}, ["model.size=\"medium\"", "model.heads=4"])
+    assert (cfg.model.width, cfg.model.depth, cfg.model.heads) == (256, 6, 4)
+    for name, values in TOKENIZER_SIZES.items():
+        tok = build_config(TokenizerRunConfig, {"model": {"size": name}}).model
+        assert {k: getattr(tok, k) for k in values} == {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    for name in PRIOR_SIZES:
+        assert build_config(PriorRunConfig, {}, [f"model.size=\"{name}\""]).model.size == name
+    with pytest.raises(ConfigError, match="model.size.*tiny, small, medium, large"):
+        build_config(PriorRunConfig, {}, ["model.size=\"huge\""])
+
+
+def test_a_saved_config_with_a_size_rebuilds_the_same_config():
+    from libcem.config import dumps_toml, tomllib
+
+    cfg = build_config(TokenizerRunConfig, {"model": {"size": "large", "width": 48}})
+    assert build_config(TokenizerRunConfig, tomllib.loads(dumps_toml(cfg))) == cfg

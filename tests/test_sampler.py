@@ -9,7 +9,8 @@ from libcem.generative.diffusion import (
     sample,
     training_scheduler,
 )
-from libcem.generative.diffusion.samplers import initial_noise
+from libcem.generative.diffusion.samplers import SAMPLERS, initial_noise
+from libcem.generative.diffusion.targets import PREDICTIONS
 
 MU, SIGMA = 1.5, 0.5  # data: x0 ~ N(MU, SIGMA^2) in every coordinate
 
@@ -95,3 +96,23 @@ def test_loss_is_plain_mse_without_weighting_and_min_snr_weights_are_exact():
     # v-prediction: min(SNR, g) / (SNR + 1) = abar where SNR < g, and g (1 - abar) elsewhere
     expect = torch.where(snr < 5.0, abar, 5.0 * (1 - abar))
     assert torch.allclose(snr_weights(sched, t, gamma=5.0), expect.float(), atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+@pytest.mark.parametrize("prediction", sorted(PREDICTIONS))
+def test_every_registered_sampler_and_target_reach_the_gaussian(sampler, prediction):
+    """The registries' contract: any sampler with any prediction target integrates to the data law."""
+    cfg = DiffusionConfig(prediction=prediction)
+    gens = [torch.Generator().manual_seed(i) for i in range(2000)]
+    x = sample(optimal_denoiser(cfg), cfg, (4,), gens, steps=100, sampler=sampler).double()
+    assert abs(x.mean().item() - MU) < 0.03
+    assert abs(x.std().item() - SIGMA) < 0.03
+
+
+def test_an_unknown_sampler_or_target_is_a_config_error_naming_the_registry():
+    from libcem.config import ConfigError
+
+    with pytest.raises(ConfigError, match="dpm\\+\\+, ddim, ddpm"):
+        DiffusionConfig(sampler="euler")
+    with pytest.raises(ConfigError, match="v_prediction, epsilon, sample"):
+        DiffusionConfig(prediction="x")

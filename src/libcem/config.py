@@ -131,15 +131,34 @@ def merge_overrides(data: dict, overrides: list[str]) -> dict:
     return out
 
 
+def expand_sizes(cls: type, layer: dict) -> dict:
+    """A config layer with every named size spelled out: in a table of a dataclass that has a `SIZES`
+    registry, `size = "NAME"` stands for that size's settings, under the layer's own explicit ones."""
+    out = dict(layer)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if isinstance(out.get(f.name), dict) and dataclasses.is_dataclass(hints[f.name]):
+            out[f.name] = expand_sizes(hints[f.name], out[f.name])
+    sizes = getattr(cls, "SIZES", None)
+    if sizes and isinstance(out.get("size"), str) and out["size"] in sizes:
+        out = {**sizes[out["size"]], **out}
+    return out
+
+
 def _deep_copy(data: dict) -> dict:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
 
 
 def build_config(cls: type[T], base: dict | None = None, overrides: list[str] = ()) -> T:
-    """Defaults of `cls`, then a base dict (e.g. from TOML or a preset), then dotted overrides."""
-    data = merge_overrides(to_dict(cls()), [])
-    _deep_update(data, base or {})
-    return from_dict(cls, merge_overrides(data, list(overrides)))
+    """Defaults of `cls`, then a base dict (e.g. from TOML or a preset), then dotted overrides in order.
+
+    Each layer's named sizes are spelled out first (`expand_sizes`), so a later layer's size replaces an
+    earlier one's settings while a setting given beside a size wins over it."""
+    data = to_dict(cls())
+    _deep_update(data, expand_sizes(cls, base or {}))
+    for text in overrides:
+        _deep_update(data, expand_sizes(cls, merge_overrides({}, [text])))
+    return from_dict(cls, data)
 
 
 def _deep_update(dst: dict, src: dict) -> None:

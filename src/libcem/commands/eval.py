@@ -10,6 +10,8 @@ from libcem.errors import LibcemError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from libcem.generative.diffusion.samplers import SAMPLERS, sampler_help
+
     p = sub.add_parser(
         "eval",
         help="prompt adherence and feature FID of a trained prior (with the real-data reference)",
@@ -25,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="evaluate on the first N held-out images only (faster, noisier)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the prior's config, 20)")
     p.add_argument("--guidance", type=float, help="guidance scale (default: the prior's config, 3)")
-    p.add_argument("--sampler", help="dpm++, ddim or ddpm (default dpm++)")
+    p.add_argument("--sampler", choices=list(SAMPLERS), help=sampler_help() + " (default: the prior's config, dpm++)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--classifier-steps", type=int, default=500,

@@ -56,7 +56,7 @@ def _expand(inputs: list[str], channels: int, size: int):
 def run(args: argparse.Namespace) -> int:
     from libcem.device import default_device
     from libcem.generative.models.tokenizer import Tokenizer
-    from libcem.generative.training.tokenizer import spread
+    from libcem.generative.data.base import evenly_spaced
     from libcem.imaging import grid, psnr, save_png, side_by_side
 
     device = args.device or default_device()
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             save_png(pair, args.output / f"{name}.png")
             if not pairs or pair.shape == pairs[0].shape:  # the grid shows pairs of one shape
                 pairs.append(pair)
-    chosen = [pairs[i] for i in spread(len(pairs), GRID_MAX).tolist()]
+    chosen = [pairs[i] for i in evenly_spaced(len(pairs), GRID_MAX).tolist()]
     save_png(grid(torch.stack(chosen), cols=8), args.output / "grid.png", upscale=2 if chosen[0].shape[-1] < 128 else 1)
     mean = sum(scores) / len(scores)
     print(f"{len(scores)} images: mean PSNR {mean:.2f} dB; written to {args.output}")

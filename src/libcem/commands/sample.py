@@ -11,7 +11,7 @@ from libcem.errors import LibcemError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from libcem.generative.diffusion.samplers import SAMPLERS
+    from libcem.generative.diffusion.samplers import SAMPLERS, sampler_help
 
     p = sub.add_parser(
         "sample",
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="sampling steps (default: the prior's config, 20)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 = no guidance (default 3)")
     p.add_argument("--sampler", choices=list(SAMPLERS),
-                   help="; ".join(f"{k}: {v}" for k, v in SAMPLERS.items()) + " (default dpm++)")
+                   help=sampler_help() + " (default: the prior's config, dpm++)")
     p.add_argument("--seed", type=int, default=0, help="image i is drawn from a generator seeded by (SEED, i) (default 0)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--output", type=Path, help="grid PNG to write (default samples.png)")

@@ -65,6 +65,12 @@ def split_fixed(data: ImageSet, n_test: int, seed: int = 0) -> Splits:
     return Splits(data.subset(np.sort(perm[:-n_test])), data.subset(np.sort(perm[-n_test:])))
 
 
+def evenly_spaced(n: int, k: int) -> torch.Tensor:
+    """min(n, k) indices evenly spread over range(n), for a grid that shows a whole split (held-out
+    splits may be sorted by class)."""
+    return torch.linspace(0, n - 1, min(n, k)).round().long()
+
+
 def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
     """The indices of global batch `step`: epochs are seeded permutations, read in order.
 

@@ -1,12 +1,12 @@
-"""Diffusion around any denoiser callable: diffusers schedules, the training loss, guidance and samplers."""
+"""Diffusion around any denoiser callable: diffusers schedules, prediction targets, the training loss,
+guidance and samplers."""
 
 from libcem.generative.diffusion.guidance import guided
 from libcem.generative.diffusion.loss import diffusion_loss
-from libcem.generative.diffusion.noise_schedule import (
-    sampling_scheduler,
-    training_scheduler,
-)
-from libcem.generative.diffusion.samplers import SAMPLERS, sample
+from libcem.generative.diffusion.noise_schedule import training_scheduler
+from libcem.generative.diffusion.samplers import SAMPLERS, sample, sampling_scheduler
 from libcem.generative.diffusion.settings import DiffusionConfig
+from libcem.generative.diffusion.targets import PREDICTIONS
 
-__all__ = ["DiffusionConfig", "guided", "diffusion_loss", "SAMPLERS", "sample", "sampling_scheduler", "training_scheduler"]
+__all__ = ["DiffusionConfig", "guided", "diffusion_loss", "SAMPLERS", "PREDICTIONS", "sample", "sampling_scheduler",
+           "training_scheduler"]

@@ -6,6 +6,8 @@ from typing import Callable
 
 import torch
 
+from libcem.generative.diffusion.targets import PREDICTIONS
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> prediction, same shape as x_t
 
 
@@ -13,9 +15,7 @@ def snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023), expressed for the scheduler's prediction target."""
     abar = scheduler.alphas_cumprod.to(t.device)[t].float()
     snr = (abar / (1 - abar)).clamp(min=1e-12)
-    clipped = snr.clamp(max=gamma)
-    kind = scheduler.config.prediction_type
-    return clipped / (snr + 1) if kind == "v_prediction" else clipped / snr if kind == "epsilon" else clipped
+    return PREDICTIONS[scheduler.config.prediction_type].snr_weight(snr, snr.clamp(max=gamma))
 
 
 def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, scheduler, generator: torch.Generator,
@@ -30,13 +30,7 @@ def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, scheduler, generator: t
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     t = t.to(x0.device)
     x_t = scheduler.add_noise(x0, noise, t)
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        target = noise
-    elif kind == "v_prediction":
-        target = scheduler.get_velocity(x0, noise, t)
-    else:
-        target = x0
+    target = PREDICTIONS[scheduler.config.prediction_type].target(scheduler, x0, noise, t)
     err = (denoiser(x_t, t).float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
     if min_snr_gamma > 0:
         err = err * snr_weights(scheduler, t, min_snr_gamma)

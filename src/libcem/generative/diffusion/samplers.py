@@ -1,24 +1,64 @@
-"""Samplers: run a diffusers scheduler with any (x_t, t) -> prediction callable.
+"""Samplers: one registry of diffusers schedulers, run with any (x_t, t) -> prediction callable.
 
 The sampler never sees the network. Randomness is per image: `generators[i]` drives row i's
 initial noise and any noise the scheduler adds, so an image does not depend on the batch it
-was drawn in.
+was drawn in. Adding a sampler is one `SAMPLERS` entry (and its test in tests/test_sampler.py).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
-from libcem.generative.diffusion.noise_schedule import sampling_scheduler
+from libcem.generative.diffusion.noise_schedule import training_scheduler
 from libcem.generative.diffusion.settings import DiffusionConfig
 
-SAMPLERS = {
-    "dpm++": "DPM-Solver++ 2M, deterministic (Lu et al. 2022)",
-    "ddim": "DDIM, eta 0, deterministic (Song et al. 2021)",
-    "ddpm": "ancestral DDPM, stochastic (Ho et al. 2020)",
+
+def _dpmpp(base) -> Any:
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler.from_config(
+        base, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing", final_sigmas_type="zero"
+    )
+
+
+def _ddim(base) -> Any:
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(base, set_alpha_to_one=True, timestep_spacing="trailing")
+
+
+def _ddpm(base) -> Any:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(base, timestep_spacing="trailing")
+
+
+@dataclass(frozen=True)
+class Sampler:
+    help: str
+    scheduler: Callable[[Any], Any]  # the training scheduler's config -> a fresh diffusers sampling scheduler
+    stochastic: bool = False  # its step() draws noise: it gets the per-image generators
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "dpm++": Sampler("DPM-Solver++ 2M, deterministic (Lu et al. 2022)", _dpmpp),
+    "ddim": Sampler("DDIM, eta 0, deterministic (Song et al. 2021)", _ddim),
+    "ddpm": Sampler("ancestral DDPM, stochastic (Ho et al. 2020)", _ddpm, stochastic=True),
 }
+
+
+def sampler_help() -> str:
+    return "; ".join(f"{name}: {s.help}" for name, s in SAMPLERS.items())
+
+
+def sampling_scheduler(cfg: DiffusionConfig, sampler: str):
+    """A fresh sampling scheduler (they hold per-run state) on the training noise schedule."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[sampler].scheduler(training_scheduler(cfg).config)
 
 
 def initial_noise(shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
@@ -38,15 +78,13 @@ def sample(
     progress: Callable | None = None,
 ) -> torch.Tensor:
     """Integrate from pure noise to data: returns (B, *shape) with B = len(generators)."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     sched = sampling_scheduler(cfg, sampler)
     sched.set_timesteps(steps)
     x = (initial_noise(shape, generators) * sched.init_noise_sigma).to(device)
     timesteps = sched.timesteps
+    extra = {"generator": generators} if SAMPLERS[sampler].stochastic else {}
     for t in progress(timesteps) if progress else timesteps:
         tt = torch.full((x.shape[0],), int(t), device=device, dtype=torch.long)
         pred = denoiser(sched.scale_model_input(x, t), tt)
-        extra = {"generator": generators} if sampler == "ddpm" else {}
         x = sched.step(pred, t, x, **extra).prev_sample
     return x

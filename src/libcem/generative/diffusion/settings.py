@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from libcem.config import check
 
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
-PREDICTIONS = ("v_prediction", "epsilon", "sample")
-SAMPLER_NAMES = ("dpm++", "ddim", "ddpm")  # the keys of libcem.generative.diffusion.samplers.SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -25,9 +23,12 @@ class DiffusionConfig:
     def __post_init__(self) -> None:
         check(2 <= self.train_timesteps <= 100_000, "diffusion.train_timesteps", "use 2..100000")
         check(self.beta_schedule in BETA_SCHEDULES, "diffusion.beta_schedule", f"use one of {', '.join(BETA_SCHEDULES)}")
+        from libcem.generative.diffusion.samplers import SAMPLERS  # registries; imported here: they import this module
+        from libcem.generative.diffusion.targets import PREDICTIONS
+
         check(self.prediction in PREDICTIONS, "diffusion.prediction", f"use one of {', '.join(PREDICTIONS)}")
         check(self.min_snr_gamma >= 0, "diffusion.min_snr_gamma", "must be >= 0 (0 disables)")
         check(0 <= self.cond_drop < 1, "diffusion.cond_drop", "use 0 <= cond_drop < 1")
-        check(self.sampler in SAMPLER_NAMES, "diffusion.sampler", f"use one of {', '.join(SAMPLER_NAMES)}")
+        check(self.sampler in SAMPLERS, "diffusion.sampler", f"use one of {', '.join(SAMPLERS)}")
         check(1 <= self.steps <= self.train_timesteps, "diffusion.steps", "use 1..diffusion.train_timesteps")
         check(self.guidance >= 0, "diffusion.guidance", "must be >= 0")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import torch
@@ -19,10 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from libcem.config import check
+from libcem.generative.models.sizes import PRIOR_SIZES
 
 
 @dataclass(frozen=True)
 class PriorConfig:
+    SIZES: ClassVar[dict[str, dict]] = PRIOR_SIZES
+
+    size: str = ""  # a named size from models/sizes.py that the settings below started from; "" = none
     width: int = 128  # channels of every token
     depth: int = 4  # transformer blocks
     heads: int = 4  # attention heads (width must divide by heads)
@@ -30,6 +35,7 @@ class PriorConfig:
     patch_size: int = 1  # latent cells per token side
 
     def __post_init__(self) -> None:
+        check(self.size in ("", *self.SIZES), "model.size", f"use one of {', '.join(self.SIZES)} (or leave it empty)")
         check(16 <= self.width <= 4096, "model.width", "use 16..4096")
         check(1 <= self.depth <= 64, "model.depth", "use 1..64")
         check(self.heads >= 1 and self.width % self.heads == 0, "model.heads", "must divide model.width")

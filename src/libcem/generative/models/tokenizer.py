@@ -7,6 +7,7 @@ x (B, C, H, W) in [0, 1] -> encoder -> z (B, D, H/f, W/f) -> EM codebook -> code
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import torch
@@ -16,10 +17,14 @@ from torch import nn
 from libcem.config import check
 from libcem.generative.models.blocks import Downsample, ResBlock, Upsample, norm
 from libcem.generative.models.quantizer import EMCodebook, nearest_code
+from libcem.generative.models.sizes import TOKENIZER_SIZES
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
+    SIZES: ClassVar[dict[str, dict]] = TOKENIZER_SIZES
+
+    size: str = ""  # a named size from models/sizes.py that the settings below started from; "" = none
     width: int = 32  # channels of the first level
     channel_mult: tuple[int, ...] = (1, 2)  # one 2x downsampling per entry: (1, 2) -> 4x
     res_blocks: int = 1  # residual blocks per level
@@ -31,6 +36,7 @@ class TokenizerConfig:
     usage_window: int = 100  # codebook usage = fraction of codes used in this many steps
 
     def __post_init__(self) -> None:
+        check(self.size in ("", *self.SIZES), "model.size", f"use one of {', '.join(self.SIZES)} (or leave it empty)")
         check(8 <= self.width <= 1024, "model.width", "use 8..1024")
         check(1 <= len(self.channel_mult) <= 5, "model.channel_mult", "use 1 to 5 levels")
         check(all(m >= 1 for m in self.channel_mult), "model.channel_mult", "entries must be >= 1")

@@ -51,8 +51,8 @@ PRESETS: dict[str, Preset] = {
                 "data": {"source": "fractals", "image_size": 16, "train_size": 64, "test_size": 16},
                 "optim": {"warmup_steps": 2},
                 "train": dict(_TINY_TRAIN),
-                "tokenizer": {"model": {"width": 8, "channel_mult": [1, 1], "latent_dim": 4, "codebook_size": 16}},
-                "prior": {"model": {"width": 32, "depth": 1, "heads": 2}, "text": {"encoder": "label"}},
+                "tokenizer": {"model": {"size": "tiny"}},
+                "prior": {"model": {"size": "tiny"}, "text": {"encoder": "label"}},
             },
         ),
         Preset(
@@ -75,12 +75,12 @@ PRESETS: dict[str, Preset] = {
                 "data": {"source": "fractals"},
                 "train": {"precision": "fp16", "sample_every": 1000, "checkpoint_every": 1000},
                 "tokenizer": {
-                    "model": {"width": 64},
+                    "model": {"size": "medium"},
                     "optim": {"lr": 2e-3},
                     "train": {"steps": 6000, "batch_size": 128},
                 },
                 "prior": {
-                    "model": {"width": 256, "depth": 6, "heads": 8},
+                    "model": {"size": "medium"},
                     "optim": {"lr": 5e-4},
                     "train": {"steps": 10000, "batch_size": 256, "ema_decay": 0.999},
                 },
@@ -95,13 +95,12 @@ PRESETS: dict[str, Preset] = {
                 "data": {"source": "cifar10"},
                 "train": {"precision": "fp16", "sample_every": 1000, "checkpoint_every": 1000},
                 "tokenizer": {
-                    "model": {"width": 96, "channel_mult": [1, 2], "res_blocks": 2, "latent_dim": 32,
-                              "codebook_size": 1024},
+                    "model": {"size": "large"},
                     "optim": {"lr": 1e-3},
                     "train": {"steps": 20000, "batch_size": 128},
                 },
                 "prior": {
-                    "model": {"width": 384, "depth": 8, "heads": 8},
+                    "model": {"size": "large"},
                     "optim": {"lr": 3e-4},
                     "train": {"steps": 40000, "batch_size": 256, "ema_decay": 0.9995},
                 },

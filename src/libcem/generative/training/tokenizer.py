@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from libcem.generative.data import DataConfig, ImageSet, Splits
+from libcem.generative.data.base import evenly_spaced
 from libcem.generative.models.tokenizer import Tokenizer, TokenizerConfig
 from libcem.generative.training.settings import OptimConfig, TrainConfig
 from libcem.imaging import grid, psnr, save_png, side_by_side
@@ -54,17 +55,12 @@ class TokenizerTask:
 
     def snapshot(self, model: nn.Module, path: Path) -> None:
         test = self.splits.test
-        x = test.floats(spread(len(test), SNAPSHOT_IMAGES))
+        x = test.floats(evenly_spaced(len(test), SNAPSHOT_IMAGES))
         recon = reconstruct(model, x)
         save_png(grid(side_by_side(x, recon), cols=8), path, upscale=2)
 
     def export_extra(self) -> dict:
         return {"data": self.cfg.data.source}
-
-
-def spread(n: int, k: int) -> torch.Tensor:
-    """min(n, k) indices evenly spread over range(n) (held-out splits may be sorted by class)."""
-    return torch.linspace(0, n - 1, min(n, k)).round().long()
 
 
 @torch.no_grad()
