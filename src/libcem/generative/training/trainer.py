@@ -79,13 +79,17 @@ def make_accelerator(precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    from libcem.device import check_precision, cuda_usable
+
+    check_precision(precision)
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
         # an earlier run in this process (the tokenizer stage, a benchmark) used another precision;
         # the process group (PartialState) is kept
         AcceleratorState._reset_state(reset_partial_state=False)
     try:
-        return Accelerator(mixed_precision=precision, cpu=several and not torch.cuda.is_available())
+        cpu = (several or torch.cuda.is_available()) and not cuda_usable()  # gloo on CPUs; a GPU torch cannot run
+        return Accelerator(mixed_precision=precision, cpu=cpu)
     except ValueError as err:
         raise LibcemError(f"precision '{precision}' is not available here: {err}") from None
 
