@@ -26,6 +26,7 @@ from libcem.generative.data.base import batch_indices
 from libcem.generative.runs import StageRun
 from libcem.generative.training.checkpoints import (
     clean_partial,
+    folder_bytes,
     load_checkpoint,
     save_checkpoint,
 )
@@ -187,6 +188,8 @@ class Trainer:
                 self.task.export_extra(),
                 self.tcfg.keep_checkpoints,
             )
+            if self.progress:
+                tqdm.write(f"checkpoint {path.name}: {folder_bytes(path) / 2**20:.1f} MiB in {path.parent}")
         self.acc.wait_for_everyone()
         return path
 
