@@ -5,6 +5,7 @@ A stage run (what `libcem train tokenizer|prior` writes):
     RUN/config.toml                      the resolved config (what --resume reads)
     RUN/metrics.jsonl, RUN/loss.png      one JSON row per logged step; its plot
     RUN/samples/step_XXXXXXXX.png        snapshot grids
+    RUN/logs/                            TensorBoard event files (--report-to tensorboard)
     RUN/checkpoints/step_XXXXXXXX/       complete checkpoints (a model folder + training/)
     RUN/checkpoints/.tmp-step_XXXXXXXX/  a checkpoint being written (never read)
     RUN/tokenizer/                       prior runs only: a copy of the frozen tokenizer's model folder
@@ -59,6 +60,11 @@ class StageRun:
     @property
     def checkpoint_root(self) -> Path:
         return self.path / "checkpoints"
+
+    @property
+    def tracker_dir(self) -> Path:
+        """TensorBoard's event files (--report-to tensorboard)."""
+        return self.path / "logs"
 
     @property
     def tokenizer_copy(self) -> Path:
