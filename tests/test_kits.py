@@ -199,7 +199,8 @@ def fresh_venv(path: Path) -> Path:
     python = path / "bin" / "python"
     purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
-    here = dict.fromkeys(site.getsitepackages() + [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    here = dict.fromkeys(site.getsitepackages() + [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+                         + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else []))
     (Path(purelib) / "installed-deps.pth").write_text("\n".join(here) + "\n")
     spec = path / "share" / "jupyter" / "kernels" / "fresh-venv"
     spec.mkdir(parents=True)

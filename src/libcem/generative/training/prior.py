@@ -125,7 +125,8 @@ class PriorTask:
         self.scheduler = training_scheduler(cfg.diffusion)
         self.n_train = len(splits.train)
         self.prompts = list(cfg.snapshot.prompts) or snapshot_prompts(splits.train)
-        embed_captions(encoder, self.prompts)  # a prompt the text encoder cannot take fails now, not at the first grid
+        if cfg.snapshot.prompts:  # a prompt the text encoder cannot take fails now, not at the first grid
+            embed_captions(encoder, self.prompts)
 
     def loss(
         self, model: nn.Module, idx: torch.Tensor, generator: torch.Generator, device: torch.device
