@@ -4,12 +4,17 @@ and running it again continues the run; the Vast.ai script passes bash -n and sh
 import json
 import os
 import shutil
+import site
 import subprocess
+import sys
+import sysconfig
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from libcem.cli import main
 from libcem.generative.runs import StageRun
@@ -20,12 +25,14 @@ def steps_logged(stage) -> list[int]:
     return [json.loads(line)["step"] for line in (stage / "metrics.jsonl").read_text().splitlines()]
 
 
-def execute(path, env: dict) -> nbformat.NotebookNode:
+def execute(path, env: dict, kernel: str = "python3") -> nbformat.NotebookNode:
+    """Run the notebook at `path` top to bottom; `env` is set for its kernel (None: removed)."""
     nb = nbformat.read(path, as_version=4)
     old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits this process's environment
+    for k, v in env.items():  # the kernel inherits this process's environment
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     try:
-        NotebookClient(nb, timeout=300, kernel_name="python3",
+        NotebookClient(nb, timeout=300, kernel_name=kernel,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
         for k, v in old.items():
@@ -45,7 +52,7 @@ def smoke_env(tmp_path, root, steps: int) -> dict:
 
 @pytest.mark.parametrize("platform", ["colab", "kaggle"])
 def test_notebook_is_valid_and_a_rerun_continues(tmp_path, platform, capsys):
-    assert main(["kit", platform, "-o", str(tmp_path)]) == 0
+    assert main(["kit", platform, "-o", str(tmp_path), "--no-wheel"]) == 0
     path = tmp_path / f"libcem-{platform}.ipynb"
     assert f"wrote {path}" in capsys.readouterr().out
     nbformat.validate(nbformat.read(path, as_version=4))
@@ -76,7 +83,7 @@ def test_notebook_is_valid_and_a_rerun_continues(tmp_path, platform, capsys):
 
 
 def test_vast_script_passes_bash_n_and_shellcheck_and_runs_on_cpu(tmp_path):
-    assert main(["kit", "vast", "-o", str(tmp_path), "--run-name", "smoke"]) == 0
+    assert main(["kit", "vast", "-o", str(tmp_path), "--run-name", "smoke", "--no-wheel"]) == 0
     script = tmp_path / "libcem-vast.sh"
     assert os.access(script, os.X_OK) and "@" not in script.read_text().split("set -euo")[1].split("\n")[2]
     subprocess.run(["bash", "-n", str(script)], check=True)
@@ -118,7 +125,7 @@ def alive(pid: int) -> bool:
 
 def test_vast_script_trains_in_the_background_and_survives_its_shell(tmp_path):
     script = tmp_path / "libcem-vast.sh"
-    assert main(["kit", "vast", "-o", str(tmp_path), "--preset", "tiny"]) == 0
+    assert main(["kit", "vast", "-o", str(tmp_path), "--preset", "tiny", "--no-wheel"]) == 0
     env = dict(os.environ, RUN_ROOT=str(tmp_path / "volume"), FOLLOW="0", LIBCEM_CACHE=str(tmp_path / "cache"),
                OMP_NUM_THREADS="1")
     env.pop("LIBCEM_KIT_SMOKE", None)
@@ -154,8 +161,8 @@ def test_default_install_follows_where_libcem_came_from(monkeypatch):
             "git+https://github.com/o/libcem.git@abc123",
         '{"url": "https://example.org/libcem-0.1.0-py3-none-any.whl", "archive_info": {}}':
             "https://example.org/libcem-0.1.0-py3-none-any.whl",
-        '{"url": "file:///home/me/libcem", "dir_info": {"editable": true}}': "libcem",
-        None: "libcem",
+        '{"url": "file:///home/me/libcem", "dir_info": {"editable": true}}': None,  # not on PyPI: the wheel
+        None: None,
     }
     for text, expected in origins.items():
         monkeypatch.setattr(md, "distribution", lambda name, t=text: Dist(t))
@@ -181,3 +188,80 @@ def test_runtime_helpers(tmp_path, capsys):
     assert one[1:4] == ["-m", "libcem", "train"] and "prior.train.steps=7" in one and one[-1] == "30"
     two = train_command("tiny", tmp_path, gpus=2)
     assert two[1:3] == ["-m", "accelerate.commands.launch"] and two[two.index("--num_processes") + 1] == "2"
+
+
+def fresh_venv(path: Path) -> Path:
+    """A virtual environment without libcem that finds the dependencies already installed here (and pip)
+    through a path file, so nothing is downloaded; returns the name of a Jupyter kernel running in it.
+    Unlike --system-site-packages, the path file does not run this environment's own .pth files, so an
+    editable libcem installed here stays invisible there."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    python = path / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    here = dict.fromkeys(site.getsitepackages() + [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+                         + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else []))
+    (Path(purelib) / "installed-deps.pth").write_text("\n".join(here) + "\n")
+    spec = path / "share" / "jupyter" / "kernels" / "fresh-venv"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "fresh venv", "language": "python"}))
+    return "fresh-venv"
+
+
+def venv_env(venv: Path, kit: Path) -> dict:
+    """The kernel of `venv`, pip offline with the kit folder as its only source, no libcem on PYTHONPATH."""
+    return {"JUPYTER_PATH": str(venv / "share" / "jupyter"), "PYTHONPATH": None, "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(kit), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def test_notebook_installs_the_bundled_wheel_in_a_fresh_venv_and_trains(tmp_path, capsys):
+    kit = tmp_path / "kit"
+    assert main(["kit", "colab", "-o", str(kit)]) == 0
+    wheel = kit / "libcem-0.1.0-py3-none-any.whl"
+    assert f"wrote {wheel}" in capsys.readouterr().out
+    kernel = fresh_venv(tmp_path / "venv")
+    nb = execute(kit / "libcem-colab.ipynb", {**smoke_env(tmp_path, tmp_path / "store", 2),
+                                              **venv_env(tmp_path / "venv", kit)}, kernel)
+    text = outputs(nb)
+    assert f"installing {wheel}[text]" in text and f"from {tmp_path / 'venv'}" in text, text[-3000:]
+    run = tmp_path / "store" / "libcem-run"
+    assert steps_logged(run / "prior") == [2] and (run / "samples.png").is_file()
+
+    # the installed libcem writes its own wheel again (from its installed files): the same files
+    python = tmp_path / "venv" / "bin" / "python"
+    again = subprocess.run([python, "-c", "from pathlib import Path; from libcem.platforms.wheel import build_wheel; "
+                            f"print(build_wheel(Path({str(tmp_path / 'again')!r})))"],
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    import zipfile
+
+    def contents(path):
+        with zipfile.ZipFile(path) as zf:
+            return {n: zf.read(n) for n in zf.namelist() if not n.endswith(("RECORD", "WHEEL"))}
+
+    assert contents(again.stdout.strip()) == contents(wheel)
+
+
+@pytest.mark.parametrize("platform", ["kaggle", "vast"])
+def test_without_a_wheel_the_kit_stops_with_one_sentence(tmp_path, platform):
+    kit = tmp_path / "kit"
+    assert main(["kit", platform, "-o", str(kit), "--no-wheel"]) == 0
+    kernel = fresh_venv(tmp_path / "venv")
+    env = {**smoke_env(tmp_path, tmp_path / "store", 2), **venv_env(tmp_path / "venv", kit)}
+    expected = "libcem is not installed: upload libcem-0.1.0-py3-none-any.whl (written by `libcem kit` beside"
+    if platform == "vast":
+        env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+        done = subprocess.run(["bash", str(kit / "libcem-vast.sh")], capture_output=True, text=True, timeout=60,
+                              env={**env, "PYTHON": str(tmp_path / "venv" / "bin" / "python"),
+                                   "RUN_ROOT": str(tmp_path / "volume")})
+        assert done.returncode == 1 and done.stderr.startswith("libcem is not installed: copy libcem-0.1.0-py3")
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        return
+    with pytest.raises(CellExecutionError) as stop:
+        execute(kit / f"libcem-{platform}.ipynb", env, kernel)
+    assert stop.value.ename == "KitStop" and stop.value.evalue.startswith(expected)
+    assert "a Kaggle dataset added to this notebook" in stop.value.evalue
+    assert "Traceback" not in str(stop.value).split("KitStop")[0]  # the sentence, not a traceback

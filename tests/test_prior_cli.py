@@ -32,8 +32,9 @@ def test_train_both_stages_sample_and_eval(tmp_path, capsys, monkeypatch):
     last = StageRun(run / "prior").checkpoints()[-1]
     assert last.name == "step_00000004"
     # sampling uses the EMA weights: the checkpoint's model folder holds the EMA shadow
-    ema, model = load_tensors(last / "training" / "ema.safetensors"), load_tensors(last / "model.safetensors")
-    assert all(torch.equal(ema[k], model[k]) for k in model)
+    raw, model = load_tensors(last / "training" / "raw.safetensors"), load_tensors(last / "model.safetensors")
+    assert not (last / "training" / "ema.safetensors").exists()  # stored once, as the model folder's weights
+    assert raw.keys() == model.keys() and not all(torch.equal(raw[k], model[k]) for k in model)
     record = json.loads((last / "config.json").read_text())
     assert record["kind"] == "prior" and record["text_encoder"] == "label" and min(record["metadata"]["latent_scale"]) > 0
     prompt = record["prompts"][0]

@@ -18,8 +18,64 @@ def fit(cfg, run, resume=False, stop_at=None):
 
 def weights(ckpt):
     out = load_tensors(ckpt / "training" / "raw.safetensors")
-    out.update({"ema." + k: v for k, v in load_tensors(ckpt / "training" / "ema.safetensors").items()})
+    out.update({"ema." + k: v for k, v in load_tensors(ckpt / "model.safetensors").items()})  # the EMA shadow
     return out
+
+
+def files(ckpt):
+    return sorted(str(p.relative_to(ckpt)) for p in ckpt.rglob("*") if p.is_file())
+
+
+def test_checkpoint_stores_each_tensor_once(tiny_cfg, tmp_path):
+    result = fit(tiny_cfg("train.steps=2"), tmp_path / "ema")
+    assert files(result.checkpoint) == ["config.json", "model.safetensors", "training/optimizer.pt",
+                                        "training/raw.safetensors", "training/state.json"]
+    plain = fit(tiny_cfg("train.steps=2", "train.ema_decay=0"), tmp_path / "plain")
+    assert files(plain.checkpoint) == ["config.json", "model.safetensors", "training/optimizer.pt",
+                                       "training/state.json"]  # the live weights are the inference weights
+
+
+def test_resume_without_ema_is_bit_identical(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.ema_decay=0")
+    whole = fit(cfg, tmp_path / "a")
+    fit(cfg, tmp_path / "b", stop_at=3)
+    resumed = fit(cfg, tmp_path / "b", resume=True)
+    a, b = load_tensors(whole.checkpoint / "model.safetensors"), load_tensors(resumed.checkpoint / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_of_the_old_layout_still_loads(tiny_cfg, tmp_path):
+    from libcem.generative.training.checkpoints import load_checkpoint
+    from libcem.generative.training.ema import EMA
+
+    cfg = tiny_cfg("train.steps=2")
+    ckpt = fit(cfg, tmp_path).checkpoint
+    old_ema = {k: v + 1 if v.is_floating_point() else v for k, v in load_tensors(ckpt / "model.safetensors").items()}
+    from libcem.files import save_tensors
+
+    save_tensors(ckpt / "training" / "ema.safetensors", old_ema)  # the old layout's separate EMA copy wins
+    task = TokenizerTask(cfg, load_data(cfg.data))
+    ema = EMA(task.model, 0.9)
+    opt = torch.optim.AdamW(task.model.parameters())
+    assert load_checkpoint(ckpt, task.model, ema.model, opt) == 2
+    assert all(torch.equal(v, old_ema[k]) for k, v in ema.model.state_dict().items())
+    (ckpt / "model.safetensors").unlink()
+    with pytest.raises(LibcemError, match="not a complete checkpoint .no model.safetensors.; delete it"):
+        load_checkpoint(ckpt, task.model, ema.model, opt)
+
+
+def test_rotated_checkpoints_are_emptied_before_deletion(tiny_cfg, tmp_path):
+    """A file deleted on a Drive mount goes to the trash and still counts: its bytes are freed first."""
+    import os
+
+    cfg = tiny_cfg("train.steps=2", "train.keep_checkpoints=1")
+    first = fit(cfg, tmp_path).checkpoint
+    watcher = tmp_path / "watch.safetensors"  # a second name for the file: sees what happens to its bytes
+    os.link(first / "model.safetensors", watcher)
+    assert watcher.stat().st_size > 0
+    fit(tiny_cfg("train.steps=4", "train.keep_checkpoints=1"), tmp_path, resume=True)
+    assert [p.name for p in StageRun(tmp_path).checkpoints()] == ["step_00000004"] and not first.exists()
+    assert watcher.stat().st_size == 0
 
 
 def test_resume_after_a_kill_is_bit_identical(tiny_cfg, tmp_path):

@@ -11,6 +11,11 @@ the network:
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+
+if sys.platform == "darwin":  # Apple's MPS: an op it lacks runs on the CPU (read when torch is imported)
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 __version__ = "0.1.0"
 

@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "libcem.commands.eval",
     "libcem.commands.presets",
     "libcem.commands.kit",
+    "libcem.commands.export",
+    "libcem.commands.push",
 )
 
 

@@ -22,6 +22,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N")
     p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--report-to", choices=("tensorboard", "wandb"),
+                   help="also log metrics and snapshot grids to TensorBoard (RUN/logs) or Weights & Biases, "
+                   "through Accelerate (shortcut for --set train.report_to=NAME)")
 
 
 def shortcut_overrides(args: argparse.Namespace) -> list[str]:
@@ -35,4 +38,6 @@ def shortcut_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"train.steps={args.steps}")
     if args.seed is not None:
         out.append(f"train.seed={args.seed}")
+    if getattr(args, "report_to", None):
+        out.append(f'train.report_to="{args.report_to}"')
     return out + list(args.overrides)

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help='text, e.g. "a red fern fractal on a black background"')
     p.add_argument("--model", required=True, type=Path,
-                   help="a two-stage run folder (libcem train), a prior run folder, or a prior checkpoint folder")
+                   help="a two-stage run folder (libcem train), a prior run or checkpoint folder, an export "
+                   "(libcem export), or hf:USER/NAME on the Hugging Face Hub (downloaded once)")
     p.add_argument("-n", type=int, default=16, help="images per prompt (default 16)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the prior's config, 20)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 = no guidance (default 3)")

@@ -8,6 +8,7 @@ unless prefixed: --set tokenizer.train.steps=500 --set prior.model.depth=4.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-limit", type=float, metavar="MINUTES",
                    help="stop with a checkpoint once this many minutes have passed (e.g. before a Kaggle session "
                    "ends); the same command with --resume continues")
+    p.add_argument("--prompts", nargs="+", metavar="PROMPT",
+                   help='prior: the prompts of the snapshot grids, e.g. --prompts "a red fern fractal" "a blue '
+                   'spiral fractal" (default: the first 8 training captions; config: snapshot.prompts)')
     p.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                    help="start from a named preset: " + ", ".join(PRESETS) + " (details: libcem presets); "
                    "--set changes it")
@@ -88,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = shortcut_overrides(args)
     if args.text_encoder and args.stage != "tokenizer":  # a setting of the prior stage only
         overrides.append(("prior." if args.stage == "all" else "") + f'text.encoder="{args.text_encoder}"')
+    if args.prompts:
+        if args.stage == "tokenizer":
+            raise LibcemError("--prompts sets the prior's snapshot prompts: use it with 'libcem train' or 'libcem train prior'")
+        overrides.append(("prior." if args.stage == "all" else "") + f"snapshot.prompts={json.dumps(args.prompts)}")
     common = dict(resume=args.resume, deadline=deadline(args), progress=not args.quiet)
     # a preset, and a --config file of `libcem train` (all), have shared tables plus [tokenizer.*] /
     # [prior.*] ones; a --config file of one stage is that stage's own

@@ -1,9 +1,11 @@
 """Text to image with a trained prior: `Pipeline.from_pretrained("runs/fr")("a red fern ...", n=4)`.
 
 prompt -> text encoder -> classifier-free-guided diffusers sampler over the prior (EMA weights)
--> latent code vectors -> nearest codes -> tokenizer decoder -> images (n, C, H, W) in [0, 1].
+-> latent code vectors -> nearest codes -> tokenizer decoder -> images (n, C, H, W) in [0, 1]
+(a tensor by default; `output_type="pil"` gives PIL images, "np" a uint8 array).
 Image i of a call is drawn from its own generator seeded by (seed, i), so it does not depend on
-the batch size.
+the batch size. `save_pretrained(OUT)` writes a model to share (weights, configs, a model card);
+`from_pretrained` loads a run, an export or `hf:USER/NAME` from the Hugging Face Hub.
 """
 
 from __future__ import annotations
@@ -25,8 +27,25 @@ from libcem.generative.diffusion import (
 )
 from libcem.generative.models.prior import PriorTransformer
 from libcem.generative.models.tokenizer import Tokenizer
-from libcem.generative.runs import resolve_prior
+from libcem.generative.runs import ExportFolder, resolve_prior, stage_runs_of
 from libcem.generative.text import TextEncoder, build_encoder, embed_captions
+
+
+OUTPUT_TYPES = ("pt", "pil", "np")
+
+
+def as_output(images: torch.Tensor, output_type: str):
+    """Images (N, C, H, W) in [0, 1] as a tensor ("pt"), PIL images ("pil") or uint8 (N, H, W, C) ("np")."""
+    if output_type == "pt":
+        return images
+    from PIL import Image
+
+    from libcem.imaging import to_uint8
+
+    array = to_uint8(images)
+    if images.shape[1] == 1:
+        array = array.reshape(*array.shape[:3], 1)
+    return array if output_type == "np" else [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -44,13 +63,19 @@ class Pipeline:
         self.prior, self.tokenizer, self.encoder, self.diffusion = prior, tokenizer, encoder, diffusion
         self.snap_to_codes, self.prompts = snap_to_codes, list(prompts)
         self.record = record or {}  # the prior's config.json (data source, training config) when loaded
+        self.tokenizer_record: dict = {}  # the tokenizer's config.json when loaded
+        self.source: Path | None = None  # the prior's model folder it was loaded from
         self.device = next(prior.parameters()).device
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "Pipeline":
-        """Load from `libcem train` output: RUN (two stages), RUN/prior, or a prior checkpoint folder."""
+        """Load from `libcem train` output (RUN, RUN/prior, a prior checkpoint folder), an export
+        (`libcem export`, `save_pretrained`) or `hf:USER/NAME[@REVISION]` (downloaded from the Hugging Face Hub)."""
+        from libcem.files import read_record
+        from libcem.generative import hub
+
         device = device or default_device()
-        found = resolve_prior(path, PriorTransformer.kind)
+        found = resolve_prior(hub.download(str(path)) if hub.is_hub_id(path) else path, PriorTransformer.kind)
         record = found.record
         prior = PriorTransformer.from_pretrained(found.model_dir, device, record)  # EMA weights when trained with EMA
         tokenizer = Tokenizer.from_pretrained(found.tokenizer_dir, device)
@@ -59,7 +84,44 @@ class Pipeline:
             raise LibcemError(f"text encoder '{encoder.name}' gives {encoder.dim} numbers per token; the prior expects {prior.text_dim}")
         diffusion = from_dict(DiffusionConfig, record["diffusion"])
         sampling_scheduler(diffusion, diffusion.sampler)  # imports diffusers now, not inside the first timed call
-        return cls(prior, tokenizer, encoder, diffusion, record.get("snap", True), record.get("prompts", []), record)
+        pipe = cls(prior, tokenizer, encoder, diffusion, record.get("snap", True), record.get("prompts", []), record)
+        pipe.tokenizer_record, pipe.source = read_record(found.tokenizer_dir), found.model_dir
+        return pipe
+
+    def save_pretrained(self, path: str | Path, name: str | None = None) -> ExportFolder:
+        """Write a self-contained model to share into folder `path`: both model folders (inference
+        weights), model_index.json, a sample grid and a model card (README.md) with the data, the
+        training steps and time and the last logged metrics of the run it came from."""
+        import json
+        import shutil
+
+        from libcem import __version__
+        from libcem.config import to_dict
+        from libcem.files import atomic_write_bytes, atomic_write_json, save_model
+        from libcem.generative.model_card import card_text
+
+        out = ExportFolder(path)
+        own = ("kind", "config", "metadata", "libcem_version")
+        prior_extra = {k: v for k, v in self.record.items() if k not in own}
+        prior_extra.update(diffusion=to_dict(self.diffusion), snap=self.snap_to_codes, prompts=self.prompts,
+                           text_encoder=self.encoder.name, vocabulary=list(self.encoder.vocabulary or []))
+        save_model(out.prior, self.prior, prior_extra)
+        save_model(out.tokenizer, self.tokenizer, {k: v for k, v in self.tokenizer_record.items() if k not in own})
+        prior_run, tokenizer_run = stage_runs_of(self.source) if self.source else (None, None)
+        grid = prior_run.latest_snapshot() if prior_run else None
+        if grid is None and self.source and ExportFolder(self.source.parent).samples.is_file():
+            grid = ExportFolder(self.source.parent).samples  # an export saved again
+        if grid is not None:
+            shutil.copyfile(grid, out.samples)
+        else:
+            self.save_grid(self.prompts[:4] or ["a red fern fractal"], 6, out.samples)
+        name = name or (prior_run.path.parent.name if prior_run else out.path.resolve().name)
+        text = card_text(name, json.loads((out.prior / "config.json").read_text()),
+                         json.loads((out.tokenizer / "config.json").read_text()), prior_run, tokenizer_run)
+        atomic_write_bytes(out.card, text.encode())
+        atomic_write_json(out.index, {"library": "libcem", "libcem_version": __version__,
+                                      "prior": out.prior.name, "tokenizer": out.tokenizer.name})
+        return out
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts -> their token embeddings (B, L, E) and mask (B, L), each distinct prompt encoded once."""
@@ -90,11 +152,15 @@ class Pipeline:
         sampler: str | None = None,
         batch_size: int = 50,
         progress: bool = False,
-    ) -> torch.Tensor:
-        """`n` images per prompt, (len(prompts) * n, C, H, W) floats in [0, 1] on the CPU, prompt-major.
+        output_type: str = "pt",
+    ):
+        """`n` images per prompt, prompt-major: output_type "pt" (default) a tensor (len(prompts) * n, C, H, W)
+        of floats in [0, 1] on the CPU; "pil" a list of PIL images; "np" a uint8 array (N, H, W, C).
 
         steps, guidance and sampler default to the prior's training config (20, 3.0, dpm++).
         """
+        if output_type not in OUTPUT_TYPES:
+            raise LibcemError(f"output_type '{output_type}': use one of {', '.join(OUTPUT_TYPES)}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if n < 1 or not prompts:
             raise LibcemError("nothing to sample: give at least one prompt and n >= 1")
@@ -116,4 +182,4 @@ class Pipeline:
             latents = sample(den, self.diffusion, shape, gens, steps, sampler, self.device)
             out.append(self.decode(latents).float().cpu())
         self.prior.train(was_training)
-        return torch.cat(out)
+        return as_output(torch.cat(out), output_type)

@@ -5,11 +5,13 @@ A stage run (what `libcem train tokenizer|prior` writes):
     RUN/config.toml                      the resolved config (what --resume reads)
     RUN/metrics.jsonl, RUN/loss.png      one JSON row per logged step; its plot
     RUN/samples/step_XXXXXXXX.png        snapshot grids
+    RUN/logs/                            TensorBoard event files (--report-to tensorboard)
     RUN/checkpoints/step_XXXXXXXX/       complete checkpoints (a model folder + training/)
     RUN/checkpoints/.tmp-step_XXXXXXXX/  a checkpoint being written (never read)
     RUN/tokenizer/                       prior runs only: a copy of the frozen tokenizer's model folder
 
-A two-stage run (`libcem train`) is RUN/tokenizer and RUN/prior, each a stage run. A model folder
+A two-stage run (`libcem train`) is RUN/tokenizer and RUN/prior, each a stage run. An export
+(`libcem export`, `Pipeline.save_pretrained`) is a model to share, see `ExportFolder`. A model folder
 (`model.safetensors` + `config.json`) is what `from_pretrained` loads; `resolve_model_dir` and
 `resolve_prior` turn whatever a user passes as `--model` into model folders.
 """
@@ -58,6 +60,11 @@ class StageRun:
     @property
     def checkpoint_root(self) -> Path:
         return self.path / "checkpoints"
+
+    @property
+    def tracker_dir(self) -> Path:
+        """TensorBoard's event files (--report-to tensorboard)."""
+        return self.path / "logs"
 
     @property
     def tokenizer_copy(self) -> Path:
@@ -127,6 +134,56 @@ class TwoStageRun:
         return [self.stage(s) for s in STAGES if self.stage(s).exists()]
 
 
+@dataclass(frozen=True)
+class ExportFolder:
+    """A self-contained model to share (`libcem export RUN OUT`, `Pipeline.save_pretrained(OUT)`, a Hub repo):
+
+        OUT/model_index.json   what it is: {"library": "libcem", "libcem_version", "prior", "tokenizer"}
+        OUT/README.md          the model card (data, training, metrics, samples)
+        OUT/samples.png        a sample grid
+        OUT/prior/             model folder: the prior's inference (EMA) weights and record
+        OUT/tokenizer/         model folder: the frozen tokenizer
+    """
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def index(self) -> Path:
+        return self.path / "model_index.json"
+
+    @property
+    def card(self) -> Path:
+        return self.path / "README.md"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples.png"
+
+    @property
+    def prior(self) -> Path:
+        return self.path / "prior"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / "tokenizer"
+
+    def exists(self) -> bool:
+        return self.index.is_file()
+
+
+def stage_runs_of(model_dir: Path) -> tuple[StageRun | None, StageRun | None]:
+    """The prior's stage run and its tokenizer's stage run (a two-stage run's RUN/tokenizer), when
+    `model_dir` is a checkpoint of a run (RUN/prior/checkpoints/step_X); None where there is none."""
+    run = StageRun(model_dir.parent.parent)
+    if model_dir.parent.name != "checkpoints" or not run.exists():
+        return None, None
+    tokenizer = StageRun(run.path.parent / "tokenizer")
+    return run, tokenizer if tokenizer.exists() else None
+
+
 def is_model_dir(path: Path) -> bool:
     return (path / CONFIG).is_file()
 
@@ -158,12 +215,15 @@ class PriorFolders:
 
 
 def resolve_prior(path: str | Path, prior_kind: str = "prior") -> PriorFolders:
-    """A two-stage run, a prior stage run or a prior checkpoint -> the prior's model folder and tokenizer.
+    """An export, a two-stage run, a prior stage run or a prior checkpoint -> the prior's model folder and tokenizer.
 
     The tokenizer is the prior run's copy (RUN/prior/tokenizer), found from the run folder or from
     one of its checkpoints (RUN/prior/checkpoints/step_X).
     """
     path = Path(path).expanduser()
+    export = ExportFolder(path)
+    if export.exists():
+        return PriorFolders(resolve_model_dir(export.prior), read_record(export.prior), export.tokenizer)
     if TwoStageRun(path).prior.path.is_dir():
         path = TwoStageRun(path).prior.path
     model_dir = resolve_model_dir(path)

@@ -17,18 +17,46 @@ PRESET = {preset!r}  # a name from `libcem presets`, or "auto": chosen from the 
 RUN_NAME = {run_name!r}  # the run's folder on persistent storage; a new name starts a new run
 STEPS = None  # None: the preset's; a larger number (then Run all) trains the prior of an existing run further
 PROMPTS = None  # None: the run's own snapshot prompts; or a list of strings
-INSTALL = {install!r}  # what pip installs when libcem is missing: a PyPI name, a git URL or a wheel
+TENSORBOARD = False  # True: log the run to TensorBoard and show it inline above the training output
+WHEEL = {wheel!r}  # written by `libcem kit` beside this notebook: upload it (see the next cell)
+INSTALL = {install!r}  # None, or what pip installs when no wheel is found: a git URL or a published name
 
 import os
 SMOKE = os.environ.get("LIBCEM_KIT_SMOKE") == "1"  # CI: the tiny preset on a CPU, in $LIBCEM_RUN_ROOT
 if SMOKE and os.environ.get("LIBCEM_KIT_STEPS"):
     STEPS = int(os.environ["LIBCEM_KIT_STEPS"])'''
 
-INSTALL = '''import importlib.util, subprocess, sys
+INSTALL = '''# libcem is installed from the wheel uploaded to {where}; else from INSTALL; else this cell says what to upload
+import importlib.util, subprocess, sys
+from pathlib import Path
+
+
+class KitStop(Exception):  # shown as its one sentence, without a traceback
+    def _render_traceback_(self):
+        return [f"{{type(self).__name__}}: {{self}}"]
+
+
+def find_wheel(places):
+    for folder, pattern in places:
+        found = sorted(Path(folder).resolve().glob(pattern)) if Path(folder).is_dir() else []
+        if found:  # the kit's own wheel, else the newest version
+            return next((p for p in found if p.name == WHEEL), found[-1])
+    return None
+
+
 if importlib.util.find_spec("libcem") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", INSTALL], check=True)
+{search}
+    wheel = find_wheel(WHEEL_PLACES)
+    spec = f"{{wheel}}[text]" if wheel else INSTALL
+    if spec is None:
+        raise KitStop(f"libcem is not installed: upload {{WHEEL}} (written by `libcem kit` beside this notebook) "
+                      f"to {where}, then run all cells again (or set INSTALL to a git URL or a published name)")
+    print("installing", spec)
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
+    if done.returncode:
+        raise KitStop(f"pip could not install {{spec}}: " + (done.stderr.strip().splitlines() or ["no output"])[-1])
 import libcem
-print("libcem", libcem.__version__)'''
+print("libcem", libcem.__version__, "from", Path(libcem.__file__).parent)'''
 
 DEVICE = '''from libcem.platforms.runtime import gpu_report, pick_preset
 GPU_GIB, GPUS = gpu_report({platform!r})
@@ -36,7 +64,11 @@ preset = pick_preset(PRESET, GPU_GIB, SMOKE)'''
 
 TRAIN = '''from libcem.platforms.runtime import stream, train_command
 TIME_LIMIT_MIN = {time_limit}  # {time_limit_why}
-stream(train_command(preset, RUN, GPUS, STEPS, None if SMOKE else TIME_LIMIT_MIN), log=RUN / "train.log")'''
+if TENSORBOARD:  # inline; it refreshes while the run writes RUN/*/logs
+    get_ipython().run_line_magic("load_ext", "tensorboard")
+    get_ipython().run_line_magic("tensorboard", f"--logdir {{RUN}}")
+stream(train_command(preset, RUN, GPUS, STEPS, None if SMOKE else TIME_LIMIT_MIN,
+                     report_to="tensorboard" if TENSORBOARD else None), log=RUN / "train.log")'''
 
 SHOW = '''from libcem.platforms.runtime import show_run
 show_run(RUN)'''
@@ -57,6 +89,8 @@ class Platform:
     time_limit: str  # the TIME_LIMIT_MIN value
     time_limit_why: str
     after_md: str  # the closing markdown
+    search: str  # install cell: where the uploaded wheel is looked for (WHEEL_PLACES: (folder, glob) pairs)
+    upload_md: str  # the intro's step for the wheel
 
 
 COLAB = Platform(
@@ -78,6 +112,12 @@ print("run folder:", RUN)''',
     "Colab ends sessions without warning: the checkpoints (every train.checkpoint_every steps) cover that",
     "Everything is in `MyDrive/libcem/RUN_NAME` on your Drive. To train longer, raise `STEPS` and "
     "Run all; to start over, choose a new `RUN_NAME`.",
+    '''    if not SMOKE:
+        from google.colab import drive  # the wheel is on your Drive; asks for permission once per session
+        drive.mount("/content/drive")
+    WHEEL_PLACES = [("/content/drive/MyDrive/libcem", "libcem-*.whl"), (".", "libcem-*.whl")]''',
+    "**Before the first run**, upload the wheel `libcem kit` wrote beside this notebook "
+    "(`libcem-VERSION-py3-none-any.whl`) into the folder `MyDrive/libcem` of your Google Drive.",
 )
 
 KAGGLE = Platform(
@@ -101,6 +141,11 @@ print("run folder:", RUN)''',
     "**Save Version** now keeps `/kaggle/working/libcem` as output. Next session: add that output as input "
     "and Run all to continue. The weekly GPU quota (30 hours) is not checked here: when it is spent, the "
     "GPU is gone until it resets, and the same notebook continues on the CPU, slowly, or waits for next week.",
+    '''    INPUTS = os.environ.get("LIBCEM_KAGGLE_INPUT", "/kaggle/input")
+    WHEEL_PLACES = [(INPUTS, "**/libcem-*.whl"), (".", "libcem-*.whl")]''',
+    "**Before the first run**, make the wheel `libcem kit` wrote beside this notebook "
+    "(`libcem-VERSION-py3-none-any.whl`) a Kaggle dataset (**Add Input > Upload**, any name) and add it to "
+    "this notebook; turn **Internet** on (pip fetches libcem's dependencies).",
 )
 
 PLATFORMS = {"colab": COLAB, "kaggle": KAGGLE}
@@ -119,17 +164,20 @@ def _cell(kind: str, text: str, tags: tuple[str, ...] = ()) -> dict:
 
 
 def build_notebook(platform: str, preset: str = "auto", run_name: str = "libcem-run",
-                   install: str = "libcem") -> dict:
+                   install: str | None = None, wheel: str = "libcem-0.1.0-py3-none-any.whl") -> dict:
+    from libcem.platforms import WHERE_TO_UPLOAD
+
     p = PLATFORMS[platform]
     intro = (f"# libcem on {p.title}: text-to-image training that survives disconnects\n\n"
              "Run all cells top to bottom. The notebook installs libcem, checks the GPU, trains a preset "
              "(tokenizer, then the text-conditioned prior) into a run folder with `--resume`, shows the loss "
-             f"plots and sample grids, and lists the files to keep.\n\n{p.storage_md}")
+             f"plots and sample grids, and lists the files to keep.\n\n{p.upload_md}\n\n{p.storage_md}")
     cells = [
         _cell("markdown", intro),
-        _cell("code", PARAMETERS.format(preset=preset, run_name=run_name, install=install), ("parameters",)),
+        _cell("code", PARAMETERS.format(preset=preset, run_name=run_name, install=install, wheel=wheel),
+              ("parameters",)),
         _cell("markdown", "## Install libcem and check the GPU"),
-        _cell("code", INSTALL),
+        _cell("code", INSTALL.format(search=p.search, where=WHERE_TO_UPLOAD[platform])),
         _cell("code", DEVICE.format(platform=platform)),
         _cell("markdown", "## Storage that outlives the session"),
         _cell("code", p.storage),

@@ -19,7 +19,7 @@ from libcem.generative.presets import choose_preset, get_preset
 
 NO_GPU_HINT = {
     "colab": "Runtime > Change runtime type > T4 GPU, then run all cells again",
-    "kaggle": "Settings > Accelerator > GPU T4 x2 (or P100), then run all cells again",
+    "kaggle": "Settings > Accelerator > GPU T4 x2, then run all cells again",
     "vast": "rent an instance with a GPU",
 }
 
@@ -28,8 +28,15 @@ def gpu_report(platform: str) -> tuple[float | None, int]:
     """Print what accelerator there is; returns (GPU memory in GiB or None, number of GPUs)."""
     import torch
 
+    from libcem.device import cuda_unsupported
+
     if not torch.cuda.is_available():
         print(f"No GPU found: training runs on the CPU, slowly. For a GPU: {NO_GPU_HINT.get(platform, '')}.")
+        return None, 0
+    reason = cuda_unsupported()
+    if reason:  # e.g. a P100 under a torch built for sm_75 and later: its first kernel would fail
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the training process runs on the CPU
+        print(f"{reason}: training runs on the CPU, slowly. For a GPU it supports: {NO_GPU_HINT.get(platform, '')}.")
         return None, 0
     count = torch.cuda.device_count()
     props = torch.cuda.get_device_properties(0)
@@ -50,9 +57,11 @@ def pick_preset(requested: str, gpu_gib: float | None, smoke: bool) -> str:
 
 
 def train_command(preset: str, run: Path, gpus: int = 0, steps: int | None = None,
-                  time_limit_min: float | None = None) -> list[str]:
+                  time_limit_min: float | None = None, report_to: str | None = None) -> list[str]:
     """The command that trains (or continues) both stages of `preset` into `run`."""
     args = ["train", "--preset", preset, "--out", str(run), "--resume"]
+    if report_to:
+        args += ["--report-to", report_to]
     if steps:
         args += ["--set", f"prior.train.steps={steps}"]  # the tokenizer a prior was trained on stays as it is
     if time_limit_min:

@@ -9,14 +9,18 @@
 #
 # Settings, as environment variables: PRESET (a name from `libcem presets`, or auto), RUN_ROOT (a folder
 # on the volume that outlives the instance), RUN_NAME, STEPS (train the prior further than the preset), INSTALL
-# (what pip installs when libcem is missing), PYTHON, FOLLOW=0 (do not follow the log),
-# LIBCEM_KIT_SMOKE=1 (the tiny preset in the foreground: a test on any CPU).
+# (what pip installs when libcem is missing and no wheel lies beside this script: a git URL or a published
+# name), PYTHON, FOLLOW=0 (do not follow the log), LIBCEM_KIT_SMOKE=1 (the tiny preset in the foreground: a
+# test on any CPU). libcem is installed from the wheel `libcem kit` wrote beside this script (@WHEEL@):
+# copy both with scp into one folder.
 set -euo pipefail
 
 PRESET="${PRESET:-@PRESET@}"
 RUN_ROOT="${RUN_ROOT:-/workspace/libcem}"
 RUN_NAME="${RUN_NAME:-@RUN_NAME@}"
 INSTALL="${INSTALL:-@INSTALL@}"
+WHEEL="@WHEEL@"
+HERE="$(cd "$(dirname "$0")" && pwd)"
 STEPS="${STEPS:-}"
 PYTHON="${PYTHON:-python3}"
 SMOKE="${LIBCEM_KIT_SMOKE:-0}"
@@ -26,10 +30,20 @@ PIDFILE="$RUN/train.pid"
 
 running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
-install_libcem() {
-  if ! "$PYTHON" -c "import libcem" 2>/dev/null; then
-    echo "installing libcem ($INSTALL)"
-    "$PYTHON" -m pip install -q "$INSTALL"
+install_libcem() {  # from the wheel beside this script, else from INSTALL, else say what to copy where
+  if "$PYTHON" -c "import libcem" 2>/dev/null; then return; fi
+  local spec="$INSTALL" wheels=("$HERE/$WHEEL" "$HERE"/libcem-*.whl)
+  for wheel in "${wheels[@]}"; do
+    if [[ -f "$wheel" ]]; then spec="${wheel}[text]"; break; fi
+  done
+  if [[ -z "$spec" ]]; then
+    echo "libcem is not installed: copy $WHEEL (written by libcem kit beside this script) into $HERE with scp, then run bash $0 again (or set INSTALL to a git URL or a published name)" >&2
+    exit 1
+  fi
+  echo "installing $spec"
+  if ! "$PYTHON" -m pip install -q "$spec" 2>"$RUN/pip.log"; then
+    echo "pip could not install $spec: $(grep -v '^ *$' "$RUN/pip.log" | tail -n 1)" >&2
+    exit 1
   fi
 }
 

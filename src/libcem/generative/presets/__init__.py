@@ -70,7 +70,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "gpu-fractals",
             "fractals: wider tokenizer, a 6-block prior trained 4x longer on 4x larger batches",
-            "GPU with 16 GB (T4, P100) or more",
+            "GPU with 16 GB (T4) or more",
             {
                 "data": {"source": "fractals"},
                 "train": {"precision": "fp16", "sample_every": 1000, "checkpoint_every": 1000},
@@ -90,7 +90,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "gpu-cifar10",
             "CIFAR-10 (downloaded once, online): a deeper tokenizer with 1,024 codes and an 8-block prior on the class captions",
-            "GPU with 16 GB (T4, P100) or more",
+            "GPU with 16 GB (T4) or more",
             {
                 "data": {"source": "cifar10"},
                 "train": {"precision": "fp16", "sample_every": 1000, "checkpoint_every": 1000},

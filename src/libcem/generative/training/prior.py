@@ -49,6 +49,15 @@ class LatentConfig:
 
 
 @dataclass(frozen=True)
+class SnapshotConfig:
+    prompts: tuple[str, ...] = ()  # the snapshot grids' prompts; () = the first 8 distinct training captions
+
+    def __post_init__(self) -> None:
+        check(all(isinstance(p, str) and p.strip() for p in self.prompts), "snapshot.prompts",
+              "give non-empty prompts, e.g. [\"a red fern fractal\", \"a blue spiral fractal\"]")
+
+
+@dataclass(frozen=True)
 class PriorRunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
@@ -58,6 +67,7 @@ class PriorRunConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=100))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=2500, batch_size=64, ema_decay=0.995, sample_every=250, checkpoint_every=250))
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
 
 
 def attach_tokenizer(run: Path, source: str | Path | None, resume: bool) -> Path:
@@ -114,7 +124,9 @@ class PriorTask:
         self.latents = self.model.normalise(latents)
         self.scheduler = training_scheduler(cfg.diffusion)
         self.n_train = len(splits.train)
-        self.prompts = snapshot_prompts(splits.train)
+        self.prompts = list(cfg.snapshot.prompts) or snapshot_prompts(splits.train)
+        if cfg.snapshot.prompts:  # a prompt the text encoder cannot take fails now, not at the first grid
+            embed_captions(encoder, self.prompts)
 
     def loss(
         self, model: nn.Module, idx: torch.Tensor, generator: torch.Generator, device: torch.device

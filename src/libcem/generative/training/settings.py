@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from libcem.config import check
 
 PRECISIONS = ("no", "bf16", "fp16")
+REPORT_TO = ("", "tensorboard", "wandb")  # the trackers of libcem.generative.training.trackers
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class TrainConfig:
     sample_every: int = 500  # image grid in samples/
     checkpoint_every: int = 500
     keep_checkpoints: int = 2  # the last N checkpoints are kept
+    report_to: str = ""  # "" | tensorboard | wandb: also log metrics and snapshot grids there (Accelerate trackers)
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, "train.steps", "must be >= 1")
@@ -47,5 +49,6 @@ class TrainConfig:
         check(self.batch_size % self.grad_accum == 0, "train.batch_size", "must be a multiple of train.grad_accum")
         check(self.precision in PRECISIONS, "train.precision", f"use one of {', '.join(PRECISIONS)}")
         check(0 <= self.ema_decay < 1, "train.ema_decay", "use 0 <= decay < 1")
+        check(self.report_to in REPORT_TO, "train.report_to", f"use one of {', '.join(REPORT_TO[1:])}, or \"\"")
         for key in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
             check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")

@@ -61,6 +61,23 @@ def split_overrides(overrides: list[str], stage: str) -> list[str]:
     return out
 
 
+def prepare_data(cfg, progress: bool = True):
+    """load_data, saying what it does and how long it took (rendering fractals takes a while on a CPU)."""
+    import time
+
+    from libcem.generative.data import load_data
+
+    if progress:
+        print(f"data: preparing '{cfg.source}' (fractals are rendered: about 2 s per 1,000 images on a CPU core) ...",
+              flush=True)
+    t0 = time.perf_counter()
+    splits = load_data(cfg)
+    if progress:
+        print(f"data: {len(splits.train):,} + {len(splits.test):,} images ready in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+    return splits
+
+
 def _fit(run: StageRun, cfg, task, resume: bool, deadline: float | None, progress: bool):
     from libcem.generative.training.trainer import Trainer
 
@@ -76,7 +93,7 @@ def train_tokenizer(run: str | Path, base: dict | None = None, overrides: list[s
 
     run = StageRun(Path(run))
     cfg = stage_config("tokenizer", run, base, overrides, resume)
-    splits = load_data(cfg.data)
+    splits = prepare_data(cfg.data, progress)
     trainer, result = _fit(run, cfg, TokenizerTask(cfg, splits), resume, deadline, progress)
     outcome = StageOutcome("tokenizer", result.finished, result.step, cfg.train.steps, result.checkpoint,
                            trainer.acc.is_main_process)
@@ -135,7 +152,7 @@ def train_prior(run: str | Path, tokenizer_source: str | Path | None = None, bas
     tok_dir = attach_tokenizer(run.path, tokenizer_source, resume)
     tok = Tokenizer.from_pretrained(tok_dir, default_device())  # encodes the training images once
     cfg = prior_config(run, tok, tokenizer_source, base, overrides, resume)
-    splits = load_data(cfg.data)
+    splits = prepare_data(cfg.data, progress)
     task = prior_task(cfg, tok, splits, progress)
     trainer, result = _fit(run, cfg, task, resume, deadline, progress)
     outcome = StageOutcome("prior", result.finished, result.step, cfg.train.steps, result.checkpoint,
@@ -152,13 +169,19 @@ def train_two_stage(out: str | Path, two_stage: dict | None = None, overrides: l
     `two_stage` has shared tables plus `tokenizer` / `prior` ones (a preset's config, a `libcem
     train --config` file); an override applies to both stages unless prefixed with a stage name.
     `report` gets each finished stage's summary line (main process only)."""
+    import os
+
     run = TwoStageRun(Path(out))
     bases = {s: None if two_stage is None else stage_base(two_stage, s) for s in STAGES}
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        report(f"stage 1/2: tokenizer -> {run.tokenizer.path}; then stage 2/2: prior -> {run.prior.path}")
     outcome = train_tokenizer(run.tokenizer.path, bases["tokenizer"], split_overrides(overrides, "tokenizer"),
                               resume, deadline, progress)
     if not outcome.finished:
         return outcome
     if outcome.main_process:
         report(outcome.report())
+        report(f"stage 2/2: prior -> {run.prior.path}")
     return train_prior(run.prior.path, run.tokenizer.path, bases["prior"], split_overrides(overrides, "prior"),
                        resume, deadline, progress)

@@ -19,16 +19,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from libcem.config import dumps_toml
+from libcem.config import dumps_toml, to_dict
 from libcem.errors import LibcemError
 from libcem.files import atomic_write_bytes
 from libcem.generative.data.base import batch_indices
 from libcem.generative.runs import StageRun
 from libcem.generative.training.checkpoints import (
     clean_partial,
+    folder_bytes,
     load_checkpoint,
     save_checkpoint,
 )
+from libcem.generative.training import trackers
 from libcem.generative.training.ema import EMA
 from libcem.generative.training.lr_schedule import lr_at
 from libcem.generative.training.metrics_log import MetricsLog
@@ -70,7 +72,7 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step + rank * 7_919_000_003)
 
 
-def make_accelerator(precision: str):
+def make_accelerator(precision: str, trackers: list = (), logging_dir: Path | None = None):
     """Accelerate's `Accelerator`. A launch of several processes on a machine without CUDA
     (`accelerate launch --multi_gpu --num_processes 2 ...` on CPUs) runs data parallel on the CPU
     with the gloo backend."""
@@ -79,13 +81,22 @@ def make_accelerator(precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    from libcem.device import check_precision, cuda_usable
+
+    check_precision(precision)
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
         # an earlier run in this process (the tokenizer stage, a benchmark) used another precision;
         # the process group (PartialState) is kept
         AcceleratorState._reset_state(reset_partial_state=False)
     try:
-        return Accelerator(mixed_precision=precision, cpu=several and not torch.cuda.is_available())
+        cpu = (several or torch.cuda.is_available()) and not cuda_usable()  # gloo on CPUs; a GPU torch cannot run
+        if not trackers:
+            return Accelerator(mixed_precision=precision, cpu=cpu)
+        from accelerate.utils import ProjectConfiguration
+
+        project = ProjectConfiguration(project_dir=str(logging_dir.parent), logging_dir=str(logging_dir))
+        return Accelerator(mixed_precision=precision, cpu=cpu, log_with=list(trackers), project_config=project)
     except ValueError as err:
         raise LibcemError(f"precision '{precision}' is not available here: {err}") from None
 
@@ -98,7 +109,8 @@ class Trainer:
         self.layout = StageRun(self.run)
         self.tcfg: TrainConfig = cfg.train
         self.ocfg: OptimConfig = cfg.optim
-        self.acc = make_accelerator(self.tcfg.precision)
+        self.trackers = trackers.make_trackers(self.tcfg.report_to)
+        self.acc = make_accelerator(self.tcfg.precision, self.trackers, self.layout.tracker_dir)
         self.log = MetricsLog(self.layout)
         world = self.acc.num_processes
         if self.tcfg.batch_size % (world * self.tcfg.grad_accum):
@@ -142,6 +154,9 @@ class Trainer:
             self.log.truncate_after(-1)
         if self.acc.is_main_process:
             atomic_write_bytes(self.layout.config, dumps_toml(self.cfg).encode())
+        if self.trackers:
+            self.acc.init_trackers(trackers.PROJECT, config=trackers.flat_config(to_dict(self.cfg)),
+                                   init_kwargs={"wandb": {"name": f"{self.run.parent.name}/{self.run.name}"}})
         self.model, self.opt = self.acc.prepare(model, opt)
         if self.ema:
             self.ema.model.to(self.acc.device)
@@ -183,6 +198,8 @@ class Trainer:
                 self.task.export_extra(),
                 self.tcfg.keep_checkpoints,
             )
+            if self.progress:
+                tqdm.write(f"checkpoint {path.name}: {folder_bytes(path) / 2**20:.1f} MiB in {path.parent}")
         self.acc.wait_for_everyone()
         return path
 
@@ -193,6 +210,8 @@ class Trainer:
     def snapshot(self, step: int) -> None:
         if self.acc.is_main_process:
             self.task.snapshot(self.inference_model(), self.layout.snapshot(step))
+            if self.trackers:
+                trackers.log_grid(self.acc.trackers, self.layout.snapshot(step), step)
 
     def _past(self, deadline: float | None) -> bool:
         """True on every process once the main process's clock passes `deadline` (time.monotonic)."""
@@ -239,6 +258,8 @@ class Trainer:
                 end = done
                 break
         bar.close()
+        if self.trackers:
+            self.acc.end_training()
         ckpts = self.layout.checkpoints()
         return RunResult(end, ckpts[-1] if ckpts else self.run, last, finished=end >= t.steps)
 
@@ -250,6 +271,8 @@ class Trainer:
         row["lr"] = self.opt.param_groups[0]["lr"]
         row["images_per_s"] = n * self.tcfg.batch_size / max(seconds, 1e-9)
         row = {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()}
+        if self.trackers:
+            self.acc.log({k: v for k, v in row.items() if k != "step"}, step=step)
         if self.acc.is_main_process:
             self.log.append(row)
             if step == self.tcfg.steps or time.monotonic() - self._plotted > PLOT_INTERVAL_S:
