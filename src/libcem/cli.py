@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "libcem.commands.eval",
     "libcem.commands.presets",
     "libcem.commands.kit",
+    "libcem.commands.demo",
 )
 
 
