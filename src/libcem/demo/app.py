@@ -21,9 +21,13 @@ try:
 except ImportError:
     raise LibcemError("the demo needs Gradio: pip install 'libcem[demo]'") from None
 
-from libcem.demo import denoise_tab, generate_tab, training_tab  # noqa: E402 (they import gradio too)
-from libcem.demo.photos import MAX_MEGAPIXELS  # noqa: E402
-from libcem.device import default_device  # noqa: E402
+from libcem.demo import (  # after the check above: they import gradio too
+    denoise_tab,
+    generate_tab,
+    training_tab,
+)
+from libcem.demo.photos import MAX_MEGAPIXELS
+from libcem.device import default_device
 
 INTRO = ("# libcem\nDenoise a photo with the patch-graph EM denoiser (no training needed), generate images "
          "from text with a trained prior, and watch a run train.")

@@ -8,6 +8,7 @@ clean photo first, and then the PSNR of the noisy photo and of the result agains
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,13 +32,13 @@ class DenoiseTab:
     device: str
     max_megapixels: float
     config: DenoiseConfig
-    folder: Path  # where results are written for download
+    workdir: tempfile.TemporaryDirectory  # results for download, one folder each; removed at exit
 
     @shown
     def load(self, path: str | None, noise: float):
         """A new file (or none): read it, add the synthetic noise, estimate the noise level."""
         if path is None:
-            return None, None, None, "", None, None, gr.DownloadButton(value=None, visible=False)
+            return cleared()
         photo = photos.load_photo(path, self.max_megapixels)
         return self.noisy(photo, noise)
 
@@ -45,7 +46,7 @@ class DenoiseTab:
     def noisy(self, photo: photos.Photo | None, noise: float):
         """Add `noise` (0..255 scale; 0 = none) to the photo's original and estimate the noise level."""
         if photo is None:
-            return None, None, None, "", None, None, gr.DownloadButton(value=None, visible=False)
+            return cleared()
         photo.clean = photo.original if noise > 0 else None
         photo.noisy = photos.add_noise(photo.original, noise) if noise > 0 else photo.original
         photo.denoised = None
@@ -56,7 +57,7 @@ class DenoiseTab:
 
     @shown
     def denoise(self, photo: photos.Photo | None, auto: bool, sigma: float | None, strength: float, factor: int,
-                centre: tuple[float, float], progress=gr.Progress()):
+                centre: tuple[float, float], progress=gr.Progress()):  # noqa: B008 (how Gradio passes a progress bar)
         """Run the denoiser on the photo, with its estimated noise level (auto) or `sigma` (0..255 scale);
         tile by tile when the photo is large, the progress bar following the tiles."""
         if photo is None:
@@ -90,10 +91,17 @@ class DenoiseTab:
             before, after = photos.psnr_db(photo.noisy, photo.clean), photos.psnr_db(result, photo.clean)
             text += f"\n\nPSNR against the clean photo: noisy {before:.2f} dB → result {after:.2f} dB " \
                     f"({after - before:+.2f} dB)"
-        path = photos.save_result(result, photo, Path(tempfile.mkdtemp(dir=self.folder)))
+        if photo.download is not None and photo.download.parent.is_dir():  # the previous result's folder
+            shutil.rmtree(photo.download.parent)
+        path = photo.download = photos.save_result(result, photo, Path(tempfile.mkdtemp(dir=self.workdir.name)))
         return ((photos.to_display(photo.noisy), photos.to_display(result)),
                 (photos.zoom(photo.noisy, centre, factor), photos.zoom(result, centre, factor)),
                 text, gr.DownloadButton(f"Download {path.name}", value=str(path), visible=True))
+
+
+def cleared() -> tuple:
+    """No photo: the Denoise tab's state, preview, sigma, notes, views and download emptied."""
+    return None, None, None, "", None, None, gr.DownloadButton(value=None, visible=False)
 
 
 def describe(photo: photos.Photo, sigma: float) -> str:
@@ -117,7 +125,7 @@ def click_centre(evt: gr.SelectData, preview) -> tuple[float, float]:
 def build(device: str, max_megapixels: float, config: DenoiseConfig | None = None) -> None:
     """Lay out the Denoise tab and wire its events (inside a gr.Blocks)."""
     tab = DenoiseTab(device, max_megapixels, config or DenoiseConfig(),
-                     Path(tempfile.mkdtemp(prefix="libcem-demo-")))
+                     tempfile.TemporaryDirectory(prefix="libcem-demo-"))
     photo, centre, note = gr.State(None), gr.State((0.5, 0.5)), gr.State("")
     with gr.Row():
         with gr.Column(scale=2):

@@ -72,7 +72,7 @@ class GenerateTab:
 
     @shown
     def generate(self, path: str, prompt: str, n: float, seed: float | None, steps: float, guidance: float,
-                 progress=gr.Progress(track_tqdm=True)):
+                 progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (how Gradio passes a progress bar)
         """`n` images of `prompt` by the model in `path` (loaded on first use), as (image, caption) pairs."""
         pipe = self.models.get(path)
         if seed is None or seed < 0:

@@ -8,9 +8,9 @@ Arrays are (H, W) or (H, W, C), C in 1..4, in their file's dtype; alpha is never
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ class Photo:
     noisy: np.ndarray  # what the denoiser gets: the original, or the original plus synthetic noise
     clean: np.ndarray | None = None  # the original when noise was added, to measure PSNR against
     denoised: np.ndarray | None = None  # the denoiser's output for `noisy` (strength 1)
+    download: Path | None = None  # the result file last written for it (`save_result`)
 
 
 def peak(dtype: np.dtype) -> float:
