@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "libcem.commands.kit",
     "libcem.commands.export",
     "libcem.commands.push",
+    "libcem.commands.demo",
 )
 
 

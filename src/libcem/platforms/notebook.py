@@ -79,6 +79,25 @@ show_png(sample_grid(RUN, PROMPTS))'''
 KEEP = '''from libcem.platforms.runtime import print_keep_list
 print_keep_list(RUN, {where!r})'''
 
+DEMO = '''import importlib.util, subprocess, sys
+if importlib.util.find_spec("gradio") is None and not SMOKE:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "gradio"], check=True)
+if importlib.util.find_spec("gradio") is None:
+    print("the demo needs gradio: pip install 'libcem[demo]'")
+else:
+    from libcem.demo.app import build_app, launch
+    from libcem.errors import LibcemError
+    try:
+        app = build_app(model=RUN, run=RUN)
+    except LibcemError as err:  # opened before training: the Generate tab loads the model once there is one
+        print("no model to generate with yet:", err)
+        app = build_app(run=RUN)
+    if not SMOKE:  # CI executes this notebook: it builds the page but opens no public link
+        launch(app, share=True, block=False)'''
+DEMO_MD = ("## The demo page\nA web page on this run (a public gradio.live link, valid while the session lasts): "
+           "denoise your photos, generate from prompts, and follow the loss curves and snapshot grids. Run this "
+           "cell before the training cell to watch a run train from the Training tab.")
+
 
 @dataclass(frozen=True)
 class Platform:
@@ -191,6 +210,8 @@ def build_notebook(platform: str, preset: str = "auto", run_name: str = "libcem-
         _cell("markdown", "## The files to keep\n" + p.after_md),
         _cell("code", KEEP.format(where=p.where)),
     ]
+    if platform == "colab":  # Colab proxies a public link; Kaggle sessions have no such link
+        cells += [_cell("markdown", DEMO_MD), _cell("code", DEMO)]
     for i, cell in enumerate(cells):
         cell["id"] = f"libcem-{i:02d}"
     return {

@@ -1,0 +1,181 @@
+"""The Denoise tab's image logic, without Gradio: a photo as read from its file, synthetic noise,
+the denoiser with a progress callback, strength, PSNR, zoom crops and the result in the input's format.
+
+Noise levels here are on the 0..255 scale whatever the bit depth, as in `libcem denoise --sigma`.
+Arrays are (H, W) or (H, W, C), C in 1..4, in their file's dtype; alpha is never touched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from libcem.denoiser import DenoiseConfig
+from libcem.denoiser.api import denoise_float
+from libcem.denoiser.io import read_image, write_image
+from libcem.denoiser.noise import estimate_sigma
+from libcem.denoiser.patches import pad_to_grid, to_opponent
+from libcem.denoiser.tiling import central_tile
+from libcem.errors import LibcemError
+from libcem.imaging import psnr
+
+SCALE = 255.0  # noise levels are shown and set on the 0..255 scale
+MAX_MEGAPIXELS = 16.0  # the largest photo the page accepts (a colour megapixel: about 1.5 min on one CPU core)
+VIEW_SIDE = 1600  # the before/after view is shrunk to this longest side; the zoom shows pixels
+
+
+@dataclass
+class Photo:
+    """An uploaded photo, what is denoised, and the denoised result once there is one."""
+
+    name: str  # the file name without its suffix
+    suffix: str  # ".png", ".jpg", ".tif" ...: the result is written in the same format
+    original: np.ndarray  # as read from the file
+    noisy: np.ndarray  # what the denoiser gets: the original, or the original plus synthetic noise
+    clean: np.ndarray | None = None  # the original when noise was added, to measure PSNR against
+    denoised: np.ndarray | None = None  # the denoiser's output for `noisy` (strength 1)
+    download: Path | None = None  # the result file last written for it (`save_result`)
+
+
+def peak(dtype: np.dtype) -> float:
+    """Full white of an image dtype: the integer maximum, or 1 for floats."""
+    return float(np.iinfo(dtype).max) if np.dtype(dtype).kind in "ui" else 1.0
+
+
+def split_alpha(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W[, C]) -> colour (H, W) or (H, W, 3), and alpha (H, W, 1) or None."""
+    if img.ndim == 2 or img.shape[2] == 3:
+        return img, None
+    if img.shape[2] == 1:
+        return img[:, :, 0], None
+    return (img[:, :, 0], img[:, :, 1:]) if img.shape[2] == 2 else (img[:, :, :3], img[:, :, 3:])
+
+
+def join_alpha(colour: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """Inverse of `split_alpha`."""
+    if alpha is None:
+        return colour
+    return np.concatenate([colour[:, :, None] if colour.ndim == 2 else colour, alpha], axis=2)
+
+
+def load_photo(path: str | Path | None, max_megapixels: float = MAX_MEGAPIXELS) -> Photo:
+    """Read an uploaded file; a missing, empty, non-image, too small or too large one raises LibcemError."""
+    if path is None:
+        raise LibcemError("no file: upload a photo (PNG, JPEG or TIFF) or pick an example")
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise LibcemError(f"{path.name} is empty: upload a photo (PNG, JPEG or TIFF)")
+    try:
+        img = read_image(path)
+    except LibcemError as err:  # the same message with the file's name, not the server's upload folder
+        raise LibcemError(str(err).replace(str(path), path.name)) from None
+    h, w = img.shape[:2]
+    if h * w > max_megapixels * 1e6:
+        raise LibcemError(f"{path.name} is {w}x{h} ({h * w / 1e6:.1f} megapixels); this page takes up to "
+                          f"{max_megapixels:g}: crop it, or use `libcem denoise` on the command line")
+    patch = DenoiseConfig().patch
+    if min(h, w) < patch:
+        raise LibcemError(f"{path.name} is {w}x{h}; the denoiser needs at least {patch}x{patch} pixels")
+    return Photo(name=path.stem, suffix=path.suffix.lower(), original=img, noisy=img)
+
+
+def add_noise(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """img plus white Gaussian noise of std `sigma` (0..255 scale), clipped to the dtype's range."""
+    colour, alpha = split_alpha(img)
+    top = peak(img.dtype)
+    rng = np.random.default_rng(seed)
+    noisy = colour.astype(np.float64) + rng.normal(0.0, sigma * top / SCALE, colour.shape)
+    noisy = np.clip(noisy, 0.0, top)
+    if img.dtype.kind in "ui":
+        noisy = np.round(noisy)
+    return join_alpha(noisy.astype(img.dtype), alpha)
+
+
+def to_work(img: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The colour channels as the denoiser's (C, H, W) float32 on the 0..255 scale."""
+    colour, _ = split_alpha(img)
+    x = torch.from_numpy(np.ascontiguousarray(colour, dtype=np.float32)).to(device)
+    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+    return x * (SCALE / peak(img.dtype))
+
+
+def from_work(x: torch.Tensor, like: np.ndarray) -> np.ndarray:
+    """Inverse of `to_work`: back to `like`'s dtype and layout, with its alpha."""
+    colour, alpha = split_alpha(like)
+    out = (x.permute(1, 2, 0) * (peak(like.dtype) / SCALE)).cpu().numpy()
+    out = out[:, :, 0] if colour.ndim == 2 else out
+    if like.dtype.kind in "ui":
+        out = np.clip(np.round(out), 0, peak(like.dtype))
+    return join_alpha(out.astype(like.dtype), alpha)
+
+
+def estimate_noise(img: np.ndarray, cfg: DenoiseConfig | None = None) -> float:
+    """The noise std (0..255 scale) the denoiser would estimate: weak-texture PCA on the central tile."""
+    cfg = cfg or DenoiseConfig()
+    work = to_opponent(central_tile(to_work(img), cfg.tile))
+    work = pad_to_grid(work, cfg.patch, math.lcm(cfg.step, cfg.step_wiener))  # as the denoiser pads it
+    return estimate_sigma(work, generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def denoise_photo(img: np.ndarray, sigma: float | None, cfg: DenoiseConfig | None = None,
+                  device: str | torch.device = "cpu",
+                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
+    """Denoise with noise std `sigma` (0..255 scale; None: estimate). Returns the result and the sigma used.
+
+    Photos larger than cfg.tile are denoised tile by tile; `progress(done, total)` follows the tiles.
+    """
+    if sigma is not None and not (np.isfinite(sigma) and 0 <= sigma <= SCALE):
+        raise LibcemError(f"the noise level is on the 0..255 scale; got {sigma}")
+    out, info = denoise_float(to_work(img, device), sigma, cfg or DenoiseConfig(), progress)
+    return from_work(out, img), float(info.sigma)
+
+
+def blend(noisy: np.ndarray, denoised: np.ndarray, strength: float) -> np.ndarray:
+    """noisy + strength * (denoised - noisy): 0 gives the input back, 1 the denoiser's output."""
+    if strength >= 1:
+        return denoised
+    mixed = noisy.astype(np.float64) + strength * (denoised.astype(np.float64) - noisy)
+    return (np.round(mixed) if noisy.dtype.kind in "ui" else mixed).astype(noisy.dtype)
+
+
+def psnr_db(img: np.ndarray, ref: np.ndarray) -> float:
+    """PSNR in dB of img against ref on the dtype's full range (colour channels only)."""
+    a, b = (torch.from_numpy(np.asarray(split_alpha(x)[0], dtype=np.float64)) for x in (img, ref))
+    return float(psnr(a.reshape(1, -1), b.reshape(1, -1), peak=peak(ref.dtype)))
+
+
+def to_display(img: np.ndarray, side: int | None = VIEW_SIDE) -> np.ndarray:
+    """8-bit RGB(A) or gray for the browser, shrunk to `side` pixels at most (None: full size)."""
+    from PIL import Image
+
+    u8 = np.clip(np.round(img.astype(np.float64) * (255.0 / peak(img.dtype))), 0, 255).astype(np.uint8)
+    if u8.ndim == 3 and u8.shape[2] == 2:  # gray + alpha: browsers want RGBA
+        u8 = np.concatenate([np.repeat(u8[:, :, :1], 3, axis=2), u8[:, :, 1:]], axis=2)
+    pil = Image.fromarray(u8[:, :, 0] if u8.ndim == 3 and u8.shape[2] == 1 else u8)
+    if side and max(pil.size) > side:
+        pil.thumbnail((side, side), Image.LANCZOS)
+    return np.asarray(pil)
+
+
+def zoom(img: np.ndarray, centre: tuple[float, float], factor: int, box: int = 384) -> np.ndarray:
+    """A crop of `box / factor` pixels around centre (x, y as fractions of the width and height),
+    enlarged `factor` times with nearest neighbour so single pixels show. 8-bit, for the browser."""
+    h, w = img.shape[:2]
+    side = max(8, box // factor)
+    ch, cw = min(side, h), min(side, w)
+    y = int(np.clip(round(centre[1] * h - ch / 2), 0, h - ch))
+    x = int(np.clip(round(centre[0] * w - cw / 2), 0, w - cw))
+    crop = to_display(img[y:y + ch, x:x + cw], side=None)
+    return np.repeat(np.repeat(crop, factor, axis=0), factor, axis=1)
+
+
+def save_result(img: np.ndarray, photo: Photo, folder: Path) -> Path:
+    """Write the result into `folder` as NAME-denoised.SUFFIX, in the input's format and bit depth."""
+    path = Path(folder) / f"{photo.name}-denoised{photo.suffix}"
+    write_image(path, img)
+    return path
