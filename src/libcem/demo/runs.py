@@ -1,7 +1,7 @@
 """What the Training tab reads from a run folder: each stage's logged metrics and latest snapshot grid.
 
-`stage_files` is the one place in the demo that knows the run folder's layout (RUN/tokenizer and
-RUN/prior, or a single-stage run, each with metrics.jsonl and samples/step_XXXXXXXX.png).
+The layout itself (RUN/tokenizer and RUN/prior, or a single-stage run, each with metrics.jsonl and
+samples/step_XXXXXXXX.png) is `libcem.generative.runs`' business; this module only asks it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from libcem.errors import LibcemError
+from libcem.generative.runs import STAGES, StageRun, TwoStageRun, step_of
 
-STAGES = ("tokenizer", "prior")  # the stages of a two-stage run, in training order
+__all__ = ["STAGES", "StageFiles", "stage_files", "read_metrics", "grid_step"]
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,9 @@ def stage_files(run: str | Path) -> list[StageFiles]:
     if not run.is_dir():
         raise LibcemError(f"{run}: no such folder; give a run folder made by libcem train")
     found = []
-    for name, folder in [(s, run / s) for s in STAGES] + [(run.name, run)]:
-        if (folder / "metrics.jsonl").is_file():
-            grids = sorted((folder / "samples").glob("step_*.png"))
-            found.append(StageFiles(name, folder / "metrics.jsonl", grids[-1] if grids else None))
+    for name, stage in [(s, TwoStageRun(run).stage(s)) for s in STAGES] + [(run.name, StageRun(run))]:
+        if stage.metrics.is_file():
+            found.append(StageFiles(name, stage.metrics, stage.latest_snapshot()))
     return found
 
 
@@ -53,4 +53,4 @@ def read_metrics(path: Path) -> list[dict]:
 
 def grid_step(grid: Path) -> int:
     """The training step in a snapshot grid's name, samples/step_00001200.png -> 1200."""
-    return int(grid.stem.split("_")[-1])
+    return step_of(grid)

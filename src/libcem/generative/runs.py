@@ -32,6 +32,11 @@ def step_name(step: int) -> str:
     return f"{CHECKPOINT_PREFIX}{step:08d}"
 
 
+def step_of(path: Path) -> int:
+    """The step in a checkpoint's or snapshot's name: .../step_00001200(.png) -> 1200."""
+    return int(Path(path).stem[len(CHECKPOINT_PREFIX):])
+
+
 @dataclass(frozen=True)
 class StageRun:
     """The folder of one training stage."""
