@@ -8,16 +8,19 @@ the batch size.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from libcem.config import from_dict
-from libcem.device import default_device
+from libcem.config import ConfigError, from_dict
+from libcem.device import resolve_device
 from libcem.errors import LibcemError
 from libcem.generative.diffusion import (
+    SAMPLERS,
     DiffusionConfig,
     guided,
     sample,
@@ -27,6 +30,14 @@ from libcem.generative.models.prior import PriorTransformer
 from libcem.generative.models.tokenizer import Tokenizer
 from libcem.generative.runs import resolve_prior
 from libcem.generative.text import TextEncoder, build_encoder, embed_captions
+
+
+def record_strings(record: dict, key: str, where: Path) -> list[str]:
+    """A list of strings from a prior's config.json (vocabulary, prompts)."""
+    values = record.get(key, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise LibcemError(f"{where}: '{key}' must be a list of strings")
+    return values
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -49,23 +60,40 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "Pipeline":
         """Load from `libcem train` output: RUN (two stages), RUN/prior, or a prior checkpoint folder."""
-        device = device or default_device()
+        device = resolve_device(device)
         found = resolve_prior(path, PriorTransformer.kind)
-        record = found.record
+        record, where = found.record, found.model_dir / "config.json"
+        if not isinstance(record.get("text_encoder"), str) or not isinstance(record.get("snap", True), bool):
+            raise LibcemError(f"{where}: 'text_encoder' must be a name and 'snap' true or false")
+        try:
+            diffusion = from_dict(DiffusionConfig, record.get("diffusion", {}), prefix="diffusion.")
+        except ConfigError as err:
+            raise LibcemError(f"{where}: {err}") from None
+        vocabulary, prompts = record_strings(record, "vocabulary", where), record_strings(record, "prompts", where)
         prior = PriorTransformer.from_pretrained(found.model_dir, device, record)  # EMA weights when trained with EMA
         tokenizer = Tokenizer.from_pretrained(found.tokenizer_dir, device)
-        encoder = build_encoder(record["text_encoder"], record.get("vocabulary", []))
+        if tokenizer.cfg.latent_dim != prior.latent_dim:
+            raise LibcemError(f"{found.tokenizer_dir} has {tokenizer.cfg.latent_dim} numbers per code; the prior "
+                              f"in {found.model_dir} models {prior.latent_dim}")
+        encoder = build_encoder(record["text_encoder"], vocabulary)
         if encoder.dim != prior.text_dim:
             raise LibcemError(f"text encoder '{encoder.name}' gives {encoder.dim} numbers per token; the prior expects {prior.text_dim}")
-        diffusion = from_dict(DiffusionConfig, record["diffusion"])
         sampling_scheduler(diffusion, diffusion.sampler)  # imports diffusers now, not inside the first timed call
-        return cls(prior, tokenizer, encoder, diffusion, record.get("snap", True), record.get("prompts", []), record)
+        return cls(prior, tokenizer, encoder, diffusion, record.get("snap", True), prompts, record)
+
+    @property
+    def image_size(self) -> int:
+        """The side of the images it draws."""
+        return self.prior.latent_size * self.tokenizer.cfg.downsample
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts -> their token embeddings (B, L, E) and mask (B, L), each distinct prompt encoded once."""
+        return self._embed(prompts).lookup(torch.arange(len(prompts)))
+
+    def _embed(self, prompts: list[str]):
         if any(not p.strip() for p in prompts):
             raise LibcemError("empty prompt: pass some text, e.g. " + repr(self.prompts[0] if self.prompts else "a red fern fractal"))
-        return embed_captions(self.encoder, prompts, batch=1).lookup(torch.arange(len(prompts)))
+        return embed_captions(self.encoder, prompts, batch=1)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -79,8 +107,28 @@ class Pipeline:
         save_png(grid(self(prompts, n=n, seed=seed), cols=n), path, upscale=upscale)
         return path
 
+    def _settings(self, n: int, steps: int | None, guidance: float | None, seed: int, sampler: str | None,
+                  batch_size: int) -> tuple[int, float, str]:
+        """The request's steps, guidance and sampler (defaults from the prior's config), checked."""
+        steps = self.diffusion.steps if steps is None else steps
+        guidance = self.diffusion.guidance if guidance is None else guidance
+        sampler = sampler or self.diffusion.sampler
+        if n < 1:
+            raise LibcemError("nothing to sample: give at least one prompt and n >= 1")
+        if batch_size < 1:
+            raise LibcemError("batch_size must be >= 1")
+        if not 1 <= steps <= self.diffusion.train_timesteps:
+            raise LibcemError(f"steps must be 1..{self.diffusion.train_timesteps} (the prior's training timesteps), got {steps}")
+        if not (math.isfinite(guidance) and guidance >= 0):
+            raise LibcemError(f"guidance must be a finite number >= 0, got {guidance}")
+        if not 0 <= seed < 2**63:
+            raise LibcemError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed}")
+        if sampler not in SAMPLERS:
+            raise LibcemError(f"unknown sampler '{str(sampler)[:40]}'; choose one of {', '.join(SAMPLERS)}")
+        return steps, float(guidance), sampler
+
     @torch.no_grad()
-    def __call__(
+    def generate(
         self,
         prompt: str | list[str],
         n: int = 1,
@@ -90,30 +138,36 @@ class Pipeline:
         sampler: str | None = None,
         batch_size: int = 50,
         progress: bool = False,
-    ) -> torch.Tensor:
-        """`n` images per prompt, (len(prompts) * n, C, H, W) floats in [0, 1] on the CPU, prompt-major.
+    ) -> Iterator[torch.Tensor]:
+        """`n` images per prompt, prompt-major, as batches of at most `batch_size` images (B, C, H, W)
+        in [0, 1] on the CPU: made one batch at a time, so any `n` fits in memory.
 
         steps, guidance and sampler default to the prior's training config (20, 3.0, dpm++).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if n < 1 or not prompts:
+        if not prompts:
             raise LibcemError("nothing to sample: give at least one prompt and n >= 1")
-        steps = steps or self.diffusion.steps
-        guidance = self.diffusion.guidance if guidance is None else guidance
-        sampler = sampler or self.diffusion.sampler
-        all_prompts = [p for p in prompts for _ in range(n)]
-        tokens, mask = self.encode_prompts(all_prompts)
+        steps, guidance, sampler = self._settings(n, steps, guidance, seed, sampler, batch_size)
+        text = self._embed(prompts)  # each distinct prompt encoded once
+        total = len(prompts) * n
         was_training = self.prior.training
         self.prior.eval()
-        out = []
-        starts = range(0, len(all_prompts), batch_size)
-        for i in tqdm(starts, desc="sample", disable=not progress or len(starts) < 2):
-            j = min(i + batch_size, len(all_prompts))
-            tk, mk = tokens[i:j].to(self.device), mask[i:j].to(self.device)
-            den = guided(lambda x, t, c: self.prior(x, t, tk, mk if c else torch.zeros_like(mk)), guidance)
-            gens = [image_generator(seed, k) for k in range(i, j)]
-            shape = (self.prior.latent_dim, self.prior.latent_size, self.prior.latent_size)
-            latents = sample(den, self.diffusion, shape, gens, steps, sampler, self.device)
-            out.append(self.decode(latents).float().cpu())
-        self.prior.train(was_training)
-        return torch.cat(out)
+        starts = range(0, total, batch_size)
+        try:
+            for i in tqdm(starts, desc="sample", disable=not progress or len(starts) < 2):
+                j = min(i + batch_size, total)
+                tk, mk = text.lookup(torch.arange(i, j) // n)
+                tk, mk = tk.to(self.device), mk.to(self.device)
+                den = guided(lambda x, t, c: self.prior(x, t, tk, mk if c else torch.zeros_like(mk)), guidance)
+                gens = [image_generator(seed, k) for k in range(i, j)]
+                shape = (self.prior.latent_dim, self.prior.latent_size, self.prior.latent_size)
+                latents = sample(den, self.diffusion, shape, gens, steps, sampler, self.device)
+                yield self.decode(latents).float().cpu()
+        finally:
+            self.prior.train(was_training)
+
+    def __call__(self, prompt: str | list[str], n: int = 1, steps: int | None = None, guidance: float | None = None,
+                 seed: int = 0, sampler: str | None = None, batch_size: int = 50, progress: bool = False) -> torch.Tensor:
+        """`n` images per prompt, (len(prompts) * n, C, H, W) floats in [0, 1] on the CPU, prompt-major
+        (all at once: `generate` gives them batch by batch)."""
+        return torch.cat(list(self.generate(prompt, n, steps, guidance, seed, sampler, batch_size, progress)))
