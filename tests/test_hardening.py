@@ -450,7 +450,7 @@ def test_fp16_without_a_gpu_is_one_line(tmp_path, capsys):
 
 
 def test_a_typo_in_a_prior_key_is_reported_before_the_tokenizer_trains(tmp_path, capsys):
-    err = one_line_error(capsys, main(["train", "--out", str(tmp_path / "r"), "--steps", "2", *TINY_CLI,
+    err = one_line_error(capsys, main(["train", "--out", str(tmp_path / "r"), "--steps", "2", "--quiet",
                                        "--set", "prior.model.widht=32"]))
     assert "unknown config key 'model.widht'" in err
     assert not (tmp_path / "r" / "tokenizer" / "checkpoints").exists()
