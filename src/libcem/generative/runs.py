@@ -10,6 +10,7 @@ A stage run (what `libcem train tokenizer|prior` writes):
     RUN/checkpoints/.trash-step_XXXXXXXX/ an old checkpoint being deleted (never read)
     RUN/tokenizer/                       prior runs only: a copy of the frozen tokenizer's model folder
     RUN/.lock                            held (flock) by the process training in RUN; marks RUN as a libcem run
+    RUN/train.log, RUN/train.pid         the platform kits' log and process id (written before training starts)
 
 A two-stage run (`libcem train`) is RUN/tokenizer and RUN/prior, each a stage run. A model folder
 (`model.safetensors` + `config.json`) is what `from_pretrained` loads; `resolve_model_dir` and
@@ -30,6 +31,7 @@ from libcem.files import CONFIG, PICKLE_SUFFIXES, TRASH_PREFIX, WEIGHTS, read_re
 STAGES = ("tokenizer", "prior")  # the stages of a two-stage run, in training order
 CHECKPOINT_PREFIX, TMP_PREFIX = "step_", ".tmp-"
 LOCK = ".lock"
+KIT_FILES = ("train.log", "train.pid")  # libcem.platforms writes these into RUN before `libcem train` starts
 STATE = "training/state.json"  # written last into a checkpoint: its presence marks a complete one
 COMPLETE_MARKERS = (CONFIG, WEIGHTS, "training/raw.safetensors", STATE)
 
@@ -123,7 +125,7 @@ def check_out_folder(path: Path) -> None:
     """Refuse to train into a file, or into a folder that holds things and is not a libcem run."""
     if path.exists() and not path.is_dir():
         raise LibcemError(f"--out {path} is a file; give a folder for the run")
-    if path.is_dir() and any(path.iterdir()) and not is_run(path):
+    if path.is_dir() and any(p.name not in KIT_FILES for p in path.iterdir()) and not is_run(path):
         raise LibcemError(f"--out {path} holds files and is not a libcem run folder; "
                           "choose a new or empty folder so that nothing in it is overwritten")
 
