@@ -36,7 +36,7 @@ def execute(path, env: dict, kernel: str = "python3") -> nbformat.NotebookNode:
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
         for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     return nb
 
 

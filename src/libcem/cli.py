@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     except LibcemError as err:
         print(f"libcem: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine refused (a full disk, a permission): say which file and why
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"libcem: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("libcem: interrupted", file=sys.stderr)
         return 130

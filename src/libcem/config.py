@@ -78,12 +78,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return int(value)
         try:
             return int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"config '{key}' must be an integer, got {value!r}") from None
     if hint is float:
         try:
             return float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"config '{key}' must be a number, got {value!r}") from None
     if hint is str:
         return str(value)
@@ -92,6 +92,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     """Nested dict -> dataclass, checking every key and coercing every value to its type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config '{prefix.rstrip('.') or cls.__name__}' must be a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

@@ -74,3 +74,19 @@ def check_precision(precision: str) -> None:
     if precision == "bf16" and cuda_usable() and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise LibcemError(f"precision bf16: the GPU {torch.cuda.get_device_name()} has no native bf16 (it needs "
                           "compute capability 8.0, e.g. an A100, L4 or H100); use --precision fp16 on it")
+def resolve_device(spec: str | torch.device | None = None) -> torch.device:
+    """A device the user named (None: `default_device()`), checked to exist on this machine."""
+    if spec is None or spec == "":
+        return default_device()
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError, ValueError):
+        raise LibcemError(f"unknown device '{str(spec)[:40]}'; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise LibcemError(f"device '{dev}' is not available here (CUDA GPUs found: "
+                          f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}); use --device cpu")
+    if dev.type == "mps" and not mps_available():
+        raise LibcemError("device 'mps' is not available here; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise LibcemError(f"device '{dev}' is not supported; use cpu, cuda or cuda:N")
+    return dev

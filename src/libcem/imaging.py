@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from libcem.errors import LibcemError
+from libcem.files import atomic_write_bytes
+
+MAX_WRITE_PIXELS = 1 << 26  # the largest image libcem writes (8192 x 8192): more is a mistake, not a picture
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -32,14 +38,33 @@ def side_by_side(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
     return torch.cat([inputs, outputs], dim=-1)
 
 
+def grid_size(count: int, size: int, cols: int, pad: int = 2) -> tuple[int, int]:
+    """(height, width) of `grid` of `count` square images of `size` pixels in `cols` columns."""
+    rows = -(-count // cols)
+    return rows * (size + pad) + pad, cols * (size + pad) + pad
+
+
+def check_write_size(height: int, width: int, upscale: int = 1) -> None:
+    """Refuse to write an image of more than MAX_WRITE_PIXELS pixels (after enlarging by `upscale`)."""
+    if height * width * upscale**2 > MAX_WRITE_PIXELS:
+        raise LibcemError(f"an image of {height * upscale} x {width * upscale} pixels is too large to write "
+                          f"(at most {MAX_WRITE_PIXELS:,} pixels): use a smaller --upscale or -n, or --output-dir")
+
+
 def save_png(image: torch.Tensor, path: str | Path, upscale: int = 1) -> None:
-    """(C, H, W) in [0, 1] -> PNG, optionally enlarged with nearest-neighbour for small images."""
+    """(C, H, W) in [0, 1] -> an image file (PNG unless the suffix names another format), written
+    atomically; optionally enlarged with nearest-neighbour for small images."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise LibcemError(f"{path}: unknown image file type '{path.suffix}'; use .png")
+    check_write_size(image.shape[-2], image.shape[-1], upscale)
     img = Image.fromarray(to_uint8(image))
     if upscale > 1:
         img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
-    img.save(path)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    atomic_write_bytes(path, buf.getvalue())
 
 def psnr(x: torch.Tensor, ref: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     """Per-image PSNR in dB of (B, C, H, W) `x` against `ref` (x is clipped to [0, peak])."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from libcem.errors import LibcemError
@@ -42,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from libcem.config import from_dict
-    from libcem.generative.data import DataConfig, load_data
+    from libcem.files import atomic_write_json
+    from libcem.generative.data import load_data
     from libcem.generative.evaluation import eval_labels, evaluate_prior, format_report
     from libcem.generative.pipeline import Pipeline
     from libcem.imaging import grid, save_png
@@ -52,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
         raise LibcemError("--limit must be >= 2 (a Frechet distance needs two images)")
     if args.classifier_steps < 1 or args.batch_size < 1:
         raise LibcemError("--classifier-steps and --batch-size must be >= 1")
+    if args.seed < 0:
+        raise LibcemError("--seed must be >= 0")
     pipe = Pipeline.from_pretrained(args.model, args.device)
-    record = pipe.record
-    data_cfg = from_dict(DataConfig, record.get("data_config", {"source": record.get("data", "fractals")}))
+    data_cfg = trained_data(pipe.record, args.model)
     if args.data and args.data != data_cfg.source:
         data_cfg = dataclasses.replace(data_cfg, source=args.data)  # size and channels stay the tokenizer's
     splits = load_data(data_cfg)
@@ -65,7 +65,21 @@ def run(args: argparse.Namespace) -> int:
     if args.grid:
         save_png(grid(result["samples"][:64], cols=8), args.grid, upscale=2)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2) + "\n")
+        atomic_write_json(args.json, {k: v for k, v in result.items() if k != "samples"})
     return 0
+
+
+def trained_data(record: dict, where: Path):
+    """The data config the prior was trained on, from its config.json, minus `cache_dir`: a model
+    folder never chooses where libcem writes (the classifier cache stays in $LIBCEM_CACHE)."""
+    from libcem.config import ConfigError, from_dict
+    from libcem.generative.data import DataConfig
+
+    data = record.get("data_config", {"source": record.get("data", "fractals")})
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "cache_dir"}
+    try:
+        return from_dict(DataConfig, data, prefix="data_config.")
+    except ConfigError as err:
+        raise LibcemError(f"{where}: {err}") from None
 

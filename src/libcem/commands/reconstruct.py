@@ -54,12 +54,12 @@ def _expand(inputs: list[str], channels: int, size: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from libcem.device import default_device
+    from libcem.device import resolve_device
     from libcem.generative.models.tokenizer import Tokenizer
     from libcem.generative.data.base import evenly_spaced
     from libcem.imaging import grid, psnr, save_png, side_by_side
 
-    device = args.device or default_device()
+    device = resolve_device(args.device)
     model = Tokenizer.from_pretrained(args.model, device)
     args.output.mkdir(parents=True, exist_ok=True)
     scores, pairs = [], []

@@ -41,26 +41,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from libcem.generative.pipeline import Pipeline
-    from libcem.imaging import grid, save_png
+    from libcem.imaging import check_write_size, grid, grid_size, save_png
 
     if args.n < 1 or args.batch_size < 1 or args.upscale < 1:
         raise LibcemError("-n, --batch-size and --upscale must be >= 1")
     if args.steps is not None and args.steps < 1:
         raise LibcemError("--steps must be >= 1")
+    if args.seed < 0:
+        raise LibcemError("--seed must be >= 0")
+    if args.output_dir and args.output_dir.exists() and not args.output_dir.is_dir():
+        raise LibcemError(f"--output-dir {args.output_dir} is a file")
     pipe = Pipeline.from_pretrained(args.model, args.device)
+    cols = args.n if len(args.prompts) > 1 else math.ceil(math.sqrt(args.n))
+    if not args.output_dir:  # refuse a grid too large to write before drawing a single image
+        check_write_size(*grid_size(len(args.prompts) * args.n, pipe.image_size, cols), args.upscale)
     t0 = time.perf_counter()
-    images = pipe(args.prompts, n=args.n, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                  sampler=args.sampler, batch_size=args.batch_size, progress=True)
-    seconds = time.perf_counter() - t0
-    if args.output_dir:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        for i, img in enumerate(images):
-            save_png(img, args.output_dir / f"{i // args.n:02d}_{i % args.n:04d}.png")
+    batches = pipe.generate(args.prompts, n=args.n, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                            sampler=args.sampler, batch_size=args.batch_size, progress=True)
+    count = 0
+    if args.output_dir:  # written batch by batch, so any -n fits in memory
+        for batch in batches:
+            for img in batch:
+                save_png(img, args.output_dir / f"{count // args.n:02d}_{count % args.n:04d}.png")
+                count += 1
         where = args.output_dir
     else:
-        where = args.output or Path("samples.png")
-        cols = args.n if len(args.prompts) > 1 else math.ceil(math.sqrt(args.n))
+        images = torch.cat(list(batches))
+        count, where = len(images), args.output or Path("samples.png")
         save_png(grid(images, cols=cols), where, upscale=args.upscale)
-    print(f"{len(images)} images in {seconds:.1f} s ({len(images) / seconds:.2f} images/s); written to {where}")
+    seconds = time.perf_counter() - t0
+    print(f"{count} images in {seconds:.1f} s ({count / seconds:.2f} images/s); written to {where}")
     return 0

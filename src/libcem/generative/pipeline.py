@@ -10,16 +10,19 @@ the batch size. `save_pretrained(OUT)` writes a model to share (weights, configs
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from libcem.config import from_dict
-from libcem.device import default_device
+from libcem.config import ConfigError, from_dict
+from libcem.device import resolve_device
 from libcem.errors import LibcemError
 from libcem.generative.diffusion import (
+    SAMPLERS,
     DiffusionConfig,
     guided,
     sample,
@@ -48,6 +51,14 @@ def as_output(images: torch.Tensor, output_type: str):
     return array if output_type == "np" else [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
 
 
+def record_strings(record: dict, key: str, where: Path) -> list[str]:
+    """A list of strings from a prior's config.json (vocabulary, prompts)."""
+    values = record.get(key, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise LibcemError(f"{where}: '{key}' must be a list of strings")
+    return values
+
+
 def image_generator(seed: int, index: int) -> torch.Generator:
     """The generator of image `index` of a call with `seed`."""
     state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
@@ -74,17 +85,26 @@ class Pipeline:
         from libcem.files import read_record
         from libcem.generative import hub
 
-        device = device or default_device()
+        device = resolve_device(device)
         found = resolve_prior(hub.download(str(path)) if hub.is_hub_id(path) else path, PriorTransformer.kind)
-        record = found.record
+        record, where = found.record, found.model_dir / "config.json"
+        if not isinstance(record.get("text_encoder"), str) or not isinstance(record.get("snap", True), bool):
+            raise LibcemError(f"{where}: 'text_encoder' must be a name and 'snap' true or false")
+        try:
+            diffusion = from_dict(DiffusionConfig, record.get("diffusion", {}), prefix="diffusion.")
+        except ConfigError as err:
+            raise LibcemError(f"{where}: {err}") from None
+        vocabulary, prompts = record_strings(record, "vocabulary", where), record_strings(record, "prompts", where)
         prior = PriorTransformer.from_pretrained(found.model_dir, device, record)  # EMA weights when trained with EMA
         tokenizer = Tokenizer.from_pretrained(found.tokenizer_dir, device)
-        encoder = build_encoder(record["text_encoder"], record.get("vocabulary", []))
+        if tokenizer.cfg.latent_dim != prior.latent_dim:
+            raise LibcemError(f"{found.tokenizer_dir} has {tokenizer.cfg.latent_dim} numbers per code; the prior "
+                              f"in {found.model_dir} models {prior.latent_dim}")
+        encoder = build_encoder(record["text_encoder"], vocabulary)
         if encoder.dim != prior.text_dim:
             raise LibcemError(f"text encoder '{encoder.name}' gives {encoder.dim} numbers per token; the prior expects {prior.text_dim}")
-        diffusion = from_dict(DiffusionConfig, record["diffusion"])
         sampling_scheduler(diffusion, diffusion.sampler)  # imports diffusers now, not inside the first timed call
-        pipe = cls(prior, tokenizer, encoder, diffusion, record.get("snap", True), record.get("prompts", []), record)
+        pipe = cls(prior, tokenizer, encoder, diffusion, record.get("snap", True), prompts, record)
         pipe.tokenizer_record, pipe.source = read_record(found.tokenizer_dir), found.model_dir
         return pipe
 
@@ -123,11 +143,19 @@ class Pipeline:
                                       "prior": out.prior.name, "tokenizer": out.tokenizer.name})
         return out
 
+    @property
+    def image_size(self) -> int:
+        """The side of the images it draws."""
+        return self.prior.latent_size * self.tokenizer.cfg.downsample
+
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts -> their token embeddings (B, L, E) and mask (B, L), each distinct prompt encoded once."""
+        return self._embed(prompts).lookup(torch.arange(len(prompts)))
+
+    def _embed(self, prompts: list[str]):
         if any(not p.strip() for p in prompts):
             raise LibcemError("empty prompt: pass some text, e.g. " + repr(self.prompts[0] if self.prompts else "a red fern fractal"))
-        return embed_captions(self.encoder, prompts, batch=1).lookup(torch.arange(len(prompts)))
+        return embed_captions(self.encoder, prompts, batch=1)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -141,8 +169,28 @@ class Pipeline:
         save_png(grid(self(prompts, n=n, seed=seed), cols=n), path, upscale=upscale)
         return path
 
+    def _settings(self, n: int, steps: int | None, guidance: float | None, seed: int, sampler: str | None,
+                  batch_size: int) -> tuple[int, float, str]:
+        """The request's steps, guidance and sampler (defaults from the prior's config), checked."""
+        steps = self.diffusion.steps if steps is None else steps
+        guidance = self.diffusion.guidance if guidance is None else guidance
+        sampler = sampler or self.diffusion.sampler
+        if n < 1:
+            raise LibcemError("nothing to sample: give at least one prompt and n >= 1")
+        if batch_size < 1:
+            raise LibcemError("batch_size must be >= 1")
+        if not 1 <= steps <= self.diffusion.train_timesteps:
+            raise LibcemError(f"steps must be 1..{self.diffusion.train_timesteps} (the prior's training timesteps), got {steps}")
+        if not (math.isfinite(guidance) and guidance >= 0):
+            raise LibcemError(f"guidance must be a finite number >= 0, got {guidance}")
+        if not 0 <= seed < 2**63:
+            raise LibcemError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed}")
+        if sampler not in SAMPLERS:
+            raise LibcemError(f"unknown sampler '{str(sampler)[:40]}'; choose one of {', '.join(SAMPLERS)}")
+        return steps, float(guidance), sampler
+
     @torch.no_grad()
-    def __call__(
+    def generate(
         self,
         prompt: str | list[str],
         n: int = 1,
@@ -152,34 +200,41 @@ class Pipeline:
         sampler: str | None = None,
         batch_size: int = 50,
         progress: bool = False,
-        output_type: str = "pt",
-    ):
-        """`n` images per prompt, prompt-major: output_type "pt" (default) a tensor (len(prompts) * n, C, H, W)
-        of floats in [0, 1] on the CPU; "pil" a list of PIL images; "np" a uint8 array (N, H, W, C).
+    ) -> Iterator[torch.Tensor]:
+        """`n` images per prompt, prompt-major, as batches of at most `batch_size` images (B, C, H, W)
+        in [0, 1] on the CPU: made one batch at a time, so any `n` fits in memory.
 
         steps, guidance and sampler default to the prior's training config (20, 3.0, dpm++).
         """
-        if output_type not in OUTPUT_TYPES:
-            raise LibcemError(f"output_type '{output_type}': use one of {', '.join(OUTPUT_TYPES)}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if n < 1 or not prompts:
+        if not prompts:
             raise LibcemError("nothing to sample: give at least one prompt and n >= 1")
-        steps = steps or self.diffusion.steps
-        guidance = self.diffusion.guidance if guidance is None else guidance
-        sampler = sampler or self.diffusion.sampler
-        all_prompts = [p for p in prompts for _ in range(n)]
-        tokens, mask = self.encode_prompts(all_prompts)
+        steps, guidance, sampler = self._settings(n, steps, guidance, seed, sampler, batch_size)
+        text = self._embed(prompts)  # each distinct prompt encoded once
+        total = len(prompts) * n
         was_training = self.prior.training
         self.prior.eval()
-        out = []
-        starts = range(0, len(all_prompts), batch_size)
-        for i in tqdm(starts, desc="sample", disable=not progress or len(starts) < 2):
-            j = min(i + batch_size, len(all_prompts))
-            tk, mk = tokens[i:j].to(self.device), mask[i:j].to(self.device)
-            den = guided(lambda x, t, c: self.prior(x, t, tk, mk if c else torch.zeros_like(mk)), guidance)
-            gens = [image_generator(seed, k) for k in range(i, j)]
-            shape = (self.prior.latent_dim, self.prior.latent_size, self.prior.latent_size)
-            latents = sample(den, self.diffusion, shape, gens, steps, sampler, self.device)
-            out.append(self.decode(latents).float().cpu())
-        self.prior.train(was_training)
-        return as_output(torch.cat(out), output_type)
+        starts = range(0, total, batch_size)
+        try:
+            for i in tqdm(starts, desc="sample", disable=not progress or len(starts) < 2):
+                j = min(i + batch_size, total)
+                tk, mk = text.lookup(torch.arange(i, j) // n)
+                tk, mk = tk.to(self.device), mk.to(self.device)
+                den = guided(lambda x, t, c: self.prior(x, t, tk, mk if c else torch.zeros_like(mk)), guidance)
+                gens = [image_generator(seed, k) for k in range(i, j)]
+                shape = (self.prior.latent_dim, self.prior.latent_size, self.prior.latent_size)
+                latents = sample(den, self.diffusion, shape, gens, steps, sampler, self.device)
+                yield self.decode(latents).float().cpu()
+        finally:
+            self.prior.train(was_training)
+
+    def __call__(self, prompt: str | list[str], n: int = 1, steps: int | None = None, guidance: float | None = None,
+                 seed: int = 0, sampler: str | None = None, batch_size: int = 50, progress: bool = False,
+                 output_type: str = "pt"):
+        """`n` images per prompt, prompt-major, all at once (`generate` gives them batch by batch):
+        output_type "pt" (default) a tensor (len(prompts) * n, C, H, W) of floats in [0, 1] on the CPU;
+        "pil" a list of PIL images; "np" a uint8 array (N, H, W, C)."""
+        if output_type not in OUTPUT_TYPES:
+            raise LibcemError(f"output_type '{output_type}': use one of {', '.join(OUTPUT_TYPES)}")
+        images = torch.cat(list(self.generate(prompt, n, steps, guidance, seed, sampler, batch_size, progress)))
+        return as_output(images, output_type)

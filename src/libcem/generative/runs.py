@@ -6,9 +6,12 @@ A stage run (what `libcem train tokenizer|prior` writes):
     RUN/metrics.jsonl, RUN/loss.png      one JSON row per logged step; its plot
     RUN/samples/step_XXXXXXXX.png        snapshot grids
     RUN/logs/                            TensorBoard event files (--report-to tensorboard)
-    RUN/checkpoints/step_XXXXXXXX/       complete checkpoints (a model folder + training/)
+    RUN/checkpoints/step_XXXXXXXX/       complete checkpoints (a model folder + training/, state.json last)
     RUN/checkpoints/.tmp-step_XXXXXXXX/  a checkpoint being written (never read)
+    RUN/checkpoints/.trash-step_XXXXXXXX/ an old checkpoint being deleted (never read)
     RUN/tokenizer/                       prior runs only: a copy of the frozen tokenizer's model folder
+    RUN/.lock                            held (flock) by the process training in RUN; marks RUN as a libcem run
+    RUN/train.log, RUN/train.pid         the platform kits' log and process id (written before training starts)
 
 A two-stage run (`libcem train`) is RUN/tokenizer and RUN/prior, each a stage run. An export
 (`libcem export`, `Pipeline.save_pretrained`) is a model to share, see `ExportFolder`. A model folder
@@ -18,14 +21,21 @@ A two-stage run (`libcem train`) is RUN/tokenizer and RUN/prior, each a stage ru
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from libcem.errors import LibcemError
-from libcem.files import CONFIG, PICKLE_SUFFIXES, WEIGHTS, read_record
+from libcem.files import CONFIG, PICKLE_SUFFIXES, TRASH_PREFIX, WEIGHTS, read_record
 
 STAGES = ("tokenizer", "prior")  # the stages of a two-stage run, in training order
 CHECKPOINT_PREFIX, TMP_PREFIX = "step_", ".tmp-"
+LOCK = ".lock"
+KIT_FILES = ("train.log", "train.pid")  # libcem.platforms writes these into RUN before `libcem train` starts
+STATE = "training/state.json"  # written last into a checkpoint: its presence marks a complete one
+COMPLETE_MARKERS = (CONFIG, WEIGHTS, STATE)  # training/raw.safetensors exists only with EMA
 
 
 def step_name(step: int) -> str:
@@ -97,20 +107,68 @@ class StageRun:
         return self.checkpoint_root / f"{TMP_PREFIX}{step_name(step)}"
 
     def partial_checkpoints(self) -> list[Path]:
-        """Temporary folders left by a process killed while writing a checkpoint."""
-        root = self.checkpoint_root
-        return sorted(p for p in root.iterdir() if p.name.startswith(TMP_PREFIX)) if root.is_dir() else []
-
-    def checkpoints(self) -> list[Path]:
-        """Complete checkpoints, oldest first (temporary folders are ignored)."""
+        """Temporary folders left by a process killed while writing or deleting a checkpoint."""
         root = self.checkpoint_root
         if not root.is_dir():
             return []
-        return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
+        return sorted(p for p in root.iterdir() if p.name.startswith((TMP_PREFIX, TRASH_PREFIX)))
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (temporary, half-written or half-deleted folders are ignored)."""
+        root = self.checkpoint_root
+        if not root.is_dir():
+            return []
+        return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
+                      and all((p / name).is_file() for name in COMPLETE_MARKERS))
 
     def latest_checkpoint(self) -> Path | None:
         ckpts = self.checkpoints()
         return ckpts[-1] if ckpts else None
+
+
+def is_run(path: Path) -> bool:
+    """A folder libcem trains in: it holds the run lock, or a config.toml and a metrics.jsonl, or stages that do."""
+    stage = StageRun(path)
+    return ((path / LOCK).is_file() or (stage.config.is_file() and stage.metrics.is_file())
+            or any(is_run(path / s) for s in STAGES if (path / s).is_dir()))
+
+
+def check_out_folder(path: Path) -> None:
+    """Refuse to train into a file, or into a folder that holds things and is not a libcem run."""
+    if path.exists() and not path.is_dir():
+        raise LibcemError(f"--out {path} is a file; give a folder for the run")
+    if path.is_dir() and any(p.name not in KIT_FILES for p in path.iterdir()) and not is_run(path):
+        raise LibcemError(f"--out {path} holds files and is not a libcem run folder; "
+                          "choose a new or empty folder so that nothing in it is overwritten")
+
+
+@contextlib.contextmanager
+def locked_run(path: str | Path) -> Iterator[Path]:
+    """Create (or reuse) the run folder `path` and hold its lock while the block runs.
+
+    The lock is an `flock` on RUN/.lock, which the kernel releases when the process ends in any way,
+    so a killed run never leaves it stuck. In a data-parallel launch only process 0 (RANK 0) locks."""
+    import fcntl
+
+    path = Path(path)
+    check_out_folder(path)
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield path
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise LibcemError(f"cannot create the run folder {path}: {err.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LibcemError(f"{path} is in use by another libcem process training in it; wait for it to "
+                              "finish or choose another --out") from None
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,11 +57,22 @@ class Splits:
     test: ImageSet  # the fixed held-out split used for evaluation
 
 
+def held_out_size(n: int, requested: int) -> int:
+    """How many of `n` images to hold out: `requested`, but at most a tenth of them (at least one),
+    so that a small data set keeps nine tenths of its images for training."""
+    return max(1, min(requested, n // 10))
+
+
 def split_fixed(data: ImageSet, n_test: int, seed: int = 0) -> Splits:
-    """A fixed held-out split: a seeded permutation, the last `n_test` images held out."""
+    """A fixed held-out split: a seeded permutation, the last `held_out_size(len(data), n_test)` images
+    held out (a warning says so when that is fewer than `n_test`)."""
     if len(data) < 2:
         return Splits(data, data)
-    n_test = min(max(1, n_test), len(data) - 1)
+    k = held_out_size(len(data), n_test)
+    if k < n_test:
+        warnings.warn(f"{len(data)} images: holding out {k} for evaluation instead of data.test_size={n_test}, "
+                      f"so that {len(data) - k} remain for training", stacklevel=2)
+    n_test = k
     perm = np.random.default_rng(seed).permutation(len(data))
     return Splits(data.subset(np.sort(perm[:-n_test])), data.subset(np.sort(perm[-n_test:])))
 

@@ -15,7 +15,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from libcem.config import to_dict
-from libcem.files import atomic_write_json, load_tensors, save_tensors
+from libcem.errors import LibcemError
+from libcem.files import atomic_write_json, load_weights, read_json, save_tensors
 from libcem.generative.data import DataConfig, ImageSet
 from libcem.generative.data.base import batch_indices
 
@@ -89,8 +90,12 @@ def load_or_train_classifier(data_cfg: DataConfig, train: ImageSet, test: ImageS
     weights, record = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     model = Classifier(train.channels, len(train.label_names[key]))
     if weights.is_file() and record.is_file():
-        model.load_state_dict(load_tensors(weights))
-        return model.eval(), json.loads(record.read_text())["test_accuracy"]
+        load_weights(weights, model)
+        accuracy = read_json(record, "classifier record")
+        accuracy = accuracy.get("test_accuracy") if isinstance(accuracy, dict) else None
+        if not isinstance(accuracy, float):
+            raise LibcemError(f"{record} has no test_accuracy; delete it and {weights.name} to retrain the classifier")
+        return model.eval(), accuracy
     model = train_classifier(train, key, steps, progress=progress)
     pred, _ = model.apply_batched(test.floats())
     acc = float((pred == torch.from_numpy(test.labels[key])).float().mean())

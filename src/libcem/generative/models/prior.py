@@ -43,6 +43,27 @@ class PriorConfig:
         check(1 <= self.patch_size <= 8, "model.patch_size", "use 1..8")
 
 
+@dataclass(frozen=True)
+class PriorMetadata:
+    """What a saved prior's config.json says besides its config (checked when it is loaded)."""
+
+    latent_dim: int = 16
+    latent_size: int = 8
+    text_dim: int = 384
+    latent_shift: tuple[float, ...] | None = None
+    latent_scale: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check(1 <= self.latent_dim <= 1024, "metadata.latent_dim", "use 1..1024")
+        check(1 <= self.latent_size <= 512, "metadata.latent_size", "use 1..512")
+        check(1 <= self.text_dim <= 1 << 20, "metadata.text_dim", "use 1..1048576")
+        for key in ("latent_shift", "latent_scale"):
+            values = getattr(self, key)
+            check(values is None or (len(values) == self.latent_dim and all(math.isfinite(v) for v in values)),
+                  f"metadata.{key}", "needs metadata.latent_dim finite numbers")
+        check(self.latent_scale is None or min(self.latent_scale) > 0, "metadata.latent_scale", "must be > 0")
+
+
 def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
     """(B,) timesteps -> (B, dim) sinusoidal features (Vaswani et al. 2017)."""
     half = dim // 2
@@ -120,6 +141,7 @@ class PriorTransformer(nn.Module):
     """
 
     kind = "prior"
+    metadata_type = PriorMetadata
 
     def __init__(
         self,
@@ -200,6 +222,11 @@ class PriorTransformer(nn.Module):
             "latent_shift": self.latent_shift,
             "latent_scale": self.latent_scale,
         }
+
+    def activation_elements(self) -> int:
+        """The most numbers one image needs in one layer: attention scores or the MLP's hidden tokens."""
+        n = self.grid**2
+        return max(self.cfg.heads * n * n, n * int(self.cfg.width * self.cfg.mlp_ratio))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",

@@ -66,7 +66,9 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> t
     centres = x[torch.randint(n, (1,), generator=generator, device="cpu").to(x.device)]
     d2 = ((x - centres[0]) ** 2).sum(1)
     for _ in range(1, k):
-        probs = (d2 / d2.sum().clamp_min(1e-12)).cpu()
+        total = d2.sum()
+        # every point already a centre (e.g. identical images): any point will do
+        probs = (d2 / total if total > 0 else torch.ones_like(d2)).cpu()
         nxt = x[torch.multinomial(probs, 1, generator=generator).to(x.device)]
         centres = torch.cat([centres, nxt])
         d2 = torch.minimum(d2, ((x - nxt) ** 2).sum(1))

@@ -53,6 +53,18 @@ class TokenizerConfig:
         return 2 ** len(self.channel_mult)
 
 
+@dataclass(frozen=True)
+class TokenizerMetadata:
+    """What a saved tokenizer's config.json says besides its config (checked when it is loaded)."""
+
+    in_channels: int = 3  # 1 (gray) or 3 (RGB)
+    image_size: int = 32  # the training images' size
+
+    def __post_init__(self) -> None:
+        check(self.in_channels in (1, 3), "metadata.in_channels", "use 1 or 3")
+        check(8 <= self.image_size <= 1024, "metadata.image_size", "use 8..1024")
+
+
 @dataclass
 class TokenizerOutput:
     reconstruction: torch.Tensor  # (B, C, H, W), [0, 1] scale (not clipped)
@@ -101,6 +113,7 @@ class Tokenizer(nn.Module):
     """Images in [0, 1] <-> grids of discrete codes. `in_channels` is 1 (gray) or 3 (RGB)."""
 
     kind = "tokenizer"
+    metadata_type = TokenizerMetadata
 
     def __init__(self, cfg: TokenizerConfig, in_channels: int = 3, image_size: int = 32) -> None:
         super().__init__()
@@ -167,6 +180,10 @@ class Tokenizer(nn.Module):
 
     def metadata(self) -> dict:
         return {"in_channels": self.in_channels, "image_size": self.image_size}
+
+    def activation_elements(self) -> int:
+        """The most numbers one image of `image_size` needs in one layer (the widest level's feature map)."""
+        return max(self.cfg.width * m * (self.image_size >> i) ** 2 for i, m in enumerate(self.cfg.channel_mult))
 
     def save_pretrained(self, path: str | Path, extra: dict | None = None) -> None:
         from libcem.files import save_model

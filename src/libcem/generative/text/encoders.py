@@ -59,14 +59,20 @@ class LabelEncoder:
     def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         unknown = [c for c in captions if c not in self.index]
         if unknown:
-            known = "; ".join(f"'{c}'" for c in self.vocabulary[:5])
+            known = "; ".join(f"'{shorten(c)}'" for c in self.vocabulary[:5])
             raise LibcemError(
-                f"prompt '{unknown[0]}' is not a caption this prior was trained on (it uses the 'label' text "
+                f"prompt '{shorten(unknown[0])}' is not a caption this prior was trained on (it uses the 'label' text "
                 f"encoder, which knows only its {len(self.vocabulary)} training captions), e.g. {known}"
             )
         idx = torch.tensor([self.index[c] for c in captions], dtype=torch.long)
         tokens = torch.nn.functional.one_hot(idx, self.dim).float()[:, None]  # (N, 1, K)
         return tokens, torch.ones(len(captions), 1, dtype=torch.bool)
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """`text` for a message: one line, at most `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def minilm_available() -> bool:

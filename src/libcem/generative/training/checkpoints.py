@@ -4,19 +4,21 @@ checkpoints/step_00001000/
     model.safetensors, config.json     inference weights (the EMA shadow when enabled): from_pretrained
     training/raw.safetensors           the live weights and buffers (only with EMA: else model.safetensors)
     training/optimizer.pt              optimizer state, loaded with weights_only=True
-    training/state.json                {"step": 1000}
+    training/state.json                {"step": 1000, "window": ...}, written last
 Each checkpoint is written into a temporary folder and renamed into place, so a process
-killed at any moment leaves either the complete checkpoint or none. Checkpoints written before
-libcem 0.1.0's slim layout also hold training/ema.safetensors (then read instead of model.safetensors).
-
-Rotated checkpoints are truncated before they are unlinked: on a Google Drive mount a deleted file
-goes to Drive's trash and keeps counting against the quota, an emptied one does not.
+killed at any moment leaves either the complete checkpoint or none. An old checkpoint is
+renamed to a `.trash-` folder and its files are emptied before it is deleted, so a kill never
+leaves a half-deleted one under a checkpoint's name, and on a Google Drive mount (where a deleted
+file goes to Drive's trash and keeps counting against the quota) nothing of it is kept. Checkpoints
+written before the slim layout also hold training/ema.safetensors (then read for the EMA shadow).
+`window` holds the metrics summed since the last metrics.jsonl row, so the row after a resume
+averages the same steps as an uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import io
-import json
+import math
 import shutil
 from pathlib import Path
 
@@ -28,12 +30,14 @@ from libcem.files import (
     WEIGHTS,
     atomic_write_bytes,
     atomic_write_json,
-    load_tensors,
+    load_weights,
+    read_json,
+    remove_dir,
     replace_dir,
     save_model,
     save_tensors,
 )
-from libcem.generative.runs import StageRun
+from libcem.generative.runs import STATE, StageRun, step_name
 
 
 def clean_partial(run: StageRun) -> None:
@@ -50,20 +54,30 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     extra: dict,
     keep: int,
+    progress: dict | None = None,
 ) -> Path:
+    """Write checkpoint `step` (`progress`: more JSON for state.json), then keep only the last `keep`.
+
+    A write that fails (a full disk) removes its temporary folder and raises a LibcemError."""
     final, tmp = run.checkpoint(step), run.partial_checkpoint(step)
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "training").mkdir(parents=True)
-    save_model(tmp, ema_model if ema_model is not None else model, {"step": step, **extra})
-    if ema_model is not None:  # without EMA the live weights are model.safetensors
-        save_tensors(tmp / "training" / "raw.safetensors", model.state_dict())
-    buf = io.BytesIO()
-    torch.save(optimizer.state_dict(), buf)
-    atomic_write_bytes(tmp / "training" / "optimizer.pt", buf.getvalue())
-    atomic_write_json(tmp / "training" / "state.json", {"step": step})
-    replace_dir(tmp, final)
-    for old in run.checkpoints()[:-keep]:
-        remove_for_good(old)
+    try:
+        if tmp.exists():
+            remove_dir(tmp)
+        (tmp / "training").mkdir(parents=True)
+        save_model(tmp, ema_model if ema_model is not None else model, {"step": step, **extra})
+        if ema_model is not None:  # without EMA the live weights are model.safetensors
+            save_tensors(tmp / "training" / "raw.safetensors", model.state_dict())
+        buf = io.BytesIO()
+        torch.save(optimizer.state_dict(), buf)
+        atomic_write_bytes(tmp / "training" / "optimizer.pt", buf.getvalue())
+        atomic_write_json(tmp / STATE, {**(progress or {}), "step": step})
+        replace_dir(tmp, final)
+        for old in run.checkpoints()[:-keep]:
+            remove_dir(old)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # best effort: a full disk may refuse even this
+        raise LibcemError(f"could not write checkpoint {final} ({err.strerror or err}); "
+                          "the previous checkpoints are intact") from None
     return final
 
 
@@ -71,13 +85,30 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def remove_for_good(path: Path) -> None:
-    """Delete folder `path`, emptying each file first, so a trash (a Drive mount's) keeps nothing of it."""
-    for f in path.rglob("*"):
-        if f.is_file() and not f.is_symlink():
-            with open(f, "r+b") as handle:
-                handle.truncate(0)
-    shutil.rmtree(path)
+def read_state(ckpt: Path) -> dict:
+    """A checkpoint's training/state.json: a JSON object whose 'step' is the folder's step."""
+    state = read_json(ckpt / STATE, "training state")
+    step = state.get("step") if isinstance(state, dict) else None
+    if not is_int(step) or step_name(step) != ckpt.name or not valid_window(state.get("window")):
+        raise LibcemError(f"{ckpt / STATE} is not this checkpoint's training state; delete {ckpt} to resume "
+                          "from the one before it")
+    return state
+
+
+def is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def valid_window(window) -> bool:
+    """None, or {"n": steps >= 0, "sums": {name: finite number}, "seconds": number >= 0}."""
+    if window is None:
+        return True
+    if not isinstance(window, dict) or not is_int(window.get("n")) or window["n"] < 0:
+        return False
+    sums, seconds = window.get("sums"), window.get("seconds")
+    numbers = [*sums.values(), seconds] if isinstance(sums, dict) else [None]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers) \
+        and seconds >= 0
 
 
 def load_checkpoint(
@@ -86,20 +117,23 @@ def load_checkpoint(
     ema_model: nn.Module | None,
     optimizer: torch.optim.Optimizer,
 ) -> int:
-    """Restore weights, EMA and optimizer from `ckpt`; returns the step it was saved at."""
+    """Restore weights, EMA and optimizer from `ckpt`; returns its state.json (with its 'step').
+
+    Every tensor's shape is checked against the model first: a checkpoint of another model size is
+    a LibcemError, not a half-loaded model."""
+    state = read_state(ckpt)
     device = next(model.parameters()).device
     raw, ema, inference = (ckpt / "training" / "raw.safetensors", ckpt / "training" / "ema.safetensors",
                            ckpt / WEIGHTS)
-    for needed in (inference, ckpt / "training" / "state.json"):
-        if not needed.is_file():
-            raise LibcemError(f"{ckpt} is not a complete checkpoint (no {needed.relative_to(ckpt)}); "
-                              "delete it to resume from the one before")
-    model.load_state_dict(load_tensors(raw if raw.is_file() else inference, device))
+    load_weights(raw if raw.is_file() else inference, model, device)
     if ema_model is not None:  # the shadow is the inference weights; older checkpoints kept a copy in ema
-        ema_model.load_state_dict(load_tensors(ema if ema.is_file() else inference, device))
+        load_weights(ema if ema.is_file() else inference, ema_model, device)
     try:
-        state = torch.load(ckpt / "training" / "optimizer.pt", map_location=device, weights_only=True)
+        opt_state = torch.load(ckpt / "training" / "optimizer.pt", map_location=device, weights_only=True)
     except Exception as err:  # weights_only refuses arbitrary pickles: say so, never run them
-        raise LibcemError(f"{ckpt}/training/optimizer.pt could not be loaded safely: {err}") from None
-    optimizer.load_state_dict(state)
-    return int(json.loads((ckpt / "training" / "state.json").read_text())["step"])
+        raise LibcemError(f"{ckpt}/training/optimizer.pt could not be loaded safely: {str(err)[:200]}") from None
+    try:
+        optimizer.load_state_dict(opt_state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise LibcemError(f"{ckpt}/training/optimizer.pt does not match the model: {str(err)[:200]}") from None
+    return state

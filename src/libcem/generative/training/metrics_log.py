@@ -5,8 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from libcem.errors import LibcemError
 from libcem.files import atomic_write_bytes
 from libcem.generative.runs import StageRun
+
+
+def parse_row(line: str) -> dict | None:
+    """One metrics.jsonl line -> its row (a JSON object with an integer 'step'), or None."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    ok = isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool)
+    return row if ok else None
 
 
 class MetricsLog:
@@ -15,13 +26,26 @@ class MetricsLog:
         self.path, self.plot_path = run.metrics, run.loss_plot
 
     def rows(self) -> list[dict]:
+        """The logged rows. A last line without its newline (a write cut short by a kill) is dropped
+        unless it is a whole row; any other line that is not a row is a LibcemError."""
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        *lines, torn = self.path.read_bytes().decode("utf-8", errors="replace").split("\n")
+        out = []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            row = parse_row(line)
+            if row is None:
+                raise LibcemError(f"{self.path}:{n} is not a metrics row (a JSON object with a 'step'); "
+                                  "delete that line or the file")
+            out.append(row)
+        last = parse_row(torn) if torn.strip() else None
+        return out + ([last] if last is not None else [])
 
     def truncate_after(self, step: int) -> None:
-        """On resume: forget lines logged after the checkpoint we resume from."""
-        kept = [r for r in self.rows() if r["step"] <= step]
+        """On resume: forget lines logged after the checkpoint we resume from (step -1: all of them)."""
+        kept = [r for r in self.rows() if r["step"] <= step] if step >= 0 else []
         atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     def append(self, row: dict) -> None:

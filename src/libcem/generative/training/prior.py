@@ -7,7 +7,6 @@ The tokenizer is frozen. At the start the whole training split is encoded once t
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from tqdm.auto import tqdm
 
 from libcem.config import check, to_dict
 from libcem.errors import LibcemError
-from libcem.files import CONFIG, WEIGHTS, read_record
+from libcem.files import CONFIG, WEIGHTS, atomic_copy, read_record
 from libcem.generative.data import DataConfig, ImageSet, Splits
 from libcem.generative.diffusion import (
     DiffusionConfig,
@@ -78,11 +77,11 @@ def attach_tokenizer(run: Path, source: str | Path | None, resume: bool) -> Path
     if not source:
         raise LibcemError("training a prior needs a trained tokenizer: pass --tokenizer RUN_OR_MODEL_FOLDER")
     model_dir = resolve_model_dir(source)
-    if read_record(model_dir).get("kind") != Tokenizer.kind:
-        raise LibcemError(f"{model_dir} holds a '{read_record(model_dir).get('kind')}', not a tokenizer")
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS, CONFIG):
-        shutil.copyfile(model_dir / name, dest / name)
+    kind = read_record(model_dir)["kind"]
+    if kind != Tokenizer.kind:
+        raise LibcemError(f"{model_dir} holds a '{kind}', not a tokenizer")
+    for name in (CONFIG, WEIGHTS):  # each file atomically, the weights (what resume looks for) last
+        atomic_copy(model_dir / name, dest / name)
     return dest
 
 

@@ -8,21 +8,27 @@ kits call it, and the command line only parses its arguments into these calls.
 - tokenizer stage: data -> TokenizerTask;
 - prior stage: the frozen tokenizer copied into the run -> its data source by default -> data ->
   text encoder -> PriorTask;
-- two-stage run: the tokenizer into RUN/tokenizer, then the prior on it into RUN/prior.
+- two-stage run: the tokenizer into RUN/tokenizer, then the prior on it into RUN/prior (both
+  stages' configs are checked before the first one trains).
+
+Each stage trains inside `locked_run`: a folder that is not a libcem run is refused, and a second
+process training in the same folder is refused while the first holds its lock.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from libcem.config import build_config, read_toml, replace, stage_base
+from libcem.config import build_config, read_toml, replace, stage_base, to_dict
 from libcem.errors import LibcemError
-from libcem.generative.runs import STAGES, StageRun, TwoStageRun
+from libcem.generative.runs import STAGES, StageRun, TwoStageRun, locked_run
 from libcem.generative.training.prior import PriorRunConfig, PriorTask
 from libcem.generative.training.tokenizer import TokenizerRunConfig, TokenizerTask
 
 STAGE_CONFIGS = {"tokenizer": TokenizerRunConfig, "prior": PriorRunConfig}
+FIXED_ON_RESUME = ("model", "data", "text")  # sections a resumed run must keep: they shape the weights
 
 
 @dataclass
@@ -44,9 +50,21 @@ class StageOutcome:
 
 def stage_config(stage: str, run: StageRun, base: dict | None = None, overrides: list[str] = (),
                  resume: bool = False):
-    """The stage's config: defaults <- the run's saved config.toml (on resume) or `base` <- overrides."""
-    data = read_toml(run.config) if resume and run.exists() else (base or {})
-    return build_config(STAGE_CONFIGS[stage], data, list(overrides))
+    """The stage's config: defaults <- the run's saved config.toml (on resume) or `base` <- overrides.
+
+    On resume an override may not change the model, its data or its text encoder."""
+    cls = STAGE_CONFIGS[stage]
+    if not (resume and run.exists()):
+        return build_config(cls, base or {}, list(overrides))
+    saved = read_toml(run.config)
+    cfg, before = build_config(cls, saved, list(overrides)), to_dict(build_config(cls, saved))
+    for section in FIXED_ON_RESUME:
+        old, new = before.get(section, {}), to_dict(cfg).get(section, {})
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                raise LibcemError(f"--resume cannot change {section}.{key} ({old.get(key)!r} in {run.config}, "
+                                  f"now {new.get(key)!r}): the checkpoints were trained with it; start a new --out")
+    return cfg
 
 
 def split_overrides(overrides: list[str], stage: str) -> list[str]:
@@ -88,13 +106,13 @@ def _fit(run: StageRun, cfg, task, resume: bool, deadline: float | None, progres
 def train_tokenizer(run: str | Path, base: dict | None = None, overrides: list[str] = (), resume: bool = False,
                     deadline: float | None = None, progress: bool = True) -> StageOutcome:
     """Train (or resume) the tokenizer in `run`."""
-    from libcem.generative.data import load_data
     from libcem.generative.training.tokenizer import evaluate
 
     run = StageRun(Path(run))
     cfg = stage_config("tokenizer", run, base, overrides, resume)
-    splits = prepare_data(cfg.data, progress)
-    trainer, result = _fit(run, cfg, TokenizerTask(cfg, splits), resume, deadline, progress)
+    with locked_run(run.path):
+        splits = prepare_data(cfg.data, progress)
+        trainer, result = _fit(run, cfg, TokenizerTask(cfg, splits), resume, deadline, progress)
     outcome = StageOutcome("tokenizer", result.finished, result.step, cfg.train.steps, result.checkpoint,
                            trainer.acc.is_main_process)
     if outcome.finished and outcome.main_process:
@@ -117,7 +135,9 @@ def prior_config(run: StageRun, tokenizer, tokenizer_source: str | Path | None, 
     overrides = list(overrides)
     if not sets_key(overrides, "data.source") and not (resume and run.exists()):
         source = read_record(run.tokenizer_copy).get("data")  # the data the tokenizer was trained on
-        overrides = ([f'data.source="{source}"'] if source else []) + overrides
+        if source is not None and not isinstance(source, str):
+            raise LibcemError(f"{run.tokenizer_copy}: 'data' must be the name of a data source")
+        overrides = ([f"data.source={json.dumps(source)}"] if source else []) + overrides
     cfg = stage_config("prior", run, base, overrides, resume)
     cfg = replace(cfg, latent={"tokenizer": str(tokenizer_source or cfg.latent.tokenizer)},
                   data={"image_size": cfg.data.image_size or tokenizer.image_size,
@@ -144,17 +164,17 @@ def train_prior(run: str | Path, tokenizer_source: str | Path | None = None, bas
                 progress: bool = True) -> StageOutcome:
     """Train (or resume) the prior in `run` on a trained tokenizer (copied into the run first)."""
     from libcem.device import default_device
-    from libcem.generative.data import load_data
     from libcem.generative.models.tokenizer import Tokenizer
     from libcem.generative.training.prior import attach_tokenizer
 
     run = StageRun(Path(run))
-    tok_dir = attach_tokenizer(run.path, tokenizer_source, resume)
-    tok = Tokenizer.from_pretrained(tok_dir, default_device())  # encodes the training images once
-    cfg = prior_config(run, tok, tokenizer_source, base, overrides, resume)
-    splits = prepare_data(cfg.data, progress)
-    task = prior_task(cfg, tok, splits, progress)
-    trainer, result = _fit(run, cfg, task, resume, deadline, progress)
+    with locked_run(run.path):
+        tok_dir = attach_tokenizer(run.path, tokenizer_source, resume)
+        tok = Tokenizer.from_pretrained(tok_dir, default_device())  # encodes the training images once
+        cfg = prior_config(run, tok, tokenizer_source, base, overrides, resume)
+        splits = prepare_data(cfg.data, progress)
+        task = prior_task(cfg, tok, splits, progress)
+        trainer, result = _fit(run, cfg, task, resume, deadline, progress)
     outcome = StageOutcome("prior", result.finished, result.step, cfg.train.steps, result.checkpoint,
                            trainer.acc.is_main_process)
     outcome.summary = (f"step {result.step}: prior trained on {len(splits.train)} images with the "
@@ -173,15 +193,18 @@ def train_two_stage(out: str | Path, two_stage: dict | None = None, overrides: l
 
     run = TwoStageRun(Path(out))
     bases = {s: None if two_stage is None else stage_base(two_stage, s) for s in STAGES}
+    for stage in STAGES:  # a wrong key of either stage is reported before anything trains
+        stage_config(stage, run.stage(stage), bases[stage], split_overrides(overrides, stage), resume)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
         report(f"stage 1/2: tokenizer -> {run.tokenizer.path}; then stage 2/2: prior -> {run.prior.path}")
-    outcome = train_tokenizer(run.tokenizer.path, bases["tokenizer"], split_overrides(overrides, "tokenizer"),
-                              resume, deadline, progress)
-    if not outcome.finished:
-        return outcome
-    if outcome.main_process:
-        report(outcome.report())
-        report(f"stage 2/2: prior -> {run.prior.path}")
-    return train_prior(run.prior.path, run.tokenizer.path, bases["prior"], split_overrides(overrides, "prior"),
-                       resume, deadline, progress)
+    with locked_run(run.path):
+        outcome = train_tokenizer(run.tokenizer.path, bases["tokenizer"], split_overrides(overrides, "tokenizer"),
+                                  resume, deadline, progress)
+        if not outcome.finished:
+            return outcome
+        if outcome.main_process:
+            report(outcome.report())
+            report(f"stage 2/2: prior -> {run.prior.path}")
+        return train_prior(run.prior.path, run.tokenizer.path, bases["prior"], split_overrides(overrides, "prior"),
+                           resume, deadline, progress)

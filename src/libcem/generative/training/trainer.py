@@ -85,6 +85,8 @@ def make_accelerator(precision: str, trackers: list = (), logging_dir: Path | No
 
     check_precision(precision)
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise LibcemError("precision 'fp16' needs a GPU and none is available here; use bf16 or no")
     if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
         # an earlier run in this process (the tokenizer stage, a benchmark) used another precision;
         # the process group (PartialState) is kept
@@ -120,6 +122,29 @@ class Trainer:
             )
         self.micro = self.tcfg.batch_size // (world * self.tcfg.grad_accum)
         self._plotted = -math.inf
+        self._clear_window()
+
+    def _clear_window(self) -> None:
+        """The metrics summed over the steps since the last metrics.jsonl row."""
+        self.window: dict[str, torch.Tensor] = {}
+        self.n_window, self.window_seconds, self.window_t0 = 0, 0.0, time.perf_counter()
+
+    def _window_state(self) -> dict:
+        """The window for a checkpoint's state.json, its sums averaged over processes (every process calls)."""
+        names = sorted(self.window)
+        sums = {}
+        if names:
+            means = self.acc.reduce(torch.stack([self.window[k] for k in names]).float(), reduction="mean")
+            sums = dict(zip(names, means.tolist()))
+        seconds = self.window_seconds + time.perf_counter() - self.window_t0
+        return {"window": {"n": self.n_window, "sums": sums, "seconds": seconds}}
+
+    def _restore_window(self, state: dict) -> None:
+        window = state.get("window")
+        if window and window["n"] > 0:
+            self.window = {k: torch.tensor(v, dtype=torch.float32, device=self.acc.device)
+                           for k, v in window["sums"].items()}
+            self.n_window, self.window_seconds = window["n"], window["seconds"]
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -147,7 +172,9 @@ class Trainer:
                 f"{self.run} already holds checkpoints: pass --resume to continue it, or choose a new --out"
             )
         if ckpts:
-            start = load_checkpoint(ckpts[-1], model, self.ema.model if self.ema else None, opt)
+            state = load_checkpoint(ckpts[-1], model, self.ema.model if self.ema else None, opt)
+            start = state["step"]
+            self._restore_window(state)
             if self.acc.is_main_process:
                 self.log.truncate_after(start)
         elif self.acc.is_main_process:
@@ -188,6 +215,7 @@ class Trainer:
 
     def checkpoint(self, step: int) -> Path | None:
         path = None
+        progress = self._window_state()
         if self.acc.is_main_process:
             path = save_checkpoint(
                 self.layout,
@@ -197,6 +225,7 @@ class Trainer:
                 self.opt,
                 self.task.export_extra(),
                 self.tcfg.keep_checkpoints,
+                progress,
             )
             if self.progress:
                 tqdm.write(f"checkpoint {path.name}: {folder_bytes(path) / 2**20:.1f} MiB in {path.parent}")
@@ -226,8 +255,7 @@ class Trainer:
         start = self.prepare(resume)
         t = self.tcfg
         end = t.steps if stop_at is None else min(stop_at, t.steps)
-        window: dict[str, torch.Tensor] = {}
-        n_window, t0, last = 0, time.perf_counter(), {}
+        self.window_t0, last = time.perf_counter(), {}
         bar = tqdm(range(start, end), initial=start, total=t.steps, disable=not (self.progress and self.acc.is_main_process),
                    desc="train", dynamic_ncols=True)
         for step in bar:
@@ -243,12 +271,13 @@ class Trainer:
                 ) from None
             done = step + 1
             for k, v in sums.items():
-                window[k] = window.get(k, 0.0) + v.detach()
-            n_window += 1
+                self.window[k] = self.window.get(k, 0.0) + v.detach()
+            self.n_window += 1
             if done % t.log_every == 0 or done == end:
-                last = self._log(done, window, n_window, time.perf_counter() - t0)
+                seconds = self.window_seconds + time.perf_counter() - self.window_t0
+                last = self._log(done, self.window, self.n_window, seconds)
                 bar.set_postfix({k: f"{last[k]:.4g}" for k in ("loss", "psnr", "usage") if k in last})
-                window, n_window, t0 = {}, 0, time.perf_counter()
+                self._clear_window()
             if done % t.sample_every == 0 or done == t.steps:
                 self.snapshot(done)
             out_of_time = done < end and done % t.log_every == 0 and self._past(deadline)
