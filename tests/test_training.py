@@ -57,7 +57,7 @@ def test_checkpoint_of_the_old_layout_still_loads(tiny_cfg, tmp_path):
     task = TokenizerTask(cfg, load_data(cfg.data))
     ema = EMA(task.model, 0.9)
     opt = torch.optim.AdamW(task.model.parameters())
-    assert load_checkpoint(ckpt, task.model, ema.model, opt) == 2
+    assert load_checkpoint(ckpt, task.model, ema.model, opt)["step"] == 2
     assert all(torch.equal(v, old_ema[k]) for k, v in ema.model.state_dict().items())
     (ckpt / "model.safetensors").unlink()
     with pytest.raises(LibcemError, match="not a complete checkpoint .no model.safetensors.; delete it"):

@@ -125,6 +125,8 @@ def load_checkpoint(
     device = next(model.parameters()).device
     raw, ema, inference = (ckpt / "training" / "raw.safetensors", ckpt / "training" / "ema.safetensors",
                            ckpt / WEIGHTS)
+    if not inference.is_file():
+        raise LibcemError(f"{ckpt} is not a complete checkpoint (no {WEIGHTS}); delete it to resume from the one before")
     load_weights(raw if raw.is_file() else inference, model, device)
     if ema_model is not None:  # the shadow is the inference weights; older checkpoints kept a copy in ema
         load_weights(ema if ema.is_file() else inference, ema_model, device)
