@@ -39,6 +39,7 @@ class TrainConfig:
     sample_every: int = 500  # image grid in samples/
     checkpoint_every: int = 500
     keep_checkpoints: int = 2  # the last N checkpoints are kept
+    compile: bool = False  # torch.compile the model (a first step of minutes; faster steps on a GPU)
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, "train.steps", "must be >= 1")
