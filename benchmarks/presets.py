@@ -11,7 +11,11 @@ Protocol
   tokenizer's weights. The text encoder is the preset's (minilm when installed, else label); the
   table records which.
 - Reports images/second, seconds per 1,000 steps and the peak GPU memory (torch.cuda.max_memory_allocated,
-  None on a CPU), with the device's name. `--write` merges the figures into the registry's
+  None on a CPU), with the device's name; and the model FLOPs utilisation: the FLOPs of one training
+  step (3x one forward of the step's whole batch through `task.loss`, counted by
+  torch.utils.flop_counter.FlopCounterMode: the backward costs about twice the forward) times the
+  steps per second, over the GPU's dense bf16/fp16 tensor-core peak (`PEAK_TFLOPS`; "n/a" on a CPU
+  or an unknown GPU). `--write` merges the figures into the registry's
   measured.json, which `libcem presets` shows.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +34,29 @@ import torch
 from benchmarks.common import device_name, time_train_steps
 
 SYNTHETIC_IMAGES = 2048
+
+# dense bf16/fp16 tensor-core peak TFLOP/s by GPU name (vendor data sheets), first match wins
+PEAK_TFLOPS = [(r"H100 PCIe", 756.0), (r"H100", 989.0), (r"H200", 989.0), (r"A100", 312.0), (r"\bL4\b", 121.0),
+               (r"\bT4\b", 65.0)]
+
+
+def peak_flops(device: str) -> float | None:
+    """The device's peak FLOP/s from PEAK_TFLOPS, None when unknown (a CPU)."""
+    return next((tf * 1e12 for pattern, tf in PEAK_TFLOPS if re.search(pattern, device)), None)
+
+
+def step_flops(cfg, task) -> float:
+    """FLOPs of one optimizer step: 3x the forward FLOPs of `task.loss` on a whole batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from libcem.device import default_device
+
+    device = torch.device(default_device())
+    idx = torch.arange(cfg.train.batch_size) % task.n_train
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        task.loss(task.model.to(device), idx, torch.Generator().manual_seed(0), device)
+    return 3.0 * counter.get_total_flops()
 
 
 def synthetic_splits(size: int, channels: int, n: int = SYNTHETIC_IMAGES, seed: int = 0):
@@ -69,11 +97,17 @@ def measure(preset: str, stage: str, warmup: int, steps: int) -> dict:
     cfg, task, encoder = build_task(stage, preset)
     cuda = torch.cuda.is_available()
     seconds = time_train_steps(cfg, task, warmup, steps)
+    flops = step_flops(cfg, task)
+    peak = peak_flops(device_name())
+    achieved = flops * steps / seconds
     row = {
         "device": device_name(),
         "images_per_s": round(steps * cfg.train.batch_size / seconds, 1),
         "s_per_1000_steps": round(1000 * seconds / steps, 1),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
+        "gflop_per_step": round(flops / 1e9, 2),
+        "achieved_tflops": round(achieved / 1e12, 4),
+        "mfu": f"{achieved / peak:.2%}" if peak else "n/a",
         "batch_size": cfg.train.batch_size,
         "precision": cfg.train.precision,
         "torch": torch.__version__,

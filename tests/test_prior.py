@@ -148,7 +148,7 @@ def test_embed_captions_pads_to_the_longest_caption():
     assert emb.mask.sum(1).tolist() == [1, 2, 4] and emb.index.tolist() == [1, 0, 1, 2]
 
 
-def tiny_pipeline() -> Pipeline:
+def tiny_pipeline(objective: str = "ddpm") -> Pipeline:
     from libcem.generative.diffusion import DiffusionConfig
 
     prompts = ["a cat", "a dog", "a cow", "a hen", "an owl", "a pig"]
@@ -156,12 +156,12 @@ def tiny_pipeline() -> Pipeline:
     torch.manual_seed(1)
     for p in prior.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    return Pipeline(prior.eval(), tiny_tokenizer(), LabelEncoder(prompts), DiffusionConfig(steps=5))
+    return Pipeline(prior.eval(), tiny_tokenizer(), LabelEncoder(prompts), DiffusionConfig(objective=objective, steps=5))
 
 
-@pytest.mark.parametrize("sampler", ["dpm++", "ddpm"])
-def test_same_seed_same_images_whatever_the_batch_size(sampler):
-    pipe = tiny_pipeline()
+@pytest.mark.parametrize("objective,sampler", [("ddpm", "dpm++"), ("ddpm", "ddpm"), ("flow", "heun")])
+def test_same_seed_same_images_whatever_the_batch_size(objective, sampler):
+    pipe = tiny_pipeline(objective)
     prompts = ["a cat", "a dog"]
     one = pipe(prompts, n=4, seed=3, batch_size=1, sampler=sampler)
     four = pipe(prompts, n=4, seed=3, batch_size=4, sampler=sampler)
@@ -178,3 +178,24 @@ def test_pipeline_errors_are_clear():
         pipe("a unicorn")
     with pytest.raises(LibcemError, match="nothing to sample"):
         pipe("a cat", n=0)
+
+
+def test_flow_objective_task_loss_is_the_flow_loss_and_its_pipeline_samples_with_flow_samplers():
+    from libcem.config import ConfigError
+    from libcem.generative.diffusion.flow import flow_loss
+
+    cfg = build_config(PriorRunConfig, TINY_PRIOR, ["diffusion.objective=flow"])
+    splits = load_data(cfg.data)
+    task = PriorTask(cfg, splits, tiny_tokenizer(), build_encoder("label", sorted(set(splits.train.captions))),
+                     progress=False)
+    idx = torch.arange(8)
+    loss, _ = task.loss(task.model, idx, torch.Generator().manual_seed(5), torch.device("cpu"))
+    g = torch.Generator().manual_seed(5)  # the same draws by hand: the text dropout, then the flow loss's
+    keep = torch.rand(8, generator=g) >= cfg.diffusion.cond_drop
+    tokens, mask = task.text.lookup(idx)
+    expect = flow_loss(lambda x, t: task.model(x, t, tokens, mask & keep[:, None]), task.latents[idx], g, 1000)
+    assert torch.equal(loss, expect)
+    pipe = task.pipeline(task.model)
+    assert pipe(splits.train.captions[0], n=2, steps=3).shape == (2, 3, 16, 16)  # euler, the objective's default
+    with pytest.raises(ConfigError, match="'dpm\\+\\+' fits the 'ddpm' objective"):
+        pipe(splits.train.captions[0], n=1, steps=3, sampler="dpm++")

@@ -190,3 +190,17 @@ def test_gradient_accumulation_equals_one_big_batch(tiny_cfg, tmp_path):
     one, four = final(), final("train.grad_accum=4")
     assert torch.allclose(one, four, atol=1e-6)
     assert not torch.allclose(one, final("train.batch_size=4"), atol=1e-4)  # a different batch does differ
+
+
+def test_train_compile_compiles_the_model_in_place_and_keeps_its_parameter_names(tiny_cfg, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **kw: calls.append(type(self).__name__))
+    cfg = tiny_cfg("train.steps=2")
+    Trainer(tmp_path / "plain", cfg, TokenizerTask(cfg, load_data(cfg.data)), progress=False).prepare(resume=False)
+    assert calls == []
+    cfg = tiny_cfg("train.steps=2", "train.compile=true")
+    task = TokenizerTask(cfg, load_data(cfg.data))
+    trainer = Trainer(tmp_path / "compiled", cfg, task, progress=False)
+    trainer.prepare(resume=False)
+    assert calls == ["Tokenizer"]
+    assert trainer.acc.unwrap_model(trainer.model) is task.model

