@@ -3,6 +3,12 @@ import pytest
 from libcem.config import build_config
 from libcem.generative.training.tokenizer import TokenizerRunConfig
 
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Folder caches and downloads go to a temporary $LIBCEM_CACHE, never the user's (a test may set its own)."""
+    monkeypatch.setenv("LIBCEM_CACHE", str(tmp_path_factory.getbasetemp() / "libcem-cache"))
+
 TINY = {
     "data": {"source": "fractals", "image_size": 16, "train_size": 48, "test_size": 8},
     "model": {"width": 8, "channel_mult": [1, 1], "latent_dim": 4, "codebook_size": 16, "restart_after": 3},

@@ -1,5 +1,6 @@
-"""`cifar10` and `mnist` from their official archives: downloaded once, checksum-verified,
-parsed without unpickling (CIFAR-10 binary version, MNIST IDX files)."""
+"""`cifar10`, `mnist` and `fashion` from their official archives: downloaded once into the cache
+folder (or put there by hand on an offline machine), checksum-verified, parsed without unpickling
+(CIFAR-10 binary version, MNIST and Fashion-MNIST IDX files)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from libcem.errors import LibcemError
-from libcem.generative.data.base import ImageSet, Splits
+from libcem.generative.data.base import ImageSet, Splits, split_fixed
 from libcem.generative.data.digits import digits_imageset
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -30,6 +31,14 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
+FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FASHION_MD5 = {  # the training half: 60,000 images; `data.test_size` of them are held out
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+}
+FASHION_CLASSES = (  # the official names are T-shirt/top, Trouser, ..., Ankle boot
+    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+)
 
 
 def cache_dir(override: str = "") -> Path:
@@ -122,3 +131,25 @@ def write_idx(array: np.ndarray) -> bytes:
     """The inverse of read_idx (used to make small archives in the official format)."""
     header = b"\x00\x00\x08" + bytes([array.ndim]) + np.array(array.shape, dtype=">u4").tobytes()
     return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def a_photo_of(name: str) -> str:
+    return f"a photo of {'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def load_fashion(root: str = "", n_test: int = 500) -> Splits:
+    """Fashion-MNIST (Xiao et al. 2017): the 60,000 training images, 28x28 grayscale, in 10 classes;
+    a fixed held-out split of `n_test` of them (seeded permutation, seed 0)."""
+    arrays = {}
+    for name, digest in FASHION_MD5.items():
+        path = fetch(FASHION_URL + name, cache_dir(root) / "fashion-mnist" / name, digest)
+        with gzip.open(path, "rb") as f:
+            arrays[name.split("-idx")[0]] = read_idx(f.read())
+    images, labels = arrays["train-images"], arrays["train-labels"].astype(np.int64)
+    data = ImageSet(
+        torch.from_numpy(images.copy())[:, None],
+        [a_photo_of(FASHION_CLASSES[y]) for y in labels],
+        {"class": labels},
+        {"class": list(FASHION_CLASSES)},
+    )
+    return split_fixed(data, n_test, seed=0)

@@ -89,7 +89,7 @@ def prepare_data(cfg, progress: bool = True):
         print(f"data: preparing '{cfg.source}' (fractals are rendered: about 2 s per 1,000 images on a CPU core) ...",
               flush=True)
     t0 = time.perf_counter()
-    splits = load_data(cfg)
+    splits = load_data(cfg, progress)
     if progress:
         print(f"data: {len(splits.train):,} + {len(splits.test):,} images ready in {time.perf_counter() - t0:.0f} s",
               flush=True)

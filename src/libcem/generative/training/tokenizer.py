@@ -39,7 +39,7 @@ class TokenizerTask:
     def loss(
         self, model: nn.Module, idx: torch.Tensor, generator: torch.Generator, device: torch.device
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = self.splits.train.floats(idx).to(device)
+        x = self.splits.train.augmented(idx, generator).to(device)  # random crops / flips when configured
         out = model(x, generator)
         recon = F.mse_loss(out.reconstruction.float(), x)
         loss = recon + self.cfg.model.commitment * out.commitment.float()
