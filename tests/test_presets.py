@@ -88,3 +88,17 @@ def test_time_limit_stops_with_a_checkpoint_and_the_rerun_continues(tmp_path, ca
     assert [json.loads(line)["step"] for line in (run / "tokenizer" / "metrics.jsonl").read_text().splitlines()] == [2, 4]
     assert main([*args, "--time-limit", "0"]) == 2
     assert "--time-limit must be a positive" in capsys.readouterr().err
+
+
+def test_expected_time_comes_from_measurements_only():
+    from libcem.generative.presets import expected_time, measured
+
+    assert expected_time("cpu-fractals", "cpu").startswith("expected: about 36 min (tokenizer 10, prior 26.3")
+    assert expected_time("gpu-cifar10", "cpu") == ""  # never measured on a CPU
+    assert expected_time("cpu-fractals", "a GPU nobody measured") == ""
+    rows = measured()["cpu-fractals"]
+    device = next(iter(rows["tokenizer"]))
+    if device in rows["prior"]:
+        line = expected_time("cpu-fractals", device)
+        tok = 3000 * rows["tokenizer"][device]["s_per_1000_steps"] / 60_000
+        assert f"tokenizer {tok:.0f}," in line

@@ -74,6 +74,16 @@ def check_resume_config(args: argparse.Namespace, runs: list[Path]) -> None:
         raise LibcemError("--resume takes the run's own config.toml; pass changes with --set, not --config")
 
 
+def print_expected_time(preset: str) -> None:
+    import torch
+
+    from libcem.generative.presets import expected_time
+
+    line = expected_time(preset, torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
+    if line:
+        print(line, flush=True)
+
+
 def report(outcome) -> bool:
     """Print a stage's outcome (main process only); True when it finished."""
     if outcome.main_process:
@@ -100,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     # a preset, and a --config file of `libcem train` (all), have shared tables plus [tokenizer.*] /
     # [prior.*] ones; a --config file of one stage is that stage's own
     two_stage = get_preset(args.preset).config if args.preset else None
+    if args.preset and args.stage == "all" and not args.quiet:
+        print_expected_time(args.preset)
     if args.stage != "all":
         check_resume_config(args, [args.out])
         if two_stage is not None:

@@ -9,6 +9,7 @@ chaos-game chains and many images at once, and deterministic for a given seed.
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import tqdm
 
 # Each family: a list of affine maps (a, b, c, d, e, f, p): (x, y) -> (a x + b y + e, c x + d y + f),
 # chosen with probability p.
@@ -139,6 +140,7 @@ def render(
     size: int = 32,
     seed: int = 0,
     families: tuple[str, ...] | None = None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Render `n` fractals deterministically from `seed`.
 
@@ -155,12 +157,15 @@ def render(
     clash = np.abs(fg_rgb[fg] - bg_rgb[bg]).sum(-1) < 150  # white on white: pick another background
     bg[clash] = (bg[clash] + 1) % len(BACKGROUNDS)
     cover = np.empty((n, size, size))
+    bar = tqdm(total=n, desc="render fractals", unit="img", disable=not progress, leave=False)
     for f, name in enumerate(families):
         idx = np.flatnonzero(fam == f)
         for chunk in np.array_split(idx, max(1, len(idx) // 256)):
             if len(chunk):
                 pts = _pose(_normalise(_attractor_points(name, len(chunk), rng)), rng)
                 cover[chunk] = _rasterise(pts, size)
+                bar.update(len(chunk))
+    bar.close()
     alpha = np.clip(cover * 1.6, 0.0, 1.0)[..., None]
     images = alpha * fg_rgb[fg][:, None, None] + (1 - alpha) * bg_rgb[bg][:, None, None]
     names_c, names_b = list(COLORS), list(BACKGROUNDS)

@@ -65,20 +65,20 @@ def stored_size(size: int, crop: str) -> int:
 @dataclass(frozen=True)
 class Source:
     help: str
-    load: Callable[[DataConfig], Splits]
+    load: Callable[[DataConfig, bool], Splits]  # (config, progress bar?) -> splits
     native_size: int
     native_channels: int
     flip: bool = False  # a mirrored image is still true to its caption (photos: yes; digits: no)
     label: str = ""  # the label whose names fill a `data.caption` template ("" = none)
 
 
-def _fractals(cfg: DataConfig) -> Splits:
+def _fractals(cfg: DataConfig, progress: bool = False) -> Splits:
     from libcem.generative.data.fractals import BACKGROUNDS, COLORS, FAMILIES, render
 
     size = cfg.image_size or 32
 
     def make(n: int, seed: int) -> ImageSet:
-        images, captions, fam, fg, bg = render(n, size, seed)
+        images, captions, fam, fg, bg = render(n, size, seed, progress=progress)
         return ImageSet(
             torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
             captions,
@@ -89,25 +89,25 @@ def _fractals(cfg: DataConfig) -> Splits:
     return Splits(make(cfg.train_size, cfg.seed), make(cfg.test_size, cfg.seed + 7_919_000))
 
 
-def _digits(cfg: DataConfig) -> Splits:
+def _digits(cfg: DataConfig, progress: bool = False) -> Splits:
     from libcem.generative.data.digits import load_digits
 
     return load_digits(cfg.test_size)
 
 
-def _cifar10(cfg: DataConfig) -> Splits:
+def _cifar10(cfg: DataConfig, progress: bool = False) -> Splits:
     from libcem.generative.data.downloads import load_cifar10
 
     return load_cifar10(cfg.cache_dir)
 
 
-def _mnist(cfg: DataConfig) -> Splits:
+def _mnist(cfg: DataConfig, progress: bool = False) -> Splits:
     from libcem.generative.data.downloads import load_mnist
 
     return load_mnist(cfg.cache_dir)
 
 
-def _fashion(cfg: DataConfig) -> Splits:
+def _fashion(cfg: DataConfig, progress: bool = False) -> Splits:
     from libcem.generative.data.downloads import load_fashion
 
     return load_fashion(cfg.cache_dir, cfg.test_size)
@@ -195,7 +195,7 @@ def _source_splits(cfg: DataConfig, size: int, channels: int, progress: bool) ->
                              progress)
         return split_fixed(data, cfg.test_size, seed=0)
     src = SOURCES[name]
-    splits = src.load(cfg)
+    splits = src.load(cfg, progress)
     sets = [_convert(s, size, channels) for s in (splits.train, splits.test)]
     if cfg.caption:
         sets = [_recaption(s, src.label, cfg.caption) for s in sets]

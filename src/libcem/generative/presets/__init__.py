@@ -26,6 +26,7 @@ class Preset:
     hardware: str  # what it is sized for
     config: dict  # two-stage config: shared tables + "tokenizer" / "prior" tables
     gpu_gib: float = 0.0  # the GPU memory (GiB) it needs; 0 = a CPU preset (runs on a GPU too)
+    cpu_time: str = ""  # measured time of both stages on an idle 2-core CPU (docs/prior.md), "" = not measured
 
     def stage_config(self, stage: str, overrides: list[str] = ()):
         """The config of one stage: the shared tables, then the stage's own table, then `overrides`."""
@@ -60,12 +61,14 @@ PRESETS: dict[str, Preset] = {
             "digits (5,000 real MNIST digits, offline): both stages with the CLI defaults",
             "CPU (2 cores) or any GPU",
             {"data": {"source": "digits"}},
+            cpu_time="about 18 min (17 min 35 s measured)",
         ),
         Preset(
             "cpu-fractals",
             "fractals (built in): the CLI defaults, with the prior trained twice as long and sampled with guidance 5",
             "CPU (2 cores) or any GPU",
             {"data": {"source": "fractals"}, "prior": {"train": {"steps": 5000}, "diffusion": {"guidance": 5.0}}},
+            cpu_time="about 36 min (tokenizer 10, prior 26.3, measured stage by stage)",
         ),
         Preset(
             "gpu-fractals",
@@ -151,3 +154,18 @@ def _figure(m: dict) -> str:
     precision = "fp32" if m["precision"] == "no" else m["precision"]
     return (f"{memory}{m['s_per_1000_steps']:.0f} s per 1,000 steps, {m['images_per_s']:.0f} images/s "
             f"(batch {m['batch_size']}, {precision}) on {m['device']}")
+
+
+def expected_time(name: str, device: str) -> str:
+    """One line on how long a preset's two stages take on `device` (a GPU's name, or "cpu"), from
+    measurements only: measured.json's rows for that GPU, or the preset's 2-core CPU figures; "" if none."""
+    p = get_preset(name)
+    rows = measured().get(name, {})
+    per_stage = [rows.get(stage, {}).get(device) for stage in STAGES]
+    if all(per_stage):
+        minutes = [p.steps(stage) * row["s_per_1000_steps"] / 60_000 for stage, row in zip(STAGES, per_stage)]
+        return (f"expected: about {sum(minutes):.0f} min on this {device} (tokenizer {minutes[0]:.0f}, "
+                f"prior {minutes[1]:.0f}; from measured steps/s)")
+    if device == "cpu" and p.cpu_time:
+        return f"expected: {p.cpu_time} on an idle 2-core CPU; less with more cores"
+    return ""

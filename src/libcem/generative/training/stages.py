@@ -86,8 +86,8 @@ def prepare_data(cfg, progress: bool = True):
     from libcem.generative.data import load_data
 
     if progress:
-        print(f"data: preparing '{cfg.source}' (fractals are rendered: about 2 s per 1,000 images on a CPU core) ...",
-              flush=True)
+        what = {"fractals": f"rendering {cfg.train_size:,} + {cfg.test_size:,} fractals"}.get(cfg.source, "loading")
+        print(f"data: {what} from '{cfg.source}' ...", flush=True)
     t0 = time.perf_counter()
     splits = load_data(cfg, progress)
     if progress:
