@@ -38,7 +38,7 @@ import torch
 from libcem.denoiser import DenoiseConfig, denoise
 from libcem.errors import LibcemError
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "denoise"
 
 

@@ -11,7 +11,9 @@ EPILOG = """examples:
   libcem denoise photos/ -o clean/                   every PNG/JPEG/TIFF in the folder
 
 Gray, gray+alpha, RGB and RGBA images in 8 or 16 bits keep their format; alpha is copied.
-Images larger than --tile are processed in overlapping tiles (memory stays bounded)."""
+Images larger than --tile are processed in overlapping tiles (memory stays bounded).
+In a folder, a file that cannot be read or denoised is reported on stderr and skipped; the
+exit status is 1 if any file failed. Outputs are written atomically (temporary file, rename)."""
 
 
 def register(subparsers) -> None:
@@ -57,29 +59,57 @@ def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Denoise each (input, output) pair; in a folder, a bad file is reported and skipped."""
+    import sys
+
     from tqdm import tqdm
 
-    from libcem.denoiser import DenoiseConfig, denoise
-    from libcem.denoiser.io import read_image, write_image
     from libcem.errors import LibcemError
 
     if args.sigma is not None and not 0 <= args.sigma <= 255:
         raise LibcemError(f"--sigma is on the 0..255 scale; got {args.sigma}")
+    cfg = _config(args)
+    pairs = _pairs(args.input, args.output)
+    if not args.input.is_dir():
+        _denoise_file(*pairs[0], args, cfg)
+        return 0
+    failed = 0
+    for src, dst in tqdm(pairs, desc="denoise", unit="image", disable=len(pairs) == 1):
+        try:
+            _denoise_file(src, dst, args, cfg)
+        except LibcemError as err:  # one bad file must not stop the folder: report, go on
+            failed += 1
+            why = str(err) if str(src) in str(err) else f"{src}: {err}"
+            tqdm.write(f"libcem: skipped {why}", file=sys.stderr)
+    if failed:
+        print(f"libcem: {failed} of {len(pairs)} images failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _config(args: argparse.Namespace):
+    from libcem.denoiser import DenoiseConfig
+
     cfg = DenoiseConfig()
     if args.tile is not None:
         cfg = cfg.override(tile=args.tile)
     if args.one_head:
         cfg = cfg.override(heads=("texture",))
-    pairs = _pairs(args.input, args.output)
-    for src, dst in tqdm(pairs, desc="denoise", unit="image", disable=len(pairs) == 1):
-        img = read_image(src)
-        scale = 255.0 / _peak(img)  # image units -> 0..255 scale
-        sigma = None if args.sigma is None else args.sigma / scale
-        out, info = denoise(img, sigma, config=cfg, device=args.device, return_info=True)
-        write_image(dst, out)
-        tqdm.write(f"{src} -> {dst}: sigma {info.sigma * scale:.2f} (0..255 scale), "
-                   f"EM iterations {info.trace.iterations}")
-    return 0
+    return cfg
+
+
+def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
+    from tqdm import tqdm
+
+    from libcem.denoiser import denoise
+    from libcem.denoiser.io import read_image, write_image
+
+    img = read_image(src)
+    scale = 255.0 / _peak(img)  # image units -> 0..255 scale
+    sigma = None if args.sigma is None else args.sigma / scale
+    out, info = denoise(img, sigma, config=cfg, device=args.device, return_info=True)
+    write_image(dst, out)
+    tqdm.write(f"{src} -> {dst}: sigma {info.sigma * scale:.2f} (0..255 scale), "
+               f"EM iterations {info.trace.iterations}")
 
 
 def _peak(img) -> float:

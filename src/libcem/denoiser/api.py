@@ -50,6 +50,30 @@ def _split_channels(image):
     return image[:, :, : (1 if c <= 2 else 3)], alpha
 
 
+def check_finite(work: torch.Tensor) -> None:
+    """Reject NaN or infinite pixels (a float TIFF can hold them) before any linear algebra."""
+    bad = int((~torch.isfinite(work)).sum())
+    if bad:
+        raise LibcemError(f"the image has {bad} NaN or infinite pixel value(s); "
+                          f"replace them (e.g. numpy.nan_to_num) before denoising")
+
+
+def check_sigma(sigma: float | None, work: torch.Tensor, scale: float) -> None:
+    """Reject a sigma that is negative, NaN, or larger than the image's range.
+
+    The limit is the full range of the dtype (255 on the 0..255 scale) or the image's own
+    value range if that is wider (a float image on 0..255 rather than 0..1).
+    """
+    if sigma is None:
+        return
+    if not (np.isfinite(sigma) and sigma >= 0):
+        raise LibcemError(f"sigma must be a finite number >= 0, got {sigma}")
+    span = max(INTERNAL_PEAK, float(work.max() - work.min()) if work.numel() else 0.0)
+    if sigma * scale > span:
+        raise LibcemError(f"sigma {sigma:g} is larger than the image's value range "
+                          f"({span / scale:g} in the image's units): no signal left to recover")
+
+
 def denoise_float(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
                   progress: Callable[[int, int], None] | None = None,
                   ) -> tuple[torch.Tensor, DenoiseInfo]:
@@ -87,14 +111,14 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
         raise LibcemError(f"expected a numpy array or torch tensor, got {type(image).__name__}")
     dtype = _numpy_dtype(image.dtype)
     lo, peak = _range(dtype)
-    if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
-        raise LibcemError(f"sigma must be a finite number >= 0, got {sigma}")
     colour, alpha = _split_channels(image)
     dev = torch.device(device) if device is not None else default_device()
     if isinstance(colour, np.ndarray):
         colour = torch.from_numpy(np.ascontiguousarray(colour, dtype=np.float32))
     scale = INTERNAL_PEAK / peak
     work = colour.detach().to(dev, torch.float32).permute(2, 0, 1) * scale  # (C', H, W)
+    check_finite(work)
+    check_sigma(sigma, work, scale)
     work_sigma = None if sigma is None else sigma * scale
     out, info = denoise_float(work, work_sigma, config or DenoiseConfig())
     info.sigma = info.sigma / scale

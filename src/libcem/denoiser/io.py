@@ -6,6 +6,8 @@ through pypng, TIFF through tifffile. Arrays are (H, W) or (H, W, C), C in 1..4.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +89,8 @@ def _check_layout(img: np.ndarray, path: Path) -> np.ndarray:
 
 
 def write_image(path: str | Path, img: np.ndarray) -> None:
-    """Write an array to PNG, JPEG (8-bit only) or TIFF, chosen by the suffix."""
+    """Write an array to PNG, JPEG (8-bit only) or TIFF, chosen by the suffix, atomically
+    (a temporary file in the same folder, then `os.replace`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -96,6 +99,24 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     if suffix in (".jpg", ".jpeg") and img.dtype != np.uint8:
         raise LibcemError(f"{path}: JPEG holds 8-bit images only; write {img.dtype} to PNG or TIFF")
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+    try:  # write beside the target, then rename: a crash never leaves a truncated file
+        _write_by_suffix(Path(tmp), img, suffix)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_by_suffix(path: Path, img: np.ndarray, suffix: str) -> None:
     if suffix in (".tif", ".tiff"):
         import tifffile
 
