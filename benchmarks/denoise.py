@@ -110,7 +110,7 @@ def methods(color: bool, include_bm3d: bool, one_head: bool) -> dict:
             y / 255, weight=s / 255, channel_axis=axis), None),
     }
     if one_head:
-        table["libcem 1 head (known sigma)"] = libcem_fn(DenoiseConfig(heads=("texture",)), True)
+        table["libcem 1 head (known sigma)"] = libcem_fn(DenoiseConfig(affinity_heads=("texture",)), True)
     if include_bm3d:
         import bm3d
 
@@ -147,12 +147,12 @@ def run_set(images, sigmas, color: bool, include_bm3d: bool, one_head_sigmas=(),
 
 def em_convergence(images, sigma: float, cap: int) -> dict:
     """EM iterations to convergence (objective gain < em_tol), one head vs four heads."""
-    from libcem.denoiser.passes import PatchGroups, fit_prior
+    from libcem.denoiser.passes import PatchGroups, fit_group_model
     from libcem.denoiser.patches import pad_to_grid, to_opponent
 
     out = {}
     for label, heads in (("1 head (texture)", ("texture",)), ("4 heads", None)):
-        cfg = DenoiseConfig(em_max_iter=cap) if heads is None else DenoiseConfig(heads=heads,
+        cfg = DenoiseConfig(em_max_iter=cap) if heads is None else DenoiseConfig(affinity_heads=heads,
                                                                                  em_max_iter=cap)
         counts = []
         for _, clean in images:
@@ -161,7 +161,7 @@ def em_convergence(images, sigma: float, cap: int) -> dict:
             opp = pad_to_grid(to_opponent(chw), cfg.patch, cfg.step)
             groups = PatchGroups(opp, cfg.patch, cfg.heads_for(opp.shape[0]))
             positions = groups.match(cfg.step, cfg.search_radius, cfg.group_size)
-            _, trace = fit_prior(groups, positions, sigma, cfg, torch.Generator().manual_seed(0))
+            _, trace = fit_group_model(groups, positions, sigma, cfg, torch.Generator().manual_seed(0))
             counts.append((trace.iterations, trace.converged, trace.objective[-1]))
         out[label] = counts
     return out

@@ -13,7 +13,7 @@ from libcem.denoiser.settings import DenoiseConfig
 from libcem.denoiser.graph import laplacian, spectrum
 from libcem.denoiser.noise import estimate_sigma
 from libcem.denoiser.patches import all_patches, block_match, dct_matrix, pad_to_grid, to_opponent
-from libcem.denoiser.passes import PatchGroups, fit_prior
+from libcem.denoiser.passes import PatchGroups, fit_group_model
 from libcem.errors import LibcemError
 
 
@@ -37,7 +37,7 @@ def _assert_non_decreasing(objective: list[float]) -> None:
 def test_em_objective_non_decreasing_gray(em_sigma):
     cfg = DenoiseConfig(em_max_iter=15, em_tol=0.0, em_groups=64, em_sigma=em_sigma)
     groups, positions = _groups(data.camera()[100:196, 150:246], 25.0, cfg)
-    params, trace = fit_prior(groups, positions, 25.0, cfg, torch.Generator().manual_seed(0))
+    params, trace = fit_group_model(groups, positions, 25.0, cfg, torch.Generator().manual_seed(0))
     _assert_non_decreasing(trace.objective)
     assert trace.iterations == 15
     assert params.tau > 0 and torch.isclose(params.pi.sum(), torch.tensor(1.0, dtype=torch.float64))
@@ -47,8 +47,8 @@ def test_em_objective_non_decreasing_gray(em_sigma):
 def test_em_objective_non_decreasing_color_four_heads():
     cfg = DenoiseConfig(em_max_iter=12, em_tol=0.0, em_groups=48)
     groups, positions = _groups(data.astronaut()[180:244, 160:224], 20.0, cfg)
-    assert groups.heads == ("texture", "structure", "color", "spatial")
-    params, trace = fit_prior(groups, positions, 20.0, cfg, torch.Generator().manual_seed(0))
+    assert groups.affinity_heads == ("texture", "structure", "color", "spatial")
+    params, trace = fit_group_model(groups, positions, 20.0, cfg, torch.Generator().manual_seed(0))
     _assert_non_decreasing(trace.objective)
     assert params.log_beta.shape == (4,)
 
@@ -128,7 +128,7 @@ def test_config_checks():
     with pytest.raises(LibcemError, match="patch"):
         DenoiseConfig(patch=1)
     with pytest.raises(LibcemError, match="heads"):
-        DenoiseConfig(heads=("texture", "smell"))
+        DenoiseConfig(affinity_heads=("texture", "smell"))
     with pytest.raises(LibcemError, match="unknown"):
         DenoiseConfig().override(tiles=3)
     assert DenoiseConfig().heads_for(1) == ("texture", "structure", "spatial")

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         "denoise",
         help="denoise images with the patch-graph EM denoiser (no training)",
         description="Remove white Gaussian noise with the patch-graph diffusion denoiser:\n"
-        "attention-weighted patch graphs, graph diffusion and a graph Wiener pass, with the\n"
+        "affinity-weighted patch graphs, graph diffusion and a graph Wiener pass, with the\n"
         "noise level estimated and the graph's parameters fitted per image by EM.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in pixels for large images (default: DenoiseConfig.tile)")
     p.add_argument("--one-head", action="store_true",
-                   help="use the texture head only (for comparison with the four heads)")
+                   help="use the texture affinity head only (for comparison with all heads)")
     p.set_defaults(func=run)
 
 
@@ -93,7 +93,7 @@ def _config(args: argparse.Namespace):
     if args.tile is not None:
         cfg = cfg.override(tile=args.tile)
     if args.one_head:
-        cfg = cfg.override(heads=("texture",))
+        cfg = cfg.override(affinity_heads=("texture",))
     return cfg
 
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, fields, replace
 
 from libcem.errors import LibcemError
 
-HEADS = ("texture", "structure", "color", "spatial")  # every attention head, in a fixed order
-GRAY_HEADS = ("texture", "structure", "spatial")  # chroma means nothing on a single channel
+AFFINITY_HEADS = ("texture", "structure", "color", "spatial")  # every graph attention head, in a fixed order
+GRAY_AFFINITY_HEADS = ("texture", "structure", "spatial")  # chroma means nothing on a single channel
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class DenoiseConfig:
         the first and the second pass.
     search_radius: half-side of the search window for the K nearest patches.
     group_size: K of the first pass (graph diffusion); group_size_wiener: K of the second pass.
-    heads: attention heads to use; grayscale images drop `color` automatically.
+    affinity_heads: the graph attention heads that weight a group's edges (see `attention`);
+        grayscale images drop `color` automatically.
     em_max_iter, em_tol: EM stops after em_max_iter iterations or once an iteration raises
         the objective (mean log-likelihood per coefficient, nats) by less than em_tol.
     em_sigma: also update sigma in EM. Off by default: the per-group scales absorb part of the
@@ -27,7 +28,16 @@ class DenoiseConfig:
         while the weak-texture PCA estimate (`noise`) is within 2% for sigma >= 10.
     em_groups: groups drawn (seeded) to fit the global EM parameters.
     scale_iter: EM iterations of the per-group scales when the global parameters are fixed.
-    second_pass: run the Wiener pass on a graph built from the first estimate (as BM3D does).
+    second_pass: run a second pass on groups matched on the first estimate (as BM3D does).
+    pass2: the second pass's group model: "covariance" (a full patch covariance per group
+        taken from the first estimate, NL-Bayes step 2) or "graph_wiener" (an empirical Wiener
+        filter in the graph Fourier x DCT basis, BM3D step 2 on an affinity graph).
+    em_fit: fit the global group-model parameters by EM (False: keep the starting ones).
+    graph: "attention" (affinity heads weight the edges) or "chain" (a fixed chain over the
+        members in matching order, i.e. a DCT along the group).
+    graph_diffusion: tau fitted by EM (False: tau = 0, no smoothing along the graph).
+    refit_bandwidths: in a graph_wiener pass, set each head's bandwidth to the median head
+        distance of the features it is applied to (the first estimate's), not the noisy ones.
     wiener_passes_color: Wiener passes on colour images, each on the previous estimate (a
         second pass gained 0.1 dB on McMaster crops; colour runs well under CBM3D's time,
         while on gray images a second pass would cost the speed parity with BM3D).
@@ -41,14 +51,19 @@ class DenoiseConfig:
     step_wiener: int = 4
     search_radius: int = 16
     group_size: int = 32
-    group_size_wiener: int = 32
-    heads: tuple[str, ...] = HEADS
+    group_size_wiener: int = 64
+    affinity_heads: tuple[str, ...] = AFFINITY_HEADS
     em_max_iter: int = 15
     em_sigma: bool = False
     em_tol: float = 1e-4
     em_groups: int = 128
     scale_iter: int = 2
     second_pass: bool = True
+    pass2: str = "covariance"
+    em_fit: bool = True
+    graph: str = "attention"
+    graph_diffusion: bool = True
+    refit_bandwidths: bool = True
     wiener_passes_color: int = 2
     tile: int = 768
     overlap: int = 48
@@ -76,13 +91,22 @@ class DenoiseConfig:
         if bad:
             values = ", ".join(f"{n}={getattr(self, n)!r}" for n in bad)
             raise LibcemError(f"invalid denoiser setting(s): {values}")
-        unknown = [h for h in self.heads if h not in HEADS]
-        if unknown or not self.heads:
-            raise LibcemError(f"heads must be a non-empty subset of {HEADS}, got {self.heads}")
+        choices = {"pass2": ("covariance", "graph_wiener"), "graph": ("attention", "chain")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise LibcemError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        unknown = [h for h in self.affinity_heads if h not in AFFINITY_HEADS]
+        if unknown or not self.affinity_heads:
+            raise LibcemError(f"affinity_heads must be a non-empty subset of {AFFINITY_HEADS}, "
+                              f"got {self.affinity_heads}")
 
     def heads_for(self, channels: int) -> tuple[str, ...]:
         """The heads that make sense for an image with `channels` channels (1 or 3)."""
-        heads = self.heads if channels > 1 else tuple(h for h in self.heads if h in GRAY_HEADS)
+        if self.graph == "chain":
+            return ("chain",)
+        heads = self.affinity_heads
+        if channels == 1:
+            heads = tuple(h for h in heads if h in GRAY_AFFINITY_HEADS)
         return heads or ("texture",)
 
     def override(self, **changes) -> "DenoiseConfig":
