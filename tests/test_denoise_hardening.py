@@ -64,7 +64,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     write_image(target, _gray())
     before = target.read_bytes()
 
-    def crash(path, img, suffix):  # a writer killed after half a file
+    def crash(path, img, suffix, meta):  # a writer killed after half a file
         path.write_bytes(before[: len(before) // 2])
         raise KeyboardInterrupt
 

@@ -9,11 +9,13 @@ EPILOG = """examples:
   libcem denoise noisy.png -o clean.png              noise level estimated
   libcem denoise noisy.png -o clean.png --sigma 25   noise std on the 0..255 scale
   libcem denoise photos/ -o clean/                   every PNG/JPEG/TIFF in the folder
+  libcem denoise phone.jpg -o clean.jpg --noise auto --strength 0.8   keep a little grain
 
 Gray, gray+alpha, RGB and RGBA images in 8 or 16 bits keep their format; alpha is copied.
 Images larger than --tile are processed in overlapping tiles (memory stays bounded).
 In a folder, a file that cannot be read or denoised is reported on stderr and skipped; the
-exit status is 1 if any file failed. Outputs are written atomically (temporary file, rename)."""
+exit status is 1 if any file failed. Outputs are written atomically (temporary file, rename)
+and keep the input's EXIF and ICC profile (8-bit PNG and JPEG; ICC only in TIFF)."""
 
 
 def register(subparsers) -> None:
@@ -35,6 +37,11 @@ def register(subparsers) -> None:
                    help="torch device, e.g. cpu or cuda (default: the GPU if there is one)")
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in pixels for large images (default: DenoiseConfig.tile)")
+    p.add_argument("--noise", choices=("gaussian", "poisson-gaussian", "auto"), default="gaussian",
+                   help="noise model: white Gaussian (default), signal-dependent Poisson-Gaussian "
+                   "(variance a x + b, fitted: camera and phone photos), or auto (chooses)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="1 removes the noise (default); lower keeps part of it as grain (0..1)")
     p.add_argument("--one-head", action="store_true",
                    help="use the texture affinity head only (for comparison with all heads)")
     p.set_defaults(func=run)
@@ -68,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sigma is not None and not 0 <= args.sigma <= 255:
         raise LibcemError(f"--sigma is on the 0..255 scale; got {args.sigma}")
+    if args.sigma is not None and args.noise != "gaussian":
+        raise LibcemError("--sigma sets Gaussian noise; leave it out with --noise "
+                          f"{args.noise} (the noise parameters are fitted)")
     cfg = _config(args)
     pairs = _pairs(args.input, args.output)
     if not args.input.is_dir():
@@ -101,14 +111,18 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
     from tqdm import tqdm
 
     from libcem.denoiser import denoise
-    from libcem.denoiser.io import read_image, write_image
+    from libcem.denoiser.io import read_image, read_metadata, write_image
 
     img = read_image(src)
     scale = 255.0 / _peak(img)  # image units -> 0..255 scale
     sigma = None if args.sigma is None else args.sigma / scale
-    out, info = denoise(img, sigma, config=cfg, device=args.device, return_info=True)
-    write_image(dst, out)
-    tqdm.write(f"{src} -> {dst}: sigma {info.sigma * scale:.2f} (0..255 scale), "
+    out, info = denoise(img, sigma, config=cfg, device=args.device, return_info=True,
+                        noise=args.noise, strength=args.strength)
+    write_image(dst, out, read_metadata(src))
+    model = "" if info.noise_params is None else (
+        f", Poisson-Gaussian a {info.noise_params[0] * scale:.3f} "
+        f"b {info.noise_params[1] * scale**2:.2f}")
+    tqdm.write(f"{src} -> {dst}: sigma {info.sigma * scale:.2f} (0..255 scale){model}, "
                f"EM iterations {info.trace.iterations}")
 
 

@@ -88,9 +88,28 @@ def _check_layout(img: np.ndarray, path: Path) -> np.ndarray:
     return img
 
 
-def write_image(path: str | Path, img: np.ndarray) -> None:
+def read_metadata(path: str | Path) -> dict[str, bytes]:
+    """The EXIF and ICC profile of an image file, as raw bytes ({} when it has none or Pillow
+    cannot parse its header, e.g. some scientific TIFFs; the pixels are read separately)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            info = dict(im.info)
+            exif = im.getexif().tobytes() if len(im.getexif()) else None
+    except UnidentifiedImageError:  # not a metadata problem: read_image reports bad files
+        return {}
+    meta = {"exif": info.get("exif") or exif, "icc_profile": info.get("icc_profile")}
+    return {k: v for k, v in meta.items() if v}
+
+
+def write_image(path: str | Path, img: np.ndarray, metadata: dict[str, bytes] | None = None) -> None:
     """Write an array to PNG, JPEG (8-bit only) or TIFF, chosen by the suffix, atomically
-    (a temporary file in the same folder, then `os.replace`)."""
+    (a temporary file in the same folder, then `os.replace`).
+
+    metadata: from `read_metadata`; EXIF and ICC are kept in 8-bit PNG and JPEG, the ICC
+    profile in TIFF; 16-bit PNG (written by pypng) drops them.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -103,7 +122,7 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
     try:  # write beside the target, then rename: a crash never leaves a truncated file
-        _write_by_suffix(Path(tmp), img, suffix)
+        _write_by_suffix(Path(tmp), img, suffix, metadata or {})
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -116,14 +135,14 @@ def _umask() -> int:
     return mask
 
 
-def _write_by_suffix(path: Path, img: np.ndarray, suffix: str) -> None:
+def _write_by_suffix(path: Path, img: np.ndarray, suffix: str, meta: dict[str, bytes]) -> None:
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        tifffile.imwrite(path, img)
+        tifffile.imwrite(path, img, iccprofile=meta.get("icc_profile"))
     elif suffix == ".png" and img.dtype == np.uint16:
         _write_png16(path, img)
     else:
         import imageio.v3 as iio
 
-        iio.imwrite(path, img)
+        iio.imwrite(path, img, extension=suffix, **meta)

@@ -30,12 +30,24 @@ from libcem.denoiser.patches import (
 
 @dataclass
 class DenoiseInfo:
-    """What the denoiser fitted: noise std (image units), EM parameters and objective trace."""
+    """What the denoiser fitted: noise std, EM parameters and objective trace; for
+    Poisson-Gaussian noise also (a, b) of the variance a x + b and a per-pixel noise std map
+    (C, H, W) (its sigma is then the noise std at the image's mean level)."""
 
     sigma: float
     params: em.GroupModelParams | None  # None when the image needed no denoising (sigma 0)
     trace: em.EMTrace
     heads: tuple[str, ...]
+    noise_params: tuple[float, float] | None = None
+    noise_map: torch.Tensor | None = None
+
+    def to_image_units(self, scale: float) -> None:
+        """From the 0..255 working scale (x_work = scale * x) to the image's units, in place."""
+        self.sigma = self.sigma / scale
+        if self.noise_params is not None:
+            self.noise_params = (self.noise_params[0] / scale, self.noise_params[1] / scale**2)
+        if self.noise_map is not None:
+            self.noise_map = self.noise_map / scale
 
 
 class PatchGroups:
