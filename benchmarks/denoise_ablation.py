@@ -29,14 +29,15 @@ from libcem.denoiser.io import read_image
 VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "as shipped": {},
     "pass 1 only (no second pass)": {"second_pass": False},
-    "no EM (starting parameters)": {"em_fit": False},
+    "no EM of the global parameters (starting tau, bandwidths)": {"em_fit": False},
+    "no EM at all (also moment-estimated group scales)": {"em_fit": False, "scale_iter": 0},
     "tau = 0 (no graph diffusion)": {"graph_diffusion": False},
     "chain graph (no attention: DCT along the group)": {"graph": "chain"},
     "texture head only": {"affinity_heads": ("texture",)},
-    "pass 2 = graph Wiener (before)": {"pass2": "graph_wiener"},
-    "pass 2 = graph Wiener, noisy bandwidths (before)": {"pass2": "graph_wiener",
-                                                        "refit_bandwidths": False},
-    "pass 2 group size 32": {"group_size_wiener": 32},
+    "pass-2 bandwidths from the noisy features": {"refit_bandwidths": False},
+    "no sigma schedule (7x7, covariance pass 2)": {"sigma_schedule": False},
+    "pass 2 = graph Wiener at every sigma": {"pass2": "graph_wiener"},
+    "pass 2 = covariance at every sigma": {"pass2_high": "covariance"},
 }
 
 

@@ -107,9 +107,10 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
         return denoise_float(img, None, cfg)
     if a <= 0 and b <= 0:
         return img.clone(), DenoiseInfo(0.0, None, EMTrace(), (), noise_params=(0.0, 0.0))
-    est, info = denoise_float(poisson_gaussian.anscombe(img, a, b), 1.0, cfg)
-    out = poisson_gaussian.inverse_anscombe(est, a, b)
-    info.sigma = float(poisson_gaussian.noise_std_map(img.mean(), a, b))
+    level = float(poisson_gaussian.noise_std_map(img.mean(), a, b))  # noise std at the mean
+    est, info = denoise_float(poisson_gaussian.anscombe(img, a, b) * level, level, cfg)
+    out = poisson_gaussian.inverse_anscombe(est / level, a, b)
+    info.sigma = level
     info.noise_params = (a, b)
     info.noise_map = poisson_gaussian.noise_std_map(out, a, b)
     return out, info

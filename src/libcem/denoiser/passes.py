@@ -178,18 +178,21 @@ def denoise_tensor(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
     generator = generator or torch.Generator().manual_seed(cfg.seed)
     _, h, w = img.shape
     heads = cfg.heads_for(img.shape[0])
-    opp = pad_to_grid(to_opponent(img), cfg.patch, math.lcm(cfg.step, cfg.step_wiener))
+    opp = to_opponent(img)
     if params is None and sigma is None:
         sigma = estimate_sigma(opp, generator=generator)
     if params is None and sigma <= 0:
         return img.clone(), DenoiseInfo(0.0, None, em.EMTrace(), heads)
+    cfg = cfg.at_sigma(sigma if params is None else params.sigma2**0.5, min(h, w))
+    opp = pad_to_grid(opp, cfg.patch, math.lcm(cfg.step, cfg.step_wiener))
     groups = PatchGroups(opp, cfg.patch, heads)
     positions = groups.match(cfg.step, cfg.search_radius, cfg.group_size)
     trace = em.EMTrace()
     if params is None:
         params, trace = fit_group_model(groups, positions, sigma, cfg, generator)
     est = graph_diffusion_pass(groups, positions, params, cfg)
-    passes = (cfg.wiener_passes_color if img.shape[0] > 1 else 1) if cfg.second_pass else 0
+    repeats = cfg.pass2_repeats_color if img.shape[0] > 1 else cfg.pass2_repeats_gray
+    passes = repeats if cfg.second_pass else 0
     for _ in range(passes):  # each pass uses the previous estimate as its pilot
         if cfg.pass2 == "covariance":
             est = covariance_pass(groups, est, params.sigma2, cfg)
