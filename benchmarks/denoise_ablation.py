@@ -25,15 +25,16 @@ import torch
 from benchmarks.denoise import DEFAULT_DATA, add_noise, load_images, quality
 from libcem.denoiser import DenoiseConfig, denoise
 from libcem.denoiser.io import read_image
+from libcem.denoiser.settings import AFFINITY_HEADS
 
 VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "as shipped": {},
     "pass 1 only (no second pass)": {"second_pass": False},
-    "no EM of the global parameters (starting tau, bandwidths)": {"em_fit": False},
-    "no EM at all (also moment-estimated group scales)": {"em_fit": False, "scale_iter": 0},
+    "+ EM of the global parameters (tau, bandwidths)": {"em_fit": True},
+    "+ all four affinity heads and their EM": {"em_fit": True, "affinity_heads": AFFINITY_HEADS},
+    "no EM at all (moment-estimated group scales)": {"scale_iter": 0},
     "tau = 0 (no graph diffusion)": {"graph_diffusion": False},
     "chain graph (no attention: DCT along the group)": {"graph": "chain"},
-    "texture head only": {"affinity_heads": ("texture",)},
     "pass-2 bandwidths from the noisy features": {"refit_bandwidths": False},
     "no sigma schedule (7x7, covariance pass 2)": {"sigma_schedule": False},
     "pass 2 = graph Wiener at every sigma": {"pass2": "graph_wiener"},

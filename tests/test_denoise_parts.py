@@ -58,7 +58,7 @@ def _groups(cfg: DenoiseConfig):
 
 @pytest.mark.parametrize("overrides,tau,iterations", [
     ({"em_fit": False}, 1.0, 0),
-    ({"graph_diffusion": False, "em_max_iter": 3, "em_tol": 0.0}, 0.0, 3),
+    ({"graph_diffusion": False, "em_fit": True, "em_max_iter": 3, "em_tol": 0.0}, 0.0, 3),
 ])
 def test_ablation_switches(overrides, tau, iterations):
     cfg = DenoiseConfig(em_groups=32, **overrides)
