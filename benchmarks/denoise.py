@@ -249,6 +249,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--em-cap", type=int, default=200, help="EM iteration cap (convergence study)")
     p.add_argument("--speed-repeats", type=int, default=0,
                    help="only time libcem against BM3D on the 256x256 Set12 images, N runs each")
+    p.add_argument("--speed-sigma", type=float, default=25.0, help="noise level of the speed run")
     p.add_argument("--threads", type=int, default=1, help="torch threads for every method")
     p.add_argument("--out", type=Path, default=None, help="also write the tables here")
     return p.parse_args(argv)
@@ -266,7 +267,7 @@ def main(argv=None) -> None:
         if not has_bm3d:
             raise LibcemError("the speed comparison needs the bm3d package (pip install bm3d)")
         gray = load_images(args.data_root, "set12", args.gray_limit)
-        print(speed(gray, 25.0, args.speed_repeats))
+        print(speed(gray, args.speed_sigma, args.speed_repeats))
         return
     if args.sigmas:
         gray = load_images(args.data_root, "set12", args.gray_limit, args.images)

@@ -35,7 +35,7 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "no EM at all (moment-estimated group scales)": {"scale_iter": 0},
     "tau = 0 (no graph diffusion)": {"graph_diffusion": False},
     "chain graph (no attention: DCT along the group)": {"graph": "chain"},
-    "pass-2 bandwidths from the noisy features": {"refit_bandwidths": False},
+    "pass-2 bandwidths refitted on the first estimate": {"refit_bandwidths": True},
     "no sigma schedule (7x7, covariance pass 2)": {"sigma_schedule": False},
     "pass 2 = graph Wiener at every sigma": {"pass2": "graph_wiener"},
     "pass 2 = covariance at every sigma": {"pass2_high": "covariance"},
