@@ -9,11 +9,17 @@ from skimage import data
 
 from libcem.denoiser import em
 from libcem.denoiser.attention import attention_weights
-from libcem.denoiser.settings import AFFINITY_HEADS, DenoiseConfig
 from libcem.denoiser.graph import laplacian, spectrum
 from libcem.denoiser.noise import estimate_sigma
-from libcem.denoiser.patches import all_patches, block_match, dct_matrix, pad_to_grid, to_opponent
 from libcem.denoiser.passes import PatchGroups, fit_group_model
+from libcem.denoiser.patches import (
+    all_patches,
+    block_match,
+    dct_matrix,
+    pad_to_grid,
+    to_opponent,
+)
+from libcem.denoiser.settings import AFFINITY_HEADS, DenoiseConfig
 from libcem.errors import LibcemError
 
 

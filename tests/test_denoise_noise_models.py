@@ -46,7 +46,7 @@ def test_inverse_anscombe_is_unbiased_for_poisson(x):
     assert abs(float(d.var()) - 1) < 0.05
     back = float(pg.inverse_anscombe(d.mean()[None], 1.0, 0.0))
     assert abs(back / x - 1) < 0.01, back
-    assert abs(float(((d.mean() / 2) ** 2 - 0.375)) / x - 1) > abs(back / x - 1)  # algebraic
+    assert abs(float((d.mean() / 2) ** 2 - 0.375) / x - 1) > abs(back / x - 1)  # algebraic
 
 
 def test_poisson_gaussian_beats_the_gaussian_model():

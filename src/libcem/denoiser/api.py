@@ -7,12 +7,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from libcem.device import default_device
-from libcem.denoiser.settings import DenoiseConfig
 from libcem.denoiser import poisson_gaussian
 from libcem.denoiser.em import EMTrace
 from libcem.denoiser.passes import DenoiseInfo, denoise_tensor
+from libcem.denoiser.settings import DenoiseConfig
 from libcem.denoiser.tiling import central_tile, process_tiled
+from libcem.device import default_device
 from libcem.errors import LibcemError
 
 INTERNAL_PEAK = 255.0  # the denoiser works on the 0..255 scale whatever the input's dtype

@@ -4,9 +4,11 @@ Pass 1, graph diffusion: block matching on the noisy luminance gives each refere
 group of K neighbours; the graph attention (affinity) heads weight the group's edges; EM fits the Gaussian
 graph-diffusion group model (see `em`); each group's posterior mean -- the implicit graph diffusion
 (I + tau L)^-1 with per-group scales, applied per DCT coefficient -- is aggregated back.
-Pass 2, graph Wiener (as in BM3D's second step, Dabov 2007): the graph is rebuilt on the
-pass-1 estimate and each group is Wiener-filtered in the graph Fourier x DCT basis with the
-pilot's coefficients as signal variances (an empirical Gaussian model per group).
+Pass 2, on groups matched again on the pass-1 estimate (as BM3D's second step, Dabov 2007):
+either the NL-Bayes estimate with each group's full patch covariance taken from the estimate
+(`covariance`, Lebrun, Buades & Morel 2013), or an empirical Wiener filter in the estimate's
+graph Fourier x DCT basis with the pilot's coefficients as signal variances (graph Wiener);
+`DenoiseConfig.at_sigma` picks patch size and pass by noise level.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ import torch.nn.functional as F
 
 from libcem.denoiser import covariance, em
 from libcem.denoiser.attention import attention_weights, feature_maps, head_distances
-from libcem.denoiser.settings import DenoiseConfig
 from libcem.denoiser.graph import spectrum
 from libcem.denoiser.noise import estimate_sigma
 from libcem.denoiser.patches import (
-    PatchAccumulator, block_match, dct_matrix, from_opponent, pad_to_grid,
+    PatchAccumulator,
+    block_match,
+    dct_matrix,
+    from_opponent,
+    pad_to_grid,
     to_opponent,
 )
+from libcem.denoiser.settings import DenoiseConfig
 
 
 @dataclass
