@@ -1,9 +1,10 @@
 """The two passes of the denoiser on one image (or tile) held as a float tensor (C, H, W).
 
 Pass 1, graph diffusion: block matching on the noisy luminance gives each reference patch a
-group of K neighbours; the graph attention (affinity) heads weight the group's edges; EM fits the Gaussian
-graph-diffusion group model (see `em`); each group's posterior mean -- the implicit graph diffusion
-(I + tau L)^-1 with per-group scales, applied per DCT coefficient -- is aggregated back.
+group of K neighbours; the graph attention (affinity) heads weight the group's edges; EM fits
+the Gaussian graph-diffusion group model (see `em`); each group's posterior mean -- the
+implicit graph diffusion (I + tau L)^-1 with per-group scales, applied per DCT coefficient --
+is aggregated back.
 Pass 2, on groups matched again on the pass-1 estimate (as BM3D's second step, Dabov 2007):
 either the NL-Bayes estimate with each group's full patch covariance taken from the estimate
 (`covariance`, Lebrun, Buades & Morel 2013), or an empirical Wiener filter in the estimate's
