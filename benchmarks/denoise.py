@@ -14,8 +14,9 @@ Protocol
   as its documentation recommends) and `denoise_tv_chambolle` (weight = sigma / 255 on the
   [0, 1] scale); `bm3d.bm3d` / `bm3d.bm3d_rgb` (free for non-commercial use only: a
   reference here, never a dependency of libcem).
-- One head vs four heads: libcem with the texture head only (Set12, --one-head-sigmas), and
-  EM iterations until the objective gains less than `em_tol` per iteration (capped at
+- One head vs four heads: libcem with all four affinity heads and the EM of the global
+  parameters (Set12, --one-head-sigmas) beside the shipped texture head without it, and EM
+  iterations until the objective gains less than `em_tol` per iteration (capped at
   --em-cap) for both, at sigma 25.
 - Columns: PSNR / SSIM / seconds per image (all images) / seconds per 256x256 image.
 
@@ -36,9 +37,10 @@ import numpy as np
 import torch
 
 from libcem.denoiser import DenoiseConfig, denoise
+from libcem.denoiser.settings import AFFINITY_HEADS
 from libcem.errors import LibcemError
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "denoise"
 
 
@@ -110,7 +112,8 @@ def methods(color: bool, include_bm3d: bool, one_head: bool) -> dict:
             y / 255, weight=s / 255, channel_axis=axis), None),
     }
     if one_head:
-        table["libcem 1 head (known sigma)"] = libcem_fn(DenoiseConfig(heads=("texture",)), True)
+        table["libcem 4 heads + EM (known sigma)"] = libcem_fn(
+            DenoiseConfig(affinity_heads=AFFINITY_HEADS, em_fit=True), True)
     if include_bm3d:
         import bm3d
 
@@ -147,13 +150,12 @@ def run_set(images, sigmas, color: bool, include_bm3d: bool, one_head_sigmas=(),
 
 def em_convergence(images, sigma: float, cap: int) -> dict:
     """EM iterations to convergence (objective gain < em_tol), one head vs four heads."""
-    from libcem.denoiser.passes import PatchGroups, fit_prior
+    from libcem.denoiser.passes import PatchGroups, fit_group_model
     from libcem.denoiser.patches import pad_to_grid, to_opponent
 
     out = {}
-    for label, heads in (("1 head (texture)", ("texture",)), ("4 heads", None)):
-        cfg = DenoiseConfig(em_max_iter=cap) if heads is None else DenoiseConfig(heads=heads,
-                                                                                 em_max_iter=cap)
+    for label, heads in (("1 head (texture)", ("texture",)), ("4 heads", AFFINITY_HEADS)):
+        cfg = DenoiseConfig(affinity_heads=heads, em_max_iter=cap, em_fit=True)
         counts = []
         for _, clean in images:
             chw = torch.tensor(add_noise(clean, sigma), dtype=torch.float32)
@@ -161,7 +163,7 @@ def em_convergence(images, sigma: float, cap: int) -> dict:
             opp = pad_to_grid(to_opponent(chw), cfg.patch, cfg.step)
             groups = PatchGroups(opp, cfg.patch, cfg.heads_for(opp.shape[0]))
             positions = groups.match(cfg.step, cfg.search_radius, cfg.group_size)
-            _, trace = fit_prior(groups, positions, sigma, cfg, torch.Generator().manual_seed(0))
+            _, trace = fit_group_model(groups, positions, sigma, cfg, torch.Generator().manual_seed(0))
             counts.append((trace.iterations, trace.converged, trace.objective[-1]))
         out[label] = counts
     return out
@@ -217,8 +219,8 @@ def convergence_markdown(conv: dict, results: dict, sigma: float) -> str:
     lines = [f"### One head vs four heads (Set12, sigma {sigma:g})", "",
              "| heads | mean PSNR | mean EM iterations to converge | converged | final objective |",
              "|---|---|---|---|---|"]
-    psnr = {"1 head (texture)": results.get((sigma, "libcem 1 head (known sigma)")),
-            "4 heads": results.get((sigma, "libcem (known sigma)"))}
+    psnr = {"1 head (texture)": results.get((sigma, "libcem (known sigma)")),
+            "4 heads": results.get((sigma, "libcem 4 heads + EM (known sigma)"))}
     for label, counts in conv.items():
         p = f"{np.mean(psnr[label].psnr):.2f}" if psnr[label] else "-"
         its = np.mean([c[0] for c in counts])
@@ -247,6 +249,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--em-cap", type=int, default=200, help="EM iteration cap (convergence study)")
     p.add_argument("--speed-repeats", type=int, default=0,
                    help="only time libcem against BM3D on the 256x256 Set12 images, N runs each")
+    p.add_argument("--speed-sigma", type=float, default=25.0, help="noise level of the speed run")
     p.add_argument("--threads", type=int, default=1, help="torch threads for every method")
     p.add_argument("--out", type=Path, default=None, help="also write the tables here")
     return p.parse_args(argv)
@@ -264,7 +267,7 @@ def main(argv=None) -> None:
         if not has_bm3d:
             raise LibcemError("the speed comparison needs the bm3d package (pip install bm3d)")
         gray = load_images(args.data_root, "set12", args.gray_limit)
-        print(speed(gray, 25.0, args.speed_repeats))
+        print(speed(gray, args.speed_sigma, args.speed_repeats))
         return
     if args.sigmas:
         gray = load_images(args.data_root, "set12", args.gray_limit, args.images)

@@ -82,3 +82,26 @@ def test_cli_rejects_bad_sigma(tmp_path, capsys):
     assert main(["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
                  "--sigma", "300"]) == 2
     assert "0..255" in capsys.readouterr().err
+
+
+def test_cli_noise_model_strength_and_metadata(tmp_path, capsys):
+    from PIL import Image, ImageCms
+
+    clean = data.camera()[64:128, 96:160].astype(np.float64)
+    y = np.clip(clean + np.sqrt(clean + 4) * np.random.default_rng(0).standard_normal(clean.shape),
+                0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(y).save(tmp_path / "in.png", exif=exif.tobytes(), icc_profile=icc)
+    args = ["denoise", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"),
+            "--noise", "poisson-gaussian", "--strength", "0.5"]
+    assert main(args) == 0
+    assert "Poisson-Gaussian a" in capsys.readouterr().out
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.info["icc_profile"] == icc and out.getexif()[0x010F] == "PhoneMaker"
+        half = np.asarray(out, dtype=np.float64)
+    assert main(args[:-2]) == 0
+    full = read_image(tmp_path / "out.png").astype(np.float64)
+    assert np.abs(half - (y + 0.5 * (full - y))).max() <= 1.0  # rounding only
+    assert main(args[:4] + ["--sigma", "5", "--noise", "auto"]) == 2

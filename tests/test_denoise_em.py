@@ -9,11 +9,17 @@ from skimage import data
 
 from libcem.denoiser import em
 from libcem.denoiser.attention import attention_weights
-from libcem.denoiser.settings import DenoiseConfig
 from libcem.denoiser.graph import laplacian, spectrum
 from libcem.denoiser.noise import estimate_sigma
-from libcem.denoiser.patches import all_patches, block_match, dct_matrix, pad_to_grid, to_opponent
-from libcem.denoiser.passes import PatchGroups, fit_prior
+from libcem.denoiser.passes import PatchGroups, fit_group_model
+from libcem.denoiser.patches import (
+    all_patches,
+    block_match,
+    dct_matrix,
+    pad_to_grid,
+    to_opponent,
+)
+from libcem.denoiser.settings import AFFINITY_HEADS, DenoiseConfig
 from libcem.errors import LibcemError
 
 
@@ -35,9 +41,10 @@ def _assert_non_decreasing(objective: list[float]) -> None:
 
 @pytest.mark.parametrize("em_sigma", [False, True])
 def test_em_objective_non_decreasing_gray(em_sigma):
-    cfg = DenoiseConfig(em_max_iter=15, em_tol=0.0, em_groups=64, em_sigma=em_sigma)
+    cfg = DenoiseConfig(em_max_iter=15, em_tol=0.0, em_groups=64, em_sigma=em_sigma, em_fit=True,
+                        affinity_heads=AFFINITY_HEADS)
     groups, positions = _groups(data.camera()[100:196, 150:246], 25.0, cfg)
-    params, trace = fit_prior(groups, positions, 25.0, cfg, torch.Generator().manual_seed(0))
+    params, trace = fit_group_model(groups, positions, 25.0, cfg, torch.Generator().manual_seed(0))
     _assert_non_decreasing(trace.objective)
     assert trace.iterations == 15
     assert params.tau > 0 and torch.isclose(params.pi.sum(), torch.tensor(1.0, dtype=torch.float64))
@@ -45,10 +52,11 @@ def test_em_objective_non_decreasing_gray(em_sigma):
 
 
 def test_em_objective_non_decreasing_color_four_heads():
-    cfg = DenoiseConfig(em_max_iter=12, em_tol=0.0, em_groups=48)
+    cfg = DenoiseConfig(em_max_iter=12, em_tol=0.0, em_groups=48, em_fit=True,
+                        affinity_heads=AFFINITY_HEADS)
     groups, positions = _groups(data.astronaut()[180:244, 160:224], 20.0, cfg)
-    assert groups.heads == ("texture", "structure", "color", "spatial")
-    params, trace = fit_prior(groups, positions, 20.0, cfg, torch.Generator().manual_seed(0))
+    assert groups.affinity_heads == ("texture", "structure", "color", "spatial")
+    params, trace = fit_group_model(groups, positions, 20.0, cfg, torch.Generator().manual_seed(0))
     _assert_non_decreasing(trace.objective)
     assert params.log_beta.shape == (4,)
 
@@ -128,8 +136,10 @@ def test_config_checks():
     with pytest.raises(LibcemError, match="patch"):
         DenoiseConfig(patch=1)
     with pytest.raises(LibcemError, match="heads"):
-        DenoiseConfig(heads=("texture", "smell"))
+        DenoiseConfig(affinity_heads=("texture", "smell"))
     with pytest.raises(LibcemError, match="unknown"):
         DenoiseConfig().override(tiles=3)
-    assert DenoiseConfig().heads_for(1) == ("texture", "structure", "spatial")
-    assert DenoiseConfig().heads_for(3) == ("texture", "structure", "color", "spatial")
+    every = DenoiseConfig(affinity_heads=AFFINITY_HEADS)
+    assert every.heads_for(1) == ("texture", "structure", "spatial")
+    assert every.heads_for(3) == ("texture", "structure", "color", "spatial")
+    assert DenoiseConfig().heads_for(3) == ("texture",)

@@ -9,9 +9,13 @@ EPILOG = """examples:
   libcem denoise noisy.png -o clean.png              noise level estimated
   libcem denoise noisy.png -o clean.png --sigma 25   noise std on the 0..255 scale
   libcem denoise photos/ -o clean/                   every PNG/JPEG/TIFF in the folder
+  libcem denoise phone.jpg -o clean.jpg --noise auto --strength 0.8   keep a little grain
 
 Gray, gray+alpha, RGB and RGBA images in 8 or 16 bits keep their format; alpha is copied.
-Images larger than --tile are processed in overlapping tiles (memory stays bounded)."""
+Images larger than --tile are processed in overlapping tiles (memory stays bounded).
+In a folder, a file that cannot be read or denoised is reported on stderr and skipped; the
+exit status is 1 if any file failed. Outputs are written atomically (temporary file, rename)
+and keep the input's EXIF and ICC profile (8-bit PNG and JPEG; ICC only in TIFF)."""
 
 
 def register(subparsers) -> None:
@@ -19,7 +23,7 @@ def register(subparsers) -> None:
         "denoise",
         help="denoise images with the patch-graph EM denoiser (no training)",
         description="Remove white Gaussian noise with the patch-graph diffusion denoiser:\n"
-        "attention-weighted patch graphs, graph diffusion and a graph Wiener pass, with the\n"
+        "affinity-weighted patch graphs, graph diffusion and a graph Wiener pass, with the\n"
         "noise level estimated and the graph's parameters fitted per image by EM.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -33,8 +37,17 @@ def register(subparsers) -> None:
                    help="torch device, e.g. cpu or cuda (default: the GPU if there is one)")
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in pixels for large images (default: DenoiseConfig.tile)")
+    p.add_argument("--noise", choices=("gaussian", "poisson-gaussian", "auto"), default="gaussian",
+                   help="noise model: white Gaussian (default), signal-dependent Poisson-Gaussian "
+                   "(variance a x + b, fitted: camera and phone photos), or auto (chooses)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="1 removes the noise (default); lower keeps part of it as grain (0..1)")
     p.add_argument("--one-head", action="store_true",
-                   help="use the texture head only (for comparison with the four heads)")
+                   help="use the texture affinity head only (the default since it measured as "
+                   "well as all four; kept for old scripts)")
+    p.add_argument("--all-heads", action="store_true",
+                   help="use all affinity heads and fit their bandwidths and tau by EM "
+                   "(for comparison; same PSNR, slower)")
     p.set_defaults(func=run)
 
 
@@ -57,29 +70,71 @@ def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Denoise each (input, output) pair; in a folder, a bad file is reported and skipped."""
+    import sys
+
     from tqdm import tqdm
 
-    from libcem.denoiser import DenoiseConfig, denoise
-    from libcem.denoiser.io import read_image, write_image
     from libcem.errors import LibcemError
 
     if args.sigma is not None and not 0 <= args.sigma <= 255:
         raise LibcemError(f"--sigma is on the 0..255 scale; got {args.sigma}")
+    if args.sigma is not None and args.noise != "gaussian":
+        raise LibcemError("--sigma sets Gaussian noise; leave it out with --noise "
+                          f"{args.noise} (the noise parameters are fitted)")
+    cfg = _config(args)
+    pairs = _pairs(args.input, args.output)
+    if not args.input.is_dir():
+        _denoise_file(*pairs[0], args, cfg)
+        return 0
+    failed = 0
+    for src, dst in tqdm(pairs, desc="denoise", unit="image", disable=len(pairs) == 1):
+        try:
+            _denoise_file(src, dst, args, cfg)
+        except LibcemError as err:  # one bad file must not stop the folder: report, go on
+            failed += 1
+            why = str(err) if str(src) in str(err) else f"{src}: {err}"
+            tqdm.write(f"libcem: skipped {why}", file=sys.stderr)
+    if failed:
+        print(f"libcem: {failed} of {len(pairs)} images failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _config(args: argparse.Namespace):
+    from libcem.denoiser import DenoiseConfig
+    from libcem.errors import LibcemError
+
     cfg = DenoiseConfig()
     if args.tile is not None:
         cfg = cfg.override(tile=args.tile)
+    if args.one_head and args.all_heads:
+        raise LibcemError("--one-head and --all-heads exclude each other")
     if args.one_head:
-        cfg = cfg.override(heads=("texture",))
-    pairs = _pairs(args.input, args.output)
-    for src, dst in tqdm(pairs, desc="denoise", unit="image", disable=len(pairs) == 1):
-        img = read_image(src)
-        scale = 255.0 / _peak(img)  # image units -> 0..255 scale
-        sigma = None if args.sigma is None else args.sigma / scale
-        out, info = denoise(img, sigma, config=cfg, device=args.device, return_info=True)
-        write_image(dst, out)
-        tqdm.write(f"{src} -> {dst}: sigma {info.sigma * scale:.2f} (0..255 scale), "
-                   f"EM iterations {info.trace.iterations}")
-    return 0
+        cfg = cfg.override(affinity_heads=("texture",))
+    if args.all_heads:
+        from libcem.denoiser.settings import AFFINITY_HEADS
+
+        cfg = cfg.override(affinity_heads=AFFINITY_HEADS, em_fit=True)
+    return cfg
+
+
+def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
+    from tqdm import tqdm
+
+    from libcem.denoiser import denoise
+    from libcem.denoiser.io import read_image, read_metadata, write_image
+
+    img = read_image(src)
+    scale = 255.0 / _peak(img)  # image units -> 0..255 scale
+    sigma = None if args.sigma is None else args.sigma / scale
+    out, info = denoise(img, sigma, config=cfg, device=args.device, return_info=True,
+                        noise=args.noise, strength=args.strength)
+    write_image(dst, out, read_metadata(src))
+    model = "" if info.noise_params is None else (
+        f", Poisson-Gaussian a {info.noise_params[0] * scale:.3f} "
+        f"b {info.noise_params[1] * scale**2:.2f}")
+    tqdm.write(f"{src} -> {dst}: sigma {info.sigma * scale:.2f} (0..255 scale){model}, "
+               f"EM iterations {info.trace.iterations}")
 
 
 def _peak(img) -> float:

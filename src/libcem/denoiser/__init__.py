@@ -1,4 +1,5 @@
-"""The patch-graph diffusion denoiser with EM-fitted parameters and four attention heads.
+"""The patch-graph denoiser: graph-diffusion group model fitted per image by EM, graph attention
+(affinity) heads, and a second pass on the first estimate.
 
 `denoise(image, sigma=None)` is the entry point (also `libcem.denoise`); `DenoiseConfig`
 holds every setting.

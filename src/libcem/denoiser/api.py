@@ -7,13 +7,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from libcem.device import default_device
-from libcem.denoiser.settings import DenoiseConfig
+from libcem.denoiser import poisson_gaussian
+from libcem.denoiser.em import EMTrace
 from libcem.denoiser.passes import DenoiseInfo, denoise_tensor
+from libcem.denoiser.settings import DenoiseConfig
 from libcem.denoiser.tiling import central_tile, process_tiled
+from libcem.device import default_device
 from libcem.errors import LibcemError
 
 INTERNAL_PEAK = 255.0  # the denoiser works on the 0..255 scale whatever the input's dtype
+NOISE_MODELS = ("gaussian", "poisson-gaussian", "auto")
 
 
 def _numpy_dtype(dtype) -> np.dtype:
@@ -50,6 +53,69 @@ def _split_channels(image):
     return image[:, :, : (1 if c <= 2 else 3)], alpha
 
 
+def check_finite(work: torch.Tensor) -> None:
+    """Reject NaN or infinite pixels (a float TIFF can hold them) before any linear algebra."""
+    bad = int((~torch.isfinite(work)).sum())
+    if bad:
+        raise LibcemError(f"the image has {bad} NaN or infinite pixel value(s); "
+                          f"replace them (e.g. numpy.nan_to_num) before denoising")
+
+
+def check_sigma(sigma: float | None, work: torch.Tensor, scale: float) -> None:
+    """Reject a sigma that is negative, NaN, or larger than the image's range.
+
+    The limit is the full range of the dtype (255 on the 0..255 scale) or the image's own
+    value range if that is wider (a float image on 0..255 rather than 0..1).
+    """
+    if sigma is None:
+        return
+    if not (np.isfinite(sigma) and sigma >= 0):
+        raise LibcemError(f"sigma must be a finite number >= 0, got {sigma}")
+    span = max(INTERNAL_PEAK, float(work.max() - work.min()) if work.numel() else 0.0)
+    if sigma * scale > span:
+        raise LibcemError(f"sigma {sigma:g} is larger than the image's value range "
+                          f"({span / scale:g} in the image's units): no signal left to recover")
+
+
+def check_noise(noise: str, sigma: float | None, noise_params, strength: float) -> None:
+    """One-line errors for a bad noise model, a sigma given with it, or a bad strength."""
+    if noise not in NOISE_MODELS:
+        raise LibcemError(f"noise must be one of {', '.join(NOISE_MODELS)}, got {noise!r}")
+    if noise != "gaussian" and sigma is not None:
+        raise LibcemError("sigma describes Gaussian noise; for noise='poisson-gaussian' give "
+                          "noise_params=(a, b) (variance a x + b) or nothing (estimated)")
+    if noise_params is not None and (len(noise_params) != 2 or not all(
+            np.isfinite(v) and v >= 0 for v in noise_params)):
+        raise LibcemError(f"noise_params must be two finite numbers (a, b) >= 0, "
+                          f"got {noise_params}")
+    if not (np.isfinite(strength) and 0 <= strength <= 1):
+        raise LibcemError(f"strength must be in [0, 1], got {strength}")
+
+
+def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float, float] | None,
+                             cfg: DenoiseConfig) -> tuple[torch.Tensor, DenoiseInfo]:
+    """Poisson-Gaussian noise: stabilise the variance (unit Gaussian), denoise, invert.
+
+    img (C, H, W) on the 0..255 scale; params (a, b) on that scale, or None to fit them.
+    Under `auto`, an image whose fitted noise does not depend on the signal goes the
+    Gaussian way.
+    """
+    if params is None:
+        params = poisson_gaussian.estimate(img, generator=torch.Generator().manual_seed(cfg.seed))
+    a, b = params
+    if auto and not poisson_gaussian.signal_dependent(img, a, b):
+        return denoise_float(img, None, cfg)
+    if a <= 0 and b <= 0:
+        return img.clone(), DenoiseInfo(0.0, None, EMTrace(), (), noise_params=(0.0, 0.0))
+    level = float(poisson_gaussian.noise_std_map(img.mean(), a, b))  # noise std at the mean
+    est, info = denoise_float(poisson_gaussian.anscombe(img, a, b) * level, level, cfg)
+    out = poisson_gaussian.inverse_anscombe(est / level, a, b)
+    info.sigma = level
+    info.noise_params = (a, b)
+    info.noise_map = poisson_gaussian.noise_std_map(out, a, b)
+    return out, info
+
+
 def denoise_float(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
                   progress: Callable[[int, int], None] | None = None,
                   ) -> tuple[torch.Tensor, DenoiseInfo]:
@@ -72,7 +138,9 @@ def denoise_float(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
 
 
 def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None = None,
-            device: str | torch.device | None = None, return_info: bool = False):
+            device: str | torch.device | None = None, return_info: bool = False,
+            noise: str = "gaussian", noise_params: tuple[float, float] | None = None,
+            strength: float = 1.0):
     """Denoise an image with the patch-graph EM denoiser; no training needed.
 
     image: numpy array or torch tensor, (H, W) or (H, W, C) with C = 1 (gray), 2 (gray + alpha),
@@ -80,24 +148,38 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
         Alpha is passed through untouched.
     sigma: noise std in the image's units (25 for uint8, 25/255 for float in [0, 1]);
         None estimates it.
+    noise: "gaussian" (white, one sigma), "poisson-gaussian" (variance a x + b, as in camera
+        and phone photos; (a, b) estimated unless noise_params gives them in the image's units)
+        or "auto" (poisson-gaussian when the fitted variance grows by half from the darkest to
+        the brightest tenth of the image, else gaussian).
+    strength: 1 removes the noise; lower values keep part of it (grain): the result is
+        noisy + strength * (denoised - noisy).
     Returns the denoised image of the same type, shape and dtype (integers rounded and clipped);
-    with return_info=True, also a DenoiseInfo whose sigma is in the image's units.
+    with return_info=True, also a DenoiseInfo whose sigma (and noise_params, noise_map) are in
+    the image's units.
     """
     if not isinstance(image, (np.ndarray, torch.Tensor)):
         raise LibcemError(f"expected a numpy array or torch tensor, got {type(image).__name__}")
     dtype = _numpy_dtype(image.dtype)
     lo, peak = _range(dtype)
-    if sigma is not None and not (np.isfinite(sigma) and sigma >= 0):
-        raise LibcemError(f"sigma must be a finite number >= 0, got {sigma}")
     colour, alpha = _split_channels(image)
     dev = torch.device(device) if device is not None else default_device()
     if isinstance(colour, np.ndarray):
         colour = torch.from_numpy(np.ascontiguousarray(colour, dtype=np.float32))
     scale = INTERNAL_PEAK / peak
     work = colour.detach().to(dev, torch.float32).permute(2, 0, 1) * scale  # (C', H, W)
-    work_sigma = None if sigma is None else sigma * scale
-    out, info = denoise_float(work, work_sigma, config or DenoiseConfig())
-    info.sigma = info.sigma / scale
+    check_finite(work)
+    check_sigma(sigma, work, scale)
+    check_noise(noise, sigma, noise_params, strength)
+    cfg = config or DenoiseConfig()
+    if noise == "gaussian":
+        out, info = denoise_float(work, None if sigma is None else sigma * scale, cfg)
+    else:
+        params = None if noise_params is None else (noise_params[0] * scale,
+                                                    noise_params[1] * scale**2)
+        out, info = denoise_signal_dependent(work, noise == "auto", params, cfg)
+    out = work + strength * (out - work)
+    info.to_image_units(scale)
     out = out.permute(1, 2, 0) / scale  # (H, W, C')
     if np.issubdtype(dtype, np.integer):
         out = out.round().clamp(lo, peak)

@@ -1,4 +1,4 @@
-"""Four attention heads that weight the edges of a patch group, each in its own feature space.
+"""Four graph attention (affinity) heads that weight the edges of a patch group, each in its own feature space.
 
 - texture: high-frequency content (the AC DCT coefficients of the luminance patch);
 - structure: gradients of the lightly smoothed luminance, sampled every other pixel;
@@ -54,7 +54,10 @@ def head_distances(heads: tuple[str, ...], positions: torch.Tensor, texture: tor
     (non-DC) DCT coefficients; width: Wn, positions per row (for the spatial coordinates).
     """
     out = []
-    for head in heads:  # at most four heads
+    for head in heads:  # at most four affinity heads
+        if head == "chain":
+            out.append(chain_distances(*positions.shape).to(texture))
+            continue
         if head == "texture":
             feats = texture
         elif head == "spatial":
@@ -63,6 +66,16 @@ def head_distances(heads: tuple[str, ...], positions: torch.Tensor, texture: tor
             feats = maps[head][positions]
         out.append(_pairwise(feats))
     return torch.stack(out)
+
+
+def chain_distances(groups: int, k: int) -> torch.Tensor:
+    """(G, K, K) distances of a fixed chain over the members in matching order: 0 between
+    neighbours, 1e6 otherwise (weights 1 and 0 at bandwidth 1). The Laplacian of a chain has the
+    DCT-II as its eigenbasis, so this replaces attention by a DCT along the group (an ablation).
+    """
+    idx = torch.arange(k)
+    far = ((idx[:, None] - idx[None, :]).abs() != 1).double() * 1e6
+    return far.expand(groups, k, k)
 
 
 def attention_weights(dists: torch.Tensor, log_beta: torch.Tensor,

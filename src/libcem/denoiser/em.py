@@ -1,14 +1,14 @@
-"""EM for the Gaussian patch-group model with a graph-diffusion (GMRF) prior.
+"""EM for the Gaussian patch-group model with a graph-diffusion (GMRF) group model.
 
 Model, per patch group i (K patches found by block matching) and per patch-transform
 coefficient f (2-D DCT of each channel), z_if in R^K holding the K patches' coefficient f:
 
     z_if = x_if + n_if,             n_if ~ N(0, sigma^2 I)              (white Gaussian noise)
-    x_if ~ N(0, s_if (I + tau L_i)^-1)                                 (graph-diffusion prior)
+    x_if ~ N(0, s_if (I + tau L_i)^-1)                                 (graph-diffusion group model)
 
 L_i = D - W is the Laplacian of the head-mixed attention weights
 w_jk = sum_h pi_h exp(-d_h(j, k) / beta_h) (see `attention`). The group mean of the DC
-coefficients (f = 0 of each channel, mode 0 of the graph) has a flat prior and is left out of
+coefficients (f = 0 of each channel, mode 0 of the graph) has a flat (improper) density and is left out of
 the likelihood. In the graph Fourier basis L_i = U diag(lambda) U^T the coefficients
 c = U^T z are independent: c_ikf ~ N(0, v_ikf + sigma^2), v_ikf = s_if / (1 + tau lambda_ik).
 
@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 import torch
 
 from libcem.denoiser.attention import attention_weights
-from libcem.denoiser.graph import diffusion_gain, laplacian, spectrum
+from libcem.denoiser.graph import graph_diffusion_gain, laplacian, spectrum
 
 
 @dataclass(frozen=True)
-class PriorParams:
-    """Global parameters fitted per image: noise variance, diffusion strength, attention heads."""
+class GroupModelParams:
+    """Global parameters fitted per image: noise variance, graph-diffusion strength, affinity heads."""
 
     sigma2: float
     tau: float
@@ -58,24 +58,24 @@ class EMTrace:
         return max(len(self.objective) - 1, 0)
 
 
-def initial_params(dists: torch.Tensor, sigma2: float) -> PriorParams:
-    """Bandwidths at the median head distance, equal mixing weights, unit diffusion strength."""
+def initial_params(dists: torch.Tensor, sigma2: float) -> GroupModelParams:
+    """Bandwidths at the median head distance, equal mixing weights, unit graph-diffusion strength."""
     h = dists.shape[0]
     off = ~torch.eye(dists.shape[-1], dtype=torch.bool, device=dists.device)
     med = torch.stack([d[:, off].median() for d in dists]).clamp_min(1e-12)
-    return PriorParams(sigma2, 1.0, med.log().double().cpu(), torch.zeros(h, dtype=torch.float64))
+    return GroupModelParams(sigma2, 1.0, med.log().double().cpu(), torch.zeros(h, dtype=torch.float64))
 
 
 def free_mask(k: int, f: int, channels: int, device=None) -> torch.Tensor:
-    """(K, F) True where the prior is flat: graph mode 0 of each channel's DC coefficient."""
+    """(K, F) True where the group model is flat: graph mode 0 of each channel's DC coefficient."""
     mask = torch.zeros(k, f, dtype=torch.bool, device=device)
     mask[0, torch.arange(channels, device=device) * (f // channels)] = True
     return mask
 
 
-def prior_variance(lam: torch.Tensor, scale: torch.Tensor, tau: float) -> torch.Tensor:
+def model_variance(lam: torch.Tensor, scale: torch.Tensor, tau: float) -> torch.Tensor:
     """v_ikf = s_if / (1 + tau lambda_ik): (G, K, F)."""
-    return scale[:, None, :] * diffusion_gain(lam, tau)[:, :, None]
+    return scale[:, None, :] * graph_diffusion_gain(lam, tau)[:, :, None]
 
 
 def posterior(c: torch.Tensor, v: torch.Tensor, sigma2: float,
@@ -86,7 +86,7 @@ def posterior(c: torch.Tensor, v: torch.Tensor, sigma2: float,
 
 
 def log_likelihood(c: torch.Tensor, v: torch.Tensor, sigma2: float, free: torch.Tensor) -> float:
-    """Mean log N(c; 0, v + sigma^2) over the coefficients that have a proper prior."""
+    """Mean log N(c; 0, v + sigma^2) over the coefficients that have a proper group model."""
     var = v + sigma2
     ll = (torch.log(2 * math.pi * var) + c * c / var) * (~free)
     return float(-0.5 * ll.sum() / ((~free).sum() * c.shape[0]))
@@ -138,8 +138,8 @@ def _q_graph(theta: torch.Tensor, dists: torch.Tensor, second: torch.Tensor, tau
     return 0.5 * nfreq * logdet - 0.5 * tau * (lap * second).sum()
 
 
-def update_heads(params: PriorParams, dists: torch.Tensor, second: torch.Tensor, nfreq: int,
-                 step: float) -> tuple[PriorParams, float]:
+def update_heads(params: GroupModelParams, dists: torch.Tensor, second: torch.Tensor, nfreq: int,
+                 step: float) -> tuple[GroupModelParams, float]:
     """M-step for (beta, pi): one gradient step on Q, halved until Q increases (else unchanged).
 
     second: (G, K, K) sum_f E[z z^T] / s_if in node coordinates. Returns params and next step.
@@ -153,7 +153,7 @@ def update_heads(params: PriorParams, dists: torch.Tensor, second: torch.Tensor,
         for _ in range(6):
             trial = theta + step * direction
             if _q_graph(trial, dists, second, params.tau, nfreq) > q0:
-                new = PriorParams(params.sigma2, params.tau, trial[:h].detach().cpu(),
+                new = GroupModelParams(params.sigma2, params.tau, trial[:h].detach().cpu(),
                                   trial[h:].detach().cpu())
                 return new, step * 2.0
             step *= 0.5
@@ -168,10 +168,12 @@ def node_second_moment(m: torch.Tensor, var: torch.Tensor, vec: torch.Tensor,
     return vec @ inner @ vec.transpose(1, 2)
 
 
-def fit(z: torch.Tensor, dists: torch.Tensor, params: PriorParams, free: torch.Tensor,
-        fit_sigma: bool, max_iter: int, tol: float) -> tuple[PriorParams, EMTrace]:
+def fit(z: torch.Tensor, dists: torch.Tensor, params: GroupModelParams, free: torch.Tensor,
+        fit_sigma: bool, max_iter: int, tol: float,
+        fit_tau: bool = True) -> tuple[GroupModelParams, EMTrace]:
     """Run EM on groups z (G, K, F) with head distances (H, G, K, K), in float64.
 
+    fit_tau=False keeps tau at its starting value (tau = 0: no graph diffusion, an ablation).
     Returns the fitted global parameters and the objective trace.
     """
     trace, step, scale = EMTrace(), 0.5, None
@@ -180,7 +182,7 @@ def fit(z: torch.Tensor, dists: torch.Tensor, params: PriorParams, free: torch.T
         c = vec.transpose(1, 2) @ z  # (G, K, F) graph Fourier coefficients
         if scale is None:
             scale = initial_scale(c, lam, params.tau, params.sigma2, free)
-        v = prior_variance(lam, scale, params.tau)
+        v = model_variance(lam, scale, params.tau)
         trace.objective.append(log_likelihood(c, v, params.sigma2, free))
         if len(trace.objective) > 1:
             gain = trace.objective[-1] - trace.objective[-2]
@@ -196,8 +198,8 @@ def fit(z: torch.Tensor, dists: torch.Tensor, params: PriorParams, free: torch.T
             sigma2 = float(resid.sum() / ((~free).sum() * c.shape[0]))
         e2 = m * m + var
         scale = update_scale(e2, lam, params.tau, free)
-        tau = update_tau(e2, lam, scale, free)
-        params = PriorParams(sigma2, tau, params.log_beta, params.logit_pi)
+        tau = update_tau(e2, lam, scale, free) if fit_tau else params.tau
+        params = GroupModelParams(sigma2, tau, params.log_beta, params.logit_pi)
         second = node_second_moment(m, var, vec, scale)
         params, step = update_heads(params, dists, second, z.shape[-1], step)
     return params, trace

@@ -24,6 +24,6 @@ def spectrum(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lam, vec
 
 
-def diffusion_gain(lam: torch.Tensor, tau: float) -> torch.Tensor:
-    """Spectral response 1 / (1 + tau lambda) of the implicit diffusion step (I + tau L)^-1."""
+def graph_diffusion_gain(lam: torch.Tensor, tau: float) -> torch.Tensor:
+    """Spectral response 1 / (1 + tau lambda) of the implicit graph-diffusion step (I + tau L)^-1."""
     return 1.0 / (1.0 + tau * lam)

@@ -6,6 +6,8 @@ through pypng, TIFF through tifffile. Arrays are (H, W) or (H, W, C), C in 1..4.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +88,28 @@ def _check_layout(img: np.ndarray, path: Path) -> np.ndarray:
     return img
 
 
-def write_image(path: str | Path, img: np.ndarray) -> None:
-    """Write an array to PNG, JPEG (8-bit only) or TIFF, chosen by the suffix."""
+def read_metadata(path: str | Path) -> dict[str, bytes]:
+    """The EXIF and ICC profile of an image file, as raw bytes ({} when it has none or Pillow
+    cannot parse its header, e.g. some scientific TIFFs; the pixels are read separately)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            info = dict(im.info)
+            exif = im.getexif().tobytes() if len(im.getexif()) else None
+    except UnidentifiedImageError:  # not a metadata problem: read_image reports bad files
+        return {}
+    meta = {"exif": info.get("exif") or exif, "icc_profile": info.get("icc_profile")}
+    return {k: v for k, v in meta.items() if v}
+
+
+def write_image(path: str | Path, img: np.ndarray, metadata: dict[str, bytes] | None = None) -> None:
+    """Write an array to PNG, JPEG (8-bit only) or TIFF, chosen by the suffix, atomically
+    (a temporary file in the same folder, then `os.replace`).
+
+    metadata: from `read_metadata`; EXIF and ICC are kept in 8-bit PNG and JPEG, the ICC
+    profile in TIFF; 16-bit PNG (written by pypng) drops them.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -96,13 +118,31 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     if suffix in (".jpg", ".jpeg") and img.dtype != np.uint8:
         raise LibcemError(f"{path}: JPEG holds 8-bit images only; write {img.dtype} to PNG or TIFF")
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+    try:  # write beside the target, then rename: a crash never leaves a truncated file
+        _write_by_suffix(Path(tmp), img, suffix, metadata or {})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_by_suffix(path: Path, img: np.ndarray, suffix: str, meta: dict[str, bytes]) -> None:
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        tifffile.imwrite(path, img)
+        tifffile.imwrite(path, img, iccprofile=meta.get("icc_profile"))
     elif suffix == ".png" and img.dtype == np.uint16:
         _write_png16(path, img)
     else:
         import imageio.v3 as iio
 
-        iio.imwrite(path, img)
+        iio.imwrite(path, img, extension=suffix, **meta)

@@ -61,19 +61,24 @@ def _chi2_quantile(p: float, dof: float) -> float:
 
 
 def estimate_sigma(img: torch.Tensor, patch: int = 7, max_patches: int = 60000,
-                       iterations: int = 3, generator: torch.Generator | None = None) -> float:
-    """Noise std from weak-texture patches (Liu, Tanaka & Okutomi, TIP 2013), image units.
+                   iterations: int = 3, generator: torch.Generator | None = None) -> float:
+    """Noise std from weak-texture patches of a (C, H, W) image, in its units."""
+    samples = sample_patches(img, patch, max_patches, generator).double()
+    return weak_texture_sigma(samples, patch, iterations)
+
+
+def weak_texture_sigma(flat: torch.Tensor, patch: int, iterations: int = 3) -> float:
+    """Noise std from patches (n, p*p) (Liu, Tanaka & Okutomi, TIP 2013).
 
     Start from the PCA estimate of all patches; keep the patches whose gradient energy is
     below the 99% quantile it would have for pure noise at the current sigma; re-estimate
     sigma by PCA (Chen et al. 2015) on the kept patches; repeat.
     """
-    samples = sample_patches(img, patch, max_patches, generator).double().reshape(-1, patch, patch)
+    samples = flat.reshape(-1, patch, patch)
     gy = samples[:, 1:, :] - samples[:, :-1, :]
     gx = samples[:, :, 1:] - samples[:, :, :-1]
     energy = (gy * gy).sum((1, 2)) + (gx * gx).sum((1, 2))  # (n,) gradient energy
     scale, dof = _gradient_energy_law(patch)
-    flat = samples.reshape(-1, patch * patch)
     sigma = _pca_sigma(flat)
     for _ in range(iterations):
         limit = sigma**2 * scale * _chi2_quantile(0.99, dof)

@@ -1,48 +1,67 @@
 """The two passes of the denoiser on one image (or tile) held as a float tensor (C, H, W).
 
 Pass 1, graph diffusion: block matching on the noisy luminance gives each reference patch a
-group of K neighbours; the attention heads weight the group's edges; EM fits the Gaussian
-graph-diffusion prior (see `em`); each group's posterior mean -- the implicit diffusion
-(I + tau L)^-1 with per-group scales, applied per DCT coefficient -- is aggregated back.
-Pass 2, graph Wiener (as in BM3D's second step, Dabov 2007): the graph is rebuilt on the
-pass-1 estimate and each group is Wiener-filtered in the graph Fourier x DCT basis with the
-pilot's coefficients as signal variances (an empirical Gaussian prior per group).
+group of K neighbours; the graph attention (affinity) heads weight the group's edges; EM fits
+the Gaussian graph-diffusion group model (see `em`); each group's posterior mean -- the
+implicit graph diffusion (I + tau L)^-1 with per-group scales, applied per DCT coefficient --
+is aggregated back.
+Pass 2, on groups matched again on the pass-1 estimate (as BM3D's second step, Dabov 2007):
+either the NL-Bayes estimate with each group's full patch covariance taken from the estimate
+(`covariance`, Lebrun, Buades & Morel 2013), or an empirical Wiener filter in the estimate's
+graph Fourier x DCT basis with the pilot's coefficients as signal variances (graph Wiener);
+`DenoiseConfig.at_sigma` picks patch size and pass by noise level.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from libcem.denoiser import em
+from libcem.denoiser import covariance, em
 from libcem.denoiser.attention import attention_weights, feature_maps, head_distances
-from libcem.denoiser.settings import DenoiseConfig
 from libcem.denoiser.graph import spectrum
 from libcem.denoiser.noise import estimate_sigma
 from libcem.denoiser.patches import (
-    PatchAccumulator, block_match, dct_matrix, from_opponent, pad_to_grid,
+    PatchAccumulator,
+    block_match,
+    dct_matrix,
+    from_opponent,
+    pad_to_grid,
     to_opponent,
 )
+from libcem.denoiser.settings import DenoiseConfig
 
 
 @dataclass
 class DenoiseInfo:
-    """What the denoiser fitted: noise std (image units), EM parameters and objective trace."""
+    """What the denoiser fitted: noise std, EM parameters and objective trace; for
+    Poisson-Gaussian noise also (a, b) of the variance a x + b and a per-pixel noise std map
+    (C, H, W) (its sigma is then the noise std at the image's mean level)."""
 
     sigma: float
-    params: em.PriorParams | None  # None when the image needed no denoising (sigma 0)
+    params: em.GroupModelParams | None  # None when the image needed no denoising (sigma 0)
     trace: em.EMTrace
     heads: tuple[str, ...]
+    noise_params: tuple[float, float] | None = None
+    noise_map: torch.Tensor | None = None
+
+    def to_image_units(self, scale: float) -> None:
+        """From the 0..255 working scale (x_work = scale * x) to the image's units, in place."""
+        self.sigma = self.sigma / scale
+        if self.noise_params is not None:
+            self.noise_params = (self.noise_params[0] / scale, self.noise_params[1] / scale**2)
+        if self.noise_map is not None:
+            self.noise_map = self.noise_map / scale
 
 
 class PatchGroups:
     """Patches of one image in DCT coordinates plus head features, gathered per group."""
 
     def __init__(self, img: torch.Tensor, patch: int, heads: tuple[str, ...]) -> None:
-        self.patch, self.heads, self.channels = patch, heads, img.shape[0]
+        self.patch, self.affinity_heads, self.channels = patch, heads, img.shape[0]
         self.shape = tuple(img.shape)
         self.height, self.width = img.shape[1] - patch + 1, img.shape[2] - patch + 1
         self.dct = dct_matrix(patch, img.device)  # (p*p, p*p)
@@ -64,34 +83,41 @@ class PatchGroups:
     def distances(self, positions: torch.Tensor) -> torch.Tensor:
         """(G, K) positions -> (H, G, K, K) head distances (texture on the DCT-domain patch)."""
         lum = self.coef[positions][:, :, 0]  # orthonormal DCT keeps distances
-        return head_distances(self.heads, positions, lum[..., 1:], self.maps, self.width)
+        return head_distances(self.affinity_heads, positions, lum[..., 1:], self.maps, self.width)
 
     def to_patches(self, coef: torch.Tensor) -> torch.Tensor:
         """(G, K, F) DCT coefficients -> (G, K, C, p*p) pixel patches."""
         return coef.reshape(*coef.shape[:2], self.channels, -1) @ self.dct
 
 
-def _graph(groups: PatchGroups, positions: torch.Tensor, params: em.PriorParams):
+def _graph(groups: PatchGroups, positions: torch.Tensor, params: em.GroupModelParams):
     """Graph Fourier basis of each group: eigenvalues (G, K), eigenvectors (G, K, K)."""
     dists = groups.distances(positions)
     weights = attention_weights(dists, params.log_beta.to(dists), params.logit_pi.to(dists))
     return spectrum(weights)
 
 
-def fit_prior(groups: PatchGroups, positions: torch.Tensor, sigma: float, cfg: DenoiseConfig,
-              generator: torch.Generator) -> tuple[em.PriorParams, em.EMTrace]:
+def fit_group_model(groups: PatchGroups, positions: torch.Tensor, sigma: float, cfg: DenoiseConfig,
+              generator: torch.Generator) -> tuple[em.GroupModelParams, em.EMTrace]:
     """EM on `cfg.em_groups` groups drawn with `generator` (float64 for a clean objective)."""
     pick = torch.randperm(positions.shape[0], generator=generator)[:cfg.em_groups]
     sub = positions[pick.to(positions.device)]
     z, dists = groups.coefficients(sub).double(), groups.distances(sub).double()
     free = em.free_mask(z.shape[1], z.shape[2], groups.channels, z.device)
     start = em.initial_params(dists, sigma**2)
-    return em.fit(z, dists, start, free, cfg.em_sigma, cfg.em_max_iter, cfg.em_tol)
+    if cfg.graph == "chain":  # weights exactly 1 (neighbours) and 0 (others)
+        start = replace(start, log_beta=torch.zeros_like(start.log_beta))
+    if not cfg.graph_diffusion:
+        start = replace(start, tau=0.0)
+    if not cfg.em_fit:
+        return start, em.EMTrace()
+    return em.fit(z, dists, start, free, cfg.em_sigma, cfg.em_max_iter, cfg.em_tol,
+                  fit_tau=cfg.graph_diffusion)
 
 
-def diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: em.PriorParams,
+def graph_diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: em.GroupModelParams,
                    cfg: DenoiseConfig) -> torch.Tensor:
-    """Pass 1: each group's posterior mean under the fitted prior, aggregated: (C, H, W)."""
+    """Pass 1: each group's posterior mean under the fitted group model, aggregated: (C, H, W)."""
     acc = PatchAccumulator(groups.shape, cfg.patch, groups.coef.device)
     free = None
     for pos in positions.split(cfg.chunk):
@@ -102,20 +128,24 @@ def diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: em.Prio
             free = em.free_mask(z.shape[1], z.shape[2], groups.channels, z.device)
         scale = em.initial_scale(c, lam, params.tau, params.sigma2, free)
         for _ in range(cfg.scale_iter):  # EM on the per-group scales, global params fixed
-            m, var = em.posterior(c, em.prior_variance(lam, scale, params.tau), params.sigma2, free)
+            m, var = em.posterior(c, em.model_variance(lam, scale, params.tau), params.sigma2, free)
             scale = em.update_scale(m * m + var, lam, params.tau, free)
-        m, var = em.posterior(c, em.prior_variance(lam, scale, params.tau), params.sigma2, free)
+        m, var = em.posterior(c, em.model_variance(lam, scale, params.tau), params.sigma2, free)
         weight = params.sigma2 / var.sum((1, 2)).clamp_min(1e-12)  # inverse residual variance
         acc.add(groups.to_patches(vec @ m), pos, weight)
     return acc.image()
 
 
 def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
-                params: em.PriorParams) -> torch.Tensor:
+                params: em.GroupModelParams) -> torch.Tensor:
     """Pass 2: empirical Wiener filter in the pilot graph's Fourier x DCT basis (Dabov 2007)."""
-    guide = PatchGroups(pilot, cfg.patch, noisy.heads)
+    guide = PatchGroups(pilot, cfg.patch, noisy.affinity_heads)
     positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
     acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device)
+    if cfg.refit_bandwidths and cfg.graph != "chain":  # bandwidths of the pilot's features
+        sample = positions[:: max(positions.shape[0] // 256, 1)]
+        log_beta = em.initial_params(guide.distances(sample).double(), sigma2).log_beta
+        params = replace(params, log_beta=log_beta)
     for pos in positions.split(cfg.chunk):
         lam, vec = _graph(guide, pos, params)
         c = vec.transpose(1, 2) @ noisy.coefficients(pos)
@@ -126,8 +156,26 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
     return acc.image()
 
 
+def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float,
+                    cfg: DenoiseConfig) -> torch.Tensor:
+    """Pass 2: NL-Bayes posterior mean with each group's patch covariance from the pilot."""
+    guide = PatchGroups(pilot, cfg.patch, ())
+    positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
+    acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device)
+    c = noisy.channels
+    for pos in positions.split(cfg.chunk):
+        g, k = pos.shape
+        z = noisy.coefficients(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
+        q = guide.coefficients(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
+        est, kept = covariance.posterior_mean(z, q, sigma2)  # one model per channel
+        est = est.reshape(g, c, k, -1).transpose(1, 2).reshape(g, k, -1)
+        weight = 1.0 / (kept.reshape(g, c).sum(1) + 1.0)
+        acc.add(noisy.to_patches(est), pos, weight)
+    return acc.image()
+
+
 def denoise_tensor(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
-                   params: em.PriorParams | None = None,
+                   params: em.GroupModelParams | None = None,
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, DenoiseInfo]:
     """Denoise (C, H, W) float32, C in {1, 3}, sigma in image units (None: estimate it).
 
@@ -137,19 +185,25 @@ def denoise_tensor(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
     generator = generator or torch.Generator().manual_seed(cfg.seed)
     _, h, w = img.shape
     heads = cfg.heads_for(img.shape[0])
-    opp = pad_to_grid(to_opponent(img), cfg.patch, math.lcm(cfg.step, cfg.step_wiener))
+    opp = to_opponent(img)
     if params is None and sigma is None:
         sigma = estimate_sigma(opp, generator=generator)
     if params is None and sigma <= 0:
         return img.clone(), DenoiseInfo(0.0, None, em.EMTrace(), heads)
+    cfg = cfg.at_sigma(sigma if params is None else params.sigma2**0.5, min(h, w))
+    opp = pad_to_grid(opp, cfg.patch, math.lcm(cfg.step, cfg.step_wiener))
     groups = PatchGroups(opp, cfg.patch, heads)
     positions = groups.match(cfg.step, cfg.search_radius, cfg.group_size)
     trace = em.EMTrace()
     if params is None:
-        params, trace = fit_prior(groups, positions, sigma, cfg, generator)
-    est = diffusion_pass(groups, positions, params, cfg)
-    passes = (cfg.wiener_passes_color if img.shape[0] > 1 else 1) if cfg.second_pass else 0
-    for _ in range(passes):  # each Wiener pass uses the previous estimate as its pilot
-        est = wiener_pass(groups, est, params.sigma2, cfg, params)
+        params, trace = fit_group_model(groups, positions, sigma, cfg, generator)
+    est = graph_diffusion_pass(groups, positions, params, cfg)
+    repeats = cfg.pass2_repeats_color if img.shape[0] > 1 else cfg.pass2_repeats_gray
+    passes = repeats if cfg.second_pass else 0
+    for _ in range(passes):  # each pass uses the previous estimate as its pilot
+        if cfg.pass2 == "covariance":
+            est = covariance_pass(groups, est, params.sigma2, cfg)
+        else:
+            est = wiener_pass(groups, est, params.sigma2, cfg, params)
     out = from_opponent(est[:, :h, :w])
     return out, DenoiseInfo(params.sigma2**0.5, params, trace, heads)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, fields, replace
 
 from libcem.errors import LibcemError
 
-HEADS = ("texture", "structure", "color", "spatial")  # every attention head, in a fixed order
-GRAY_HEADS = ("texture", "structure", "spatial")  # chroma means nothing on a single channel
+AFFINITY_HEADS = ("texture", "structure", "color", "spatial")  # every affinity head, in order
+GRAY_AFFINITY_HEADS = ("texture", "structure", "spatial")  # chroma means nothing on gray
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,10 @@ class DenoiseConfig:
         the first and the second pass.
     search_radius: half-side of the search window for the K nearest patches.
     group_size: K of the first pass (graph diffusion); group_size_wiener: K of the second pass.
-    heads: attention heads to use; grayscale images drop `color` automatically.
+    affinity_heads: the graph attention heads that weight a group's edges (see `attention`);
+        grayscale images drop `color` automatically. Default: texture only (the structure,
+        color and spatial heads changed the PSNR by 0.00 dB on a Train400 split and on Set12
+        while costing time; `AFFINITY_HEADS` has all four).
     em_max_iter, em_tol: EM stops after em_max_iter iterations or once an iteration raises
         the objective (mean log-likelihood per coefficient, nats) by less than em_tol.
     em_sigma: also update sigma in EM. Off by default: the per-group scales absorb part of the
@@ -27,10 +30,24 @@ class DenoiseConfig:
         while the weak-texture PCA estimate (`noise`) is within 2% for sigma >= 10.
     em_groups: groups drawn (seeded) to fit the global EM parameters.
     scale_iter: EM iterations of the per-group scales when the global parameters are fixed.
-    second_pass: run the Wiener pass on a graph built from the first estimate (as BM3D does).
-    wiener_passes_color: Wiener passes on colour images, each on the previous estimate (a
-        second pass gained 0.1 dB on McMaster crops; colour runs well under CBM3D's time,
-        while on gray images a second pass would cost the speed parity with BM3D).
+    second_pass: run a second pass on groups matched on the first estimate (as BM3D does).
+    pass2: the second pass's group model: "covariance" (a full patch covariance per group
+        taken from the first estimate, NL-Bayes step 2) or "graph_wiener" (an empirical Wiener
+        filter in the graph Fourier x DCT basis, BM3D step 2 on an affinity graph).
+    em_fit: fit the global group-model parameters (tau, bandwidths, mixing weights) by EM;
+        off by default: it changed the PSNR by 0.00 dB on a Train400 split and on Set12 and
+        cost 14-32% of the time. The per-group scales are always fitted by EM (scale_iter).
+    graph: "attention" (affinity heads weight the edges) or "chain" (a fixed chain over the
+        members in matching order, i.e. a DCT along the group).
+    graph_diffusion: tau fitted by EM (False: tau = 0, no smoothing along the graph).
+    refit_bandwidths: in a graph_wiener pass, set each head's bandwidth to the median head
+        distance of the features it is applied to (the first estimate's), not the noisy ones.
+        Off: on the Train400 split it lost 0.02-0.04 dB against the noisy-feature bandwidths.
+    pass2_repeats_gray, pass2_repeats_color: second passes on gray and colour images, each
+        with the previous estimate as its pilot.
+    sigma_schedule: above `high_sigma` (0..255 scale) use `patch_high` and `pass2_high`
+        (chosen on a Train400 split: at sigma 50, 9x9 patches and the graph Wiener pass gained
+        0.17 dB over 7x7 and the covariance pass; at 15 and 25 the latter were best).
     tile, overlap: images larger than tile x tile are processed in overlapping tiles.
     chunk: reference patches processed at once (bounds memory).
     seed: seed of the generator that draws the EM groups.
@@ -41,15 +58,25 @@ class DenoiseConfig:
     step_wiener: int = 4
     search_radius: int = 16
     group_size: int = 32
-    group_size_wiener: int = 32
-    heads: tuple[str, ...] = HEADS
+    group_size_wiener: int = 64
+    affinity_heads: tuple[str, ...] = ("texture",)
     em_max_iter: int = 15
     em_sigma: bool = False
     em_tol: float = 1e-4
     em_groups: int = 128
     scale_iter: int = 2
     second_pass: bool = True
-    wiener_passes_color: int = 2
+    pass2: str = "covariance"
+    em_fit: bool = False
+    graph: str = "attention"
+    graph_diffusion: bool = True
+    refit_bandwidths: bool = False
+    pass2_repeats_gray: int = 1
+    pass2_repeats_color: int = 2
+    sigma_schedule: bool = True
+    high_sigma: float = 37.5
+    patch_high: int = 9
+    pass2_high: str = "graph_wiener"
     tile: int = 768
     overlap: int = 48
     chunk: int = 1024
@@ -58,6 +85,8 @@ class DenoiseConfig:
     def __post_init__(self) -> None:
         checks = {
             "patch": 2 <= self.patch <= 32,
+            "patch_high": self.step <= self.patch_high <= 32,
+            "high_sigma": self.high_sigma >= 0,
             "step": 1 <= self.step <= self.patch,
             "step_wiener": 1 <= self.step_wiener <= self.patch,
             "search_radius": 1 <= self.search_radius <= 64,
@@ -70,19 +99,37 @@ class DenoiseConfig:
             "tile": self.tile >= 4 * self.patch,
             "overlap": 0 <= 2 * self.overlap < self.tile,
             "chunk": self.chunk >= 1,
-            "wiener_passes_color": self.wiener_passes_color >= 1,
+            "pass2_repeats_gray": self.pass2_repeats_gray >= 1,
+            "pass2_repeats_color": self.pass2_repeats_color >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             values = ", ".join(f"{n}={getattr(self, n)!r}" for n in bad)
             raise LibcemError(f"invalid denoiser setting(s): {values}")
-        unknown = [h for h in self.heads if h not in HEADS]
-        if unknown or not self.heads:
-            raise LibcemError(f"heads must be a non-empty subset of {HEADS}, got {self.heads}")
+        choices = {"pass2": ("covariance", "graph_wiener"), "graph": ("attention", "chain"),
+                   "pass2_high": ("covariance", "graph_wiener")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise LibcemError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        unknown = [h for h in self.affinity_heads if h not in AFFINITY_HEADS]
+        if unknown or not self.affinity_heads:
+            raise LibcemError(f"affinity_heads must be a non-empty subset of {AFFINITY_HEADS}, "
+                              f"got {self.affinity_heads}")
+
+    def at_sigma(self, sigma: float, size: int) -> "DenoiseConfig":
+        """The settings for noise std `sigma` (0..255 scale) on an image whose shorter side
+        is `size`: the high-noise patch and second pass above `high_sigma`."""
+        if self.sigma_schedule and sigma > self.high_sigma and size >= self.patch_high:
+            return replace(self, patch=self.patch_high, pass2=self.pass2_high)
+        return self
 
     def heads_for(self, channels: int) -> tuple[str, ...]:
         """The heads that make sense for an image with `channels` channels (1 or 3)."""
-        heads = self.heads if channels > 1 else tuple(h for h in self.heads if h in GRAY_HEADS)
+        if self.graph == "chain":
+            return ("chain",)
+        heads = self.affinity_heads
+        if channels == 1:
+            heads = tuple(h for h in heads if h in GRAY_AFFINITY_HEADS)
         return heads or ("texture",)
 
     def override(self, **changes) -> "DenoiseConfig":

@@ -1,0 +1,110 @@
+"""Ablations of the patch-graph denoiser: what each named part adds, on images it was not tuned on.
+
+Protocol (as `benchmarks.denoise`): clean 8-bit grayscale images, per image a generator seeded 0,
+y = x + sigma N(0, 1) without clipping, known sigma, PSNR (peak 255) of the output clipped and
+rounded to 8 bits. Each variant changes one setting of the shipped `DenoiseConfig` (below).
+
+- `--split train`: `--count` Train400 images drawn with `--seed` (the tuning split: settings
+  are chosen here only);
+- `--split set12`: the 12 Set12 images (reporting only).
+
+Run `python -m benchmarks.denoise_ablation --split train --count 24` and
+`python -m benchmarks.denoise_ablation --split set12`; prints a markdown table (mean PSNR,
+and the change against the shipped settings) and writes it to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.denoise import DEFAULT_DATA, add_noise, load_images, quality
+from libcem.denoiser import DenoiseConfig, denoise
+from libcem.denoiser.io import read_image
+from libcem.denoiser.settings import AFFINITY_HEADS
+
+VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
+    "as shipped": {},
+    "pass 1 only (no second pass)": {"second_pass": False},
+    "+ EM of the global parameters (tau, bandwidths)": {"em_fit": True},
+    "+ all four affinity heads and their EM": {"em_fit": True, "affinity_heads": AFFINITY_HEADS},
+    "no EM at all (moment-estimated group scales)": {"scale_iter": 0},
+    "tau = 0 (no graph diffusion)": {"graph_diffusion": False},
+    "chain graph (no attention: DCT along the group)": {"graph": "chain"},
+    "pass-2 bandwidths refitted on the first estimate": {"refit_bandwidths": True},
+    "no sigma schedule (7x7, covariance pass 2)": {"sigma_schedule": False},
+    "pass 2 = graph Wiener at every sigma": {"pass2": "graph_wiener"},
+    "pass 2 = covariance at every sigma": {"pass2_high": "covariance"},
+}
+
+
+def train_images(root: Path, count: int, seed: int) -> list[tuple[str, np.ndarray]]:
+    """`count` Train400 images drawn without replacement by a generator seeded `seed`."""
+    files = sorted((root / "train400").glob("*.png"))
+    pick = np.random.default_rng(seed).choice(len(files), count, replace=False)
+    return [(files[i].stem, read_image(files[i])) for i in sorted(pick)]
+
+
+def run(images, sigmas, variants) -> dict:
+    """{(sigma, variant): [PSNR per image]} and the total seconds per variant."""
+    psnr, seconds = {}, {}
+    for sigma in sigmas:
+        for name, clean in images:
+            y = add_noise(clean, sigma)
+            for variant, overrides in variants.items():
+                cfg = DenoiseConfig().override(**overrides)
+                start = time.perf_counter()
+                out = denoise(y / 255.0, sigma / 255.0, config=cfg) * 255.0
+                seconds[variant] = seconds.get(variant, 0.0) + time.perf_counter() - start
+                psnr.setdefault((sigma, variant), []).append(quality(clean, out)[0])
+            print(f"  {name} sigma={sigma:g} done", flush=True)
+    return {"psnr": psnr, "seconds": seconds}
+
+
+def markdown(result: dict, sigmas, variants, title: str) -> str:
+    psnr = result["psnr"]
+    head = "| variant | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " | time vs shipped |"
+    lines = [f"### {title}", "", head, "|---" * (len(sigmas) + 2) + "|"]
+    base_t = result["seconds"]["as shipped"]
+    for v in variants:
+        cells = []
+        for s in sigmas:
+            m, b = np.mean(psnr[(s, v)]), np.mean(psnr[(s, "as shipped")])
+            cells.append(f"{m:.2f}" if v == "as shipped" else f"{m:.2f} ({m - b:+.2f})")
+        lines.append(f"| {v} | " + " | ".join(cells)
+                     + f" | {result['seconds'][v] / base_t:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.denoise_ablation", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--split", choices=("train", "set12"), default="train")
+    p.add_argument("--count", type=int, default=24, help="Train400 images drawn")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Train400 draw")
+    p.add_argument("--sigmas", type=float, nargs="*", default=[15, 25, 50])
+    p.add_argument("--variants", nargs="*", default=None, help="only these (by name)")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    variants = {k: v for k, v in VARIANTS.items()
+                if args.variants is None or k in args.variants or k == "as shipped"}
+    if args.split == "train":
+        images = train_images(args.data_root, args.count, args.seed)
+        title = f"Ablations, {len(images)} Train400 images (seed {args.seed}), known sigma"
+    else:
+        images = load_images(args.data_root, "set12", None)
+        title = "Ablations, Set12 (12 images), known sigma"
+    text = markdown(run(images, args.sigmas, variants), args.sigmas, variants, title) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Time and peak memory of the patch-graph denoiser on one large colour photo.
+
+The photo is synthetic: a McMaster image (500x500) resized to --size (default 4000x3000, 12
+megapixels) with scikit-image, plus white Gaussian noise of std --sigma (seed 0) on the 0..255
+scale, as uint8. Reports wall-clock seconds of `denoise` (known sigma) with --threads torch
+threads and the process's peak resident memory (ru_maxrss), and the seconds per megapixel.
+`--crop N` times only the central N x N crop (to extrapolate on a busy machine).
+
+Run `python -m benchmarks.denoise_speed` (full) or `--crop 1024`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.denoise import DEFAULT_DATA
+from libcem.denoiser import DenoiseConfig, denoise
+from libcem.denoiser.io import read_image
+
+
+def synthetic_photo(root: Path, width: int, height: int, sigma: float) -> np.ndarray:
+    """(height, width, 3) uint8: McMaster image 1 resized, plus noise (seed 0)."""
+    from skimage.transform import resize
+
+    clean = resize(read_image(root / "mcmaster" / "1.tif") / 255.0, (height, width, 3), order=3)
+    noisy = clean * 255 + sigma * np.random.default_rng(0).standard_normal(clean.shape)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.denoise_speed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--size", default="4000x3000", help="WIDTHxHEIGHT of the synthetic photo")
+    p.add_argument("--crop", type=int, default=None, help="time only the central N x N crop")
+    p.add_argument("--sigma", type=float, default=25.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    photo = synthetic_photo(args.data_root, width, height, args.sigma)
+    if args.crop:
+        y0, x0 = (height - args.crop) // 2, (width - args.crop) // 2
+        photo = np.ascontiguousarray(photo[y0:y0 + args.crop, x0:x0 + args.crop])
+    start = time.perf_counter()
+    denoise(photo, args.sigma, config=DenoiseConfig(), device=args.device)
+    seconds = time.perf_counter() - start
+    mpix = photo.shape[0] * photo.shape[1] / 1e6
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(f"{photo.shape[1]}x{photo.shape[0]} colour, sigma {args.sigma:g}, {args.threads} "
+          f"thread(s), {args.device}: {seconds:.1f} s ({seconds / mpix:.1f} s per megapixel), "
+          f"peak RSS {peak:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
