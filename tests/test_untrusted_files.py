@@ -234,12 +234,9 @@ def readable_arrays(files: dict[str, Path]) -> dict[str, np.ndarray]:
 
 
 DENOISER_CASES = ["good.png", "gray16.png", "rgba.png", "tiny.png", "nan.tif", "inf.tif"]
-DENOISER_BRANCH = {"nan.tif", "inf.tif"}  # NaN / infinite pixels: fixed on the denoiser branch
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=False, reason="denoiser branch")) if n in DENOISER_BRANCH else n
-    for n in DENOISER_CASES])
+@pytest.mark.parametrize("name", DENOISER_CASES)
 def test_denoiser_on_hostile_files_gives_a_libcem_error_or_a_result(tmp_path, name):
     import libcem
 

@@ -12,7 +12,7 @@ from libcem.denoiser.em import EMTrace
 from libcem.denoiser.passes import DenoiseInfo, denoise_tensor
 from libcem.denoiser.settings import DenoiseConfig
 from libcem.denoiser.tiling import central_tile, process_tiled
-from libcem.device import default_device
+from libcem.device import resolve_device
 from libcem.errors import LibcemError
 
 INTERNAL_PEAK = 255.0  # the denoiser works on the 0..255 scale whatever the input's dtype
@@ -163,7 +163,7 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
     dtype = _numpy_dtype(image.dtype)
     lo, peak = _range(dtype)
     colour, alpha = _split_channels(image)
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     if isinstance(colour, np.ndarray):
         colour = torch.from_numpy(np.ascontiguousarray(colour, dtype=np.float32))
     scale = INTERNAL_PEAK / peak

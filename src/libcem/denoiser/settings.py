@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from libcem.config import check
 from libcem.errors import LibcemError
 
 AFFINITY_HEADS = ("texture", "structure", "color", "spatial")  # every affinity head, in order
@@ -83,38 +84,34 @@ class DenoiseConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        checks = {
-            "patch": 2 <= self.patch <= 32,
-            "patch_high": self.step <= self.patch_high <= 32,
-            "high_sigma": self.high_sigma >= 0,
-            "step": 1 <= self.step <= self.patch,
-            "step_wiener": 1 <= self.step_wiener <= self.patch,
-            "search_radius": 1 <= self.search_radius <= 64,
-            "group_size": 2 <= self.group_size <= (2 * self.search_radius + 1) ** 2,
-            "group_size_wiener": 2 <= self.group_size_wiener <= (2 * self.search_radius + 1) ** 2,
-            "em_max_iter": self.em_max_iter >= 1,
-            "em_tol": self.em_tol >= 0,
-            "em_groups": self.em_groups >= 16,
-            "scale_iter": self.scale_iter >= 0,
-            "tile": self.tile >= 4 * self.patch,
-            "overlap": 0 <= 2 * self.overlap < self.tile,
-            "chunk": self.chunk >= 1,
-            "pass2_repeats_gray": self.pass2_repeats_gray >= 1,
-            "pass2_repeats_color": self.pass2_repeats_color >= 1,
+        limits = {
+            "patch": (2 <= self.patch <= 32, "use 2..32"),
+            "patch_high": (self.step <= self.patch_high <= 32, "use step..32"),
+            "high_sigma": (self.high_sigma >= 0, "must be >= 0"),
+            "step": (1 <= self.step <= self.patch, "use 1..patch"),
+            "step_wiener": (1 <= self.step_wiener <= self.patch, "use 1..patch"),
+            "search_radius": (1 <= self.search_radius <= 64, "use 1..64"),
+            "group_size": (2 <= self.group_size <= (2 * self.search_radius + 1) ** 2, "use 2..(2 * search_radius + 1)^2"),
+            "group_size_wiener": (2 <= self.group_size_wiener <= (2 * self.search_radius + 1) ** 2,
+                                  "use 2..(2 * search_radius + 1)^2"),
+            "em_max_iter": (self.em_max_iter >= 1, "must be >= 1"),
+            "em_tol": (self.em_tol >= 0, "must be >= 0"),
+            "em_groups": (self.em_groups >= 16, "must be >= 16"),
+            "scale_iter": (self.scale_iter >= 0, "must be >= 0"),
+            "tile": (self.tile >= 4 * self.patch, "must be >= 4 * patch"),
+            "overlap": (0 <= 2 * self.overlap < self.tile, "use 0 <= 2 * overlap < tile"),
+            "chunk": (self.chunk >= 1, "must be >= 1"),
+            "pass2_repeats_gray": (self.pass2_repeats_gray >= 1, "must be >= 1"),
+            "pass2_repeats_color": (self.pass2_repeats_color >= 1, "must be >= 1"),
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            values = ", ".join(f"{n}={getattr(self, n)!r}" for n in bad)
-            raise LibcemError(f"invalid denoiser setting(s): {values}")
+        for name, (ok, fix) in limits.items():
+            check(ok, f"denoiser.{name}", f"{getattr(self, name)!r}: {fix}")
         choices = {"pass2": ("covariance", "graph_wiener"), "graph": ("attention", "chain"),
                    "pass2_high": ("covariance", "graph_wiener")}
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise LibcemError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        unknown = [h for h in self.affinity_heads if h not in AFFINITY_HEADS]
-        if unknown or not self.affinity_heads:
-            raise LibcemError(f"affinity_heads must be a non-empty subset of {AFFINITY_HEADS}, "
-                              f"got {self.affinity_heads}")
+            check(getattr(self, name) in allowed, f"denoiser.{name}", f"use one of {', '.join(allowed)}")
+        check(bool(self.affinity_heads) and all(h in AFFINITY_HEADS for h in self.affinity_heads),
+              "denoiser.affinity_heads", f"a non-empty subset of {', '.join(AFFINITY_HEADS)}, got {self.affinity_heads}")
 
     def at_sigma(self, sigma: float, size: int) -> "DenoiseConfig":
         """The settings for noise std `sigma` (0..255 scale) on an image whose shorter side
