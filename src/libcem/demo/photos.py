@@ -7,7 +7,6 @@ Arrays are (H, W) or (H, W, C), C in 1..4, in their file's dtype; alpha is never
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,8 @@ import torch
 
 from libcem.denoiser import DenoiseConfig
 from libcem.denoiser.api import denoise_float
+from libcem.denoiser.api import estimate_noise as denoiser_estimate
 from libcem.denoiser.io import read_image, write_image
-from libcem.denoiser.noise import estimate_sigma
-from libcem.denoiser.patches import pad_to_grid, to_opponent
-from libcem.denoiser.tiling import central_tile
 from libcem.errors import LibcemError
 from libcem.imaging import psnr
 
@@ -117,9 +114,7 @@ def from_work(x: torch.Tensor, like: np.ndarray) -> np.ndarray:
 def estimate_noise(img: np.ndarray, cfg: DenoiseConfig | None = None) -> float:
     """The noise std (0..255 scale) the denoiser would estimate: weak-texture PCA on the central tile."""
     cfg = cfg or DenoiseConfig()
-    work = to_opponent(central_tile(to_work(img), cfg.tile))
-    work = pad_to_grid(work, cfg.patch, math.lcm(cfg.step, cfg.step_wiener))  # as the denoiser pads it
-    return estimate_sigma(work, generator=torch.Generator().manual_seed(cfg.seed))
+    return denoiser_estimate(to_work(img), cfg)
 
 
 def denoise_photo(img: np.ndarray, sigma: float | None, cfg: DenoiseConfig | None = None,

@@ -116,6 +116,17 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
     return out, info
 
 
+def estimate_noise(img: torch.Tensor, cfg: DenoiseConfig) -> float:
+    """The noise std that `denoise_float` assumes for (C, H, W) float32 on the 0..255 scale when none is
+    given: weak-texture PCA on the opponent-colour image (its central tile when it is tiled)."""
+    from libcem.denoiser.noise import estimate_sigma
+    from libcem.denoiser.patches import to_opponent
+
+    _, h, w = img.shape
+    tile = central_tile(img, cfg.tile) if max(h, w) > cfg.tile else img
+    return estimate_sigma(to_opponent(tile), generator=torch.Generator().manual_seed(cfg.seed))
+
+
 def denoise_float(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
                   progress: Callable[[int, int], None] | None = None,
                   ) -> tuple[torch.Tensor, DenoiseInfo]:
