@@ -34,3 +34,20 @@ TINY_CLI = [
     "--set", "train.sample_every=4", "--set", "train.checkpoint_every=2", "--set", "optim.warmup_steps=2",
     "--quiet",
 ]
+
+
+@pytest.fixture
+def real_builds(monkeypatch):
+    from libcem.generative.models.prior import PriorTransformer
+    from libcem.generative.models.tokenizer import Tokenizer
+
+    """The parameter counts of every model built on a real device (not `meta`) during the test."""
+    built = []
+    for cls in (Tokenizer, PriorTransformer):
+        def wrapped(self, *args, _init=cls.__init__, **kwargs):
+            _init(self, *args, **kwargs)
+            params = list(self.state_dict().values())
+            if params and params[0].device.type != "meta":
+                built.append(sum(t.numel() for t in params))
+        monkeypatch.setattr(cls, "__init__", wrapped)
+    return built
