@@ -124,6 +124,11 @@ class Tokenizer(nn.Module):
         )
         self.decoder = Decoder(cfg, in_channels)
 
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The weight of the decoder's last convolution (where VQGAN balances its losses' gradients)."""
+        return self.decoder.net[-1].weight
+
     def latent_size(self, image_size: int | None = None) -> int:
         return (image_size or self.image_size) // self.cfg.downsample
 

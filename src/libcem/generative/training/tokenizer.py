@@ -12,6 +12,7 @@ from torch import nn
 from libcem.generative.data import DataConfig, ImageSet, Splits
 from libcem.generative.data.base import evenly_spaced
 from libcem.generative.models.tokenizer import Tokenizer, TokenizerConfig
+from libcem.generative.training.adversarial import AdversarialConfig, Adversary
 from libcem.generative.training.settings import OptimConfig, TrainConfig
 from libcem.imaging import grid, psnr, save_png, side_by_side
 
@@ -25,16 +26,23 @@ class TokenizerRunConfig:
     # defaults sized so that `libcem train tokenizer --data digits` takes about 10 minutes on 2 CPU cores
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, batch_size=32))
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)  # off by default (weight 0)
 
 
 class TokenizerTask:
-    """Loss = MSE(reconstruction, image) + commitment * ||z - sg(q)||^2; the codebook learns by EM."""
+    """Loss = MSE(reconstruction, image) + commitment * ||z - sg(q)||^2; the codebook learns by EM.
+
+    With adversarial.weight > 0 a patch discriminator (the Trainer's auxiliary network) adds
+    VQGAN's adaptively weighted adversarial term from step adversarial.start_step on."""
 
     def __init__(self, cfg: TokenizerRunConfig, splits: Splits) -> None:
         self.cfg, self.splits = cfg, splits
         torch.manual_seed(cfg.train.seed)
         self.model = Tokenizer(cfg.model, splits.train.channels, splits.train.size)
         self.n_train = len(splits.train)
+        adv = cfg.adversarial
+        self.auxiliary = Adversary(adv, cfg.optim, splits.train.channels, splits.train.size, cfg.train.seed + 1) \
+            if adv.weight > 0 else None
 
     def loss(
         self, model: nn.Module, idx: torch.Tensor, generator: torch.Generator, device: torch.device
@@ -48,6 +56,10 @@ class TokenizerTask:
             "psnr": psnr(out.reconstruction.detach().float(), x).mean(),
             "perplexity": out.perplexity.detach(),
         }
+        if self.auxiliary is not None and self.auxiliary.on:
+            g_term, g_metrics = self.auxiliary.generator_loss(x, out.reconstruction, recon, self.model.last_layer)
+            loss = loss + g_term
+            metrics.update(g_metrics)
         return loss, metrics
 
     def step_metrics(self, model: nn.Module) -> dict[str, float]:

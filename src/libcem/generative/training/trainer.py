@@ -2,8 +2,10 @@
 metrics, plots, snapshots, atomic checkpoints and exact resume.
 
 A model plugs in through a `Task`: it owns the model and the data and says how to compute a
-loss on a batch of indices and how to draw a snapshot. Every random choice of a step comes
-from a generator seeded by (seed, step), so a resumed run repeats an uninterrupted one.
+loss on a batch of indices and how to draw a snapshot. A Task may also train a second network
+beside the model with its own optimizer (a GAN's discriminator): its `auxiliary`. Every random
+choice of a step comes from a generator seeded by (seed, step), so a resumed run repeats an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -56,6 +58,43 @@ class Task(Protocol):
 
     def export_extra(self) -> dict:
         """Extra JSON for the checkpoint's config.json (e.g. the data source)."""
+
+    # optional: `auxiliary: Auxiliary | None`, a second network trained beside the model
+
+
+class Auxiliary(Protocol):
+    """A second network a Task trains beside its model with its own AdamW (e.g. a GAN's discriminator).
+
+    The Trainer prepares it with Accelerate and, at each step where `begin` says so, steps it after
+    the model: one `loss` per micro-batch, on what the model's loss of that micro-batch produced.
+    The model's loss may use `module` but never trains it (its parameters are frozen meanwhile). Its
+    weights and optimizer state are kept in the checkpoint's training/ folder as NAME.safetensors
+    and NAME_optimizer.pt."""
+
+    name: str
+    module: nn.Module
+    optim: OptimConfig  # its lr (on the model's warmup + cosine schedule), betas, weight decay, clipping
+
+    def begin(self, step: int) -> bool:
+        """Called before step `step`'s model loss; True: `module` trains at this step."""
+
+    def loss(
+        self, module: nn.Module, micro: int, generator: torch.Generator, device: torch.device
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of the (prepared) `module` on micro-batch `micro` of this step, and its metrics."""
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """`module`'s parameters take no gradient inside the block (those that took one before do again after)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @dataclass
@@ -125,8 +164,10 @@ class Trainer:
         self._clear_window()
 
     def _clear_window(self) -> None:
-        """The metrics summed over the steps since the last metrics.jsonl row."""
+        """The metrics summed over the steps since the last metrics.jsonl row (`counts`: over how many
+        steps each one was reported; a metric of the auxiliary network is only reported where it trains)."""
         self.window: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
         self.n_window, self.window_seconds, self.window_t0 = 0, 0.0, time.perf_counter()
 
     def _window_state(self) -> dict:
@@ -137,20 +178,22 @@ class Trainer:
             means = self.acc.reduce(torch.stack([self.window[k] for k in names]).float(), reduction="mean")
             sums = dict(zip(names, means.tolist()))
         seconds = self.window_seconds + time.perf_counter() - self.window_t0
-        return {"window": {"n": self.n_window, "sums": sums, "seconds": seconds}}
+        return {"window": {"n": self.n_window, "sums": sums, "counts": dict(self.counts), "seconds": seconds}}
 
     def _restore_window(self, state: dict) -> None:
         window = state.get("window")
         if window and window["n"] > 0:
             self.window = {k: torch.tensor(v, dtype=torch.float32, device=self.acc.device)
                            for k, v in window["sums"].items()}
+            self.counts = {k: window.get("counts", {}).get(k, window["n"]) for k in self.window}  # older: n each
             self.n_window, self.window_seconds = window["n"], window["seconds"]
 
-    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+    def _optimizer(self, model: nn.Module, ocfg: OptimConfig | None = None) -> torch.optim.Optimizer:
+        ocfg = ocfg or self.ocfg
         params = [p for p in model.parameters() if p.requires_grad]
         fused = {"fused": True} if self.acc.device.type == "cuda" else {}  # one kernel for all parameters
         return torch.optim.AdamW(
-            params, lr=self.ocfg.lr, betas=tuple(self.ocfg.betas), weight_decay=self.ocfg.weight_decay, **fused
+            params, lr=ocfg.lr, betas=tuple(ocfg.betas), weight_decay=ocfg.weight_decay, **fused
         )
 
     def _micro_batches(self, step: int) -> list[torch.Tensor]:
@@ -170,6 +213,8 @@ class Trainer:
             model.to(self.acc.device)  # the fused optimizer wants its parameters there from the start
         self.ema = EMA(model, self.tcfg.ema_decay) if self.tcfg.ema_decay > 0 else None
         opt = self._optimizer(model)
+        self.aux: Auxiliary | None = getattr(self.task, "auxiliary", None)
+        aux_opt = self._optimizer(self.aux.module, self.aux.optim) if self.aux else None
         ckpts = self.layout.checkpoints()
         start = 0
         if ckpts and not resume:
@@ -177,7 +222,8 @@ class Trainer:
                 f"{self.run} already holds checkpoints: pass --resume to continue it, or choose a new --out"
             )
         if ckpts:
-            state = load_checkpoint(ckpts[-1], model, self.ema.model if self.ema else None, opt)
+            state = load_checkpoint(ckpts[-1], model, self.ema.model if self.ema else None, opt,
+                                    (self.aux.name, self.aux.module, aux_opt) if self.aux else None)
             start = state["step"]
             self._restore_window(state)
             if self.acc.is_main_process:
@@ -192,32 +238,48 @@ class Trainer:
             self.acc.init_trackers(trackers.PROJECT, config=trackers.flat_config(to_dict(self.cfg)),
                                    init_kwargs={"wandb": {"name": f"{self.run.parent.name}/{self.run.name}"}})
         self.model, self.opt = self.acc.prepare(model, opt)
+        if self.aux:
+            self.aux_model, self.aux_opt = self.acc.prepare(self.aux.module, aux_opt)
         if self.ema:
             self.ema.model.to(self.acc.device)
         self.acc.wait_for_everyone()
         return start
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        for group in self.opt.param_groups:
-            group["lr"] = lr_at(step, self.tcfg.steps, self.ocfg)
+        aux_on = self.aux.begin(step) if self.aux else False
         gen = step_generator(self.tcfg.seed, step, self.acc.process_index)
-        sums: dict[str, torch.Tensor] = {}
         batches = self._micro_batches(step)
-        for i, idx in enumerate(batches):
-            sync = i == len(batches) - 1
-            with (contextlib.nullcontext() if sync else self.acc.no_sync(self.model)), self.acc.autocast():
-                loss, metrics = self.task.loss(self.model, idx, gen, self.acc.device)
-            if not torch.isfinite(loss.detach()):
-                raise FloatingPointError(step)
-            self.acc.backward(loss / len(batches))
-            for k, v in {"loss": loss.detach(), **metrics}.items():
-                sums[k] = sums.get(k, 0) + v.float() / len(batches)
-        if self.ocfg.grad_clip > 0:
-            self.acc.clip_grad_norm_(self.model.parameters(), self.ocfg.grad_clip)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        with frozen(self.aux.module) if self.aux else contextlib.nullcontext():
+            sums = self._update(step, self.model, self.opt, self.ocfg, len(batches),
+                                lambda i: self.task.loss(self.model, batches[i], gen, self.acc.device), "loss")
         if self.ema:
             self.ema.update(self.acc.unwrap_model(self.model), step)
+        if aux_on:
+            sums.update(self._update(step, self.aux_model, self.aux_opt, self.aux.optim, len(batches),
+                                     lambda i: self.aux.loss(self.aux_model, i, gen, self.acc.device)))
+        return sums
+
+    def _update(self, step: int, model: nn.Module, opt, ocfg: OptimConfig, n: int, loss_of,
+                loss_name: str | None = None) -> dict[str, torch.Tensor]:
+        """One optimizer step of `model` on the mean of `loss_of(i)` over micro-batches i < n; returns
+        the metrics averaged over them, with the loss as `loss_name` (None: the metrics name it).
+        A loss that is NaN or Inf raises FloatingPointError(loss_name)."""
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, self.tcfg.steps, ocfg)
+        sums: dict[str, torch.Tensor] = {}
+        for i in range(n):
+            sync = i == n - 1
+            with (contextlib.nullcontext() if sync else self.acc.no_sync(model)), self.acc.autocast():
+                loss, metrics = loss_of(i)
+            if not torch.isfinite(loss.detach()):
+                raise FloatingPointError(loss_name)
+            self.acc.backward(loss / n)
+            for k, v in ({loss_name: loss.detach(), **metrics} if loss_name else metrics).items():
+                sums[k] = sums.get(k, 0) + v.float() / n
+        if ocfg.grad_clip > 0:
+            self.acc.clip_grad_norm_(model.parameters(), ocfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         return sums
 
     def checkpoint(self, step: int) -> Path | None:
@@ -233,6 +295,7 @@ class Trainer:
                 self.task.export_extra(),
                 self.tcfg.keep_checkpoints,
                 progress,
+                (self.aux.name, self.acc.unwrap_model(self.aux_model), self.aux_opt) if self.aux else None,
             )
             if self.progress:
                 tqdm.write(f"checkpoint {path.name}: {folder_bytes(path) / 2**20:.1f} MiB in {path.parent}")
@@ -269,20 +332,22 @@ class Trainer:
             self.model.train()
             try:
                 sums = self.train_step(step)
-            except FloatingPointError:
+            except FloatingPointError as err:
                 good = self.layout.checkpoints()
                 where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
+                whose = "loss" if err.args[0] else f"the {self.aux.name}'s loss"
                 raise LibcemError(
-                    f"loss became NaN or Inf at step {step}; stopped ({where}). "
+                    f"{whose} became NaN or Inf at step {step}; stopped ({where}). "
                     "Try a lower optim.lr or train.precision=no"
                 ) from None
             done = step + 1
             for k, v in sums.items():
                 self.window[k] = self.window.get(k, 0.0) + v.detach()
+                self.counts[k] = self.counts.get(k, 0) + 1
             self.n_window += 1
             if done % t.log_every == 0 or done == end:
                 seconds = self.window_seconds + time.perf_counter() - self.window_t0
-                last = self._log(done, self.window, self.n_window, seconds)
+                last = self._log(done, self.window, self.counts, self.n_window, seconds)
                 bar.set_postfix({k: f"{last[k]:.4g}" for k in ("loss", "psnr", "usage") if k in last})
                 self._clear_window()
             if done % t.sample_every == 0 or done == t.steps:
@@ -299,9 +364,9 @@ class Trainer:
         ckpts = self.layout.checkpoints()
         return RunResult(end, ckpts[-1] if ckpts else self.run, last, finished=end >= t.steps)
 
-    def _log(self, step: int, window: dict, n: int, seconds: float) -> dict:
+    def _log(self, step: int, window: dict, counts: dict, n: int, seconds: float) -> dict:
         names = sorted(window)
-        means = self.acc.reduce(torch.stack([window[k] for k in names]).float() / n, reduction="mean")
+        means = self.acc.reduce(torch.stack([window[k].float() / counts[k] for k in names]), reduction="mean")
         row = {"step": step, **dict(zip(names, means.tolist()))}
         row.update(self.task.step_metrics(self.acc.unwrap_model(self.model)))
         row["lr"] = self.opt.param_groups[0]["lr"]
