@@ -43,7 +43,7 @@ def test_reconstruct_reports_rfid_and_measures_the_inputs_once(tmp_path, capsys,
     net.write_bytes(b"stand-in network")
     monkeypatch.setenv(inc.NETWORK_ENV, str(net))
     seen = []
-    monkeypatch.setattr(inc, "inception_features", lambda x, device=None: seen.append(len(x)) or x.flatten(1)[:, :6].double())
+    monkeypatch.setattr(inc, "inception_features", lambda x, device=None, resize="bilinear": seen.append(len(x)) or x.flatten(1)[:, :6].double())
     for attempt in range(2):
         assert main(["reconstruct", "--model", str(run), "fractals", "--output", str(tmp_path / "r"), "--limit", "7",
                      "--fid", "--json", str(tmp_path / "r.json")]) == 0

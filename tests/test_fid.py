@@ -78,7 +78,7 @@ def test_balanced_plan_and_per_class_inception_report(monkeypatch):
     assert idx.tolist() == list(range(6)) and gen_idx.tolist() == [0, 0, 0, 1, 1, 1, 3, 3, 3]
     assert generation_plan(pipe, test, 4, 0)[1].tolist() == [0, 1, 2, 3]
 
-    monkeypatch.setattr(inc, "inception_features", lambda x, device=None: x.flatten(1).double())  # 4 features
+    monkeypatch.setattr(inc, "inception_features", lambda x, device=None, resize="bilinear": x.flatten(1).double())  # 4 features
     train = ImageSet(torch.cat([test.images] * 3), captions * 3)
     real = test.floats()
     fake = real[[0, 2, 5, 1, 4]]  # the held-out a's and b's themselves
@@ -106,7 +106,7 @@ def test_real_features_are_measured_once_and_a_damaged_cache_file_is_replaced(mo
     monkeypatch.setenv(inc.NETWORK_ENV, str(net))
     calls = []
 
-    def features(x, device=None):
+    def features(x, device=None, resize="bilinear"):
         calls.append(len(x))
         return torch.arange(len(x) * inc.FEATURES, dtype=torch.float64).reshape(len(x), inc.FEATURES) + x.sum()
 
@@ -125,3 +125,20 @@ def test_real_features_are_measured_once_and_a_damaged_cache_file_is_replaced(mo
         f.write_bytes(b"not safetensors")
     assert torch.equal(inc.cached_features(a, tmp_path / "cache"), first) and calls == [3, 2, 3, 3]
     assert inc.cached_features(a, tmp_path / "cache").shape == (3, inc.FEATURES) and calls == [3, 2, 3, 3]
+
+
+def test_pil_bicubic_resize_follows_clean_fid_and_differs_from_bilinear():
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 3, 8, 8, generator=g)
+    clean, plain = inc.inception_input(x, "pil-bicubic"), inc.inception_input(x, "bilinear")
+    assert clean.shape == plain.shape == (2, 3, 299, 299)
+    v = (x[1, 2].numpy() * 255).round().astype(np.float32)  # one 8-bit channel, resized by PIL as clean-fid does
+    want = np.asarray(Image.fromarray(v, mode="F").resize((299, 299), Image.BICUBIC)).clip(0, 255)
+    assert torch.allclose(clean[1, 2], (torch.from_numpy(want) - 128) / 128, atol=1e-6)
+    assert (clean - plain).abs().max() > 0.05  # bicubic overshoots where bilinear cannot
+    flat = torch.full((1, 1, 8, 8), 0.5)
+    assert torch.allclose(inc.inception_input(flat, "pil-bicubic"), inc.inception_input(flat, "bilinear"), atol=1e-5)
+    with pytest.raises(LibcemError, match="unknown FID resize"):
+        inc.inception_input(x, "lanczos")

@@ -10,6 +10,7 @@ from libcem.errors import LibcemError
 
 def register(sub: argparse._SubParsersAction) -> None:
     from libcem.generative.diffusion.samplers import SAMPLERS, sampler_help
+    from libcem.generative.evaluation.inception import RESIZES
 
     p = sub.add_parser(
         "eval",
@@ -33,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also the Inception FID (2048 pool features) vs the held-out split, with the real-data reference")
     p.add_argument("--fid-per-class", action="store_true",
                    help="also the Inception FID per class (distinct caption), for sources whose captions name a class")
+    p.add_argument("--fid-resize", choices=RESIZES, default="bilinear",
+                   help="how images are resized to Inception's 299 px: bilinear (the StyleGAN and torchmetrics "
+                   "convention, the default) or pil-bicubic (clean-fid's clean mode); docs/prior.md")
     p.add_argument("--steps", type=int, help="sampling steps (default: the prior's config, 20)")
     p.add_argument("--guidance", type=float, help="guidance scale (default: the prior's config, 3)")
     p.add_argument("--sampler", choices=list(SAMPLERS), help=sampler_help() + " (default: the prior's config, dpm++)")
@@ -73,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     labels = [] if unlabelled else eval_labels(data_cfg.source, splits.test, args.labels)
     result = evaluate_prior(pipe, data_cfg, splits, labels, args.steps, args.guidance, args.seed, args.sampler,
                             args.limit, args.batch_size, args.classifier_steps, progress=not args.quiet,
-                            per_class=args.per_class, fid=args.fid, fid_per_class=args.fid_per_class)
+                            per_class=args.per_class, fid=args.fid, fid_per_class=args.fid_per_class,
+                            fid_resize=args.fid_resize)
     print(format_report(result))
     if args.grid:
         save_png(grid(result["samples"][:64], cols=8), args.grid, upscale=2)

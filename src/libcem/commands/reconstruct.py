@@ -15,6 +15,8 @@ GRID_MAX = 64
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from libcem.generative.evaluation.inception import RESIZES
+
     p = sub.add_parser(
         "reconstruct",
         help="encode and decode images with a trained tokenizer; prints the mean PSNR",
@@ -30,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fid", action="store_true",
                    help="also print rFID: the Inception FID of the reconstructions against the inputs (needs "
                    "pip install 'libcem[fid]'; at least 2 images, thousands for a stable figure; docs/prior.md)")
+    p.add_argument("--fid-resize", choices=RESIZES, default="bilinear",
+                   help="how images are resized to Inception's 299 px (see libcem eval --help)")
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     p.set_defaults(func=run)
 
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(scores)} images: mean PSNR {mean:.2f} dB; written to {args.output}")
     result = {"images": len(scores), "psnr": mean}
     if args.fid:
-        result["rfid"] = reconstruction_fid(inputs, outputs, device)
+        result["rfid"] = reconstruction_fid(inputs, outputs, device, args.fid_resize)
         print(f"rFID (Inception FID of the {len(scores)} reconstructions against their inputs): {result['rfid']:.2f}")
     if args.json:
         from libcem.files import atomic_write_json
@@ -114,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def reconstruction_fid(inputs: list[torch.Tensor], outputs: list[torch.Tensor], device) -> float:
+def reconstruction_fid(inputs: list[torch.Tensor], outputs: list[torch.Tensor], device,
+                       resize: str = "bilinear") -> float:
     """Inception FID of reconstructions vs their inputs (images of one size); the inputs' features are
     kept in the libcem cache, so a second tokenizer is compared on the same images at half the cost."""
     from libcem.generative.data.downloads import cache_dir
@@ -125,5 +130,5 @@ def reconstruction_fid(inputs: list[torch.Tensor], outputs: list[torch.Tensor], 
         raise LibcemError("--fid needs at least 2 images (a Frechet distance needs two on each side)")
     if len({x.shape for x in inputs}) > 1:
         raise LibcemError("--fid needs images of one size (a data source or a folder of equal-sized images)")
-    real = cached_features(torch.cat(inputs), cache_dir() / "inception", device=device)
-    return frechet_distance(inception_features(torch.cat(outputs), device=device), real)
+    real = cached_features(torch.cat(inputs), cache_dir() / "inception", device=device, resize=resize)
+    return frechet_distance(inception_features(torch.cat(outputs), device=device, resize=resize), real)

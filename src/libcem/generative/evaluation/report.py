@@ -71,14 +71,14 @@ def draw(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
 
 def inception_report(fake: torch.Tensor, real: torch.Tensor, ref_idx: np.ndarray, fake_captions: list[str],
                      real_captions: list[str], train: ImageSet, per_class: bool, seed: int, device,
-                     cache: Path | None = None) -> dict:
+                     cache: Path | None = None, resize: str = "bilinear") -> dict:
     """Inception FID of generated vs held-out images, beside real training images vs held-out; per class
     (distinct caption) too when asked, each class's reference as many training images of it as generated.
-    The real images' features are kept in `cache` (a folder; None: not kept)."""
+    The real images' features are kept in `cache` (a folder; None: not kept); `resize` as `inception_input`."""
     from libcem.generative.evaluation.inception import cached_features, inception_features
 
-    feats = lambda x: cached_features(x, cache, device=device)  # noqa: E731
-    f_fake, f_real = inception_features(fake, device=device), feats(real)
+    feats = lambda x: cached_features(x, cache, device=device, resize=resize)  # noqa: E731
+    f_fake, f_real = inception_features(fake, device=device, resize=resize), feats(real)
     out = {"fid": frechet_distance(f_fake, f_real), "real_fid": frechet_distance(feats(train.floats(ref_idx)), f_real),
            "images": len(fake), "per_class": {}}
     if not per_class:
@@ -100,7 +100,8 @@ def inception_report(fake: torch.Tensor, real: torch.Tensor, ref_idx: np.ndarray
 def evaluate_prior(pipe, data_cfg: DataConfig, splits: Splits, labels: list[str], steps: int | None = None,
                    guidance: float | None = None, seed: int = 0, sampler: str | None = None,
                    limit: int | None = None, batch_size: int = 50, classifier_steps: int = 500,
-                   progress: bool = True, per_class: int = 0, fid: bool = False, fid_per_class: bool = False) -> dict:
+                   progress: bool = True, per_class: int = 0, fid: bool = False, fid_per_class: bool = False,
+                   fid_resize: str = "bilinear") -> dict:
     """Adherence and feature FID of the prior's samples vs the real held-out split (see the module
     docstring); with `fid`, Inception FID too (per class with `fid_per_class`)."""
     test = splits.test
@@ -129,7 +130,8 @@ def evaluate_prior(pipe, data_cfg: DataConfig, splits: Splits, labels: list[str]
         from libcem.generative.data.downloads import cache_dir
 
         inception = inception_report(fake, real, ref_idx, prompts, [test.captions[i] for i in idx], splits.train,
-                                     fid_per_class, seed, pipe.device, cache_dir(data_cfg.cache_dir) / "inception")
+                                     fid_per_class, seed, pipe.device, cache_dir(data_cfg.cache_dir) / "inception",
+                                     fid_resize)
     return {"images": len(gen_idx), "per_class": per_class, "labels": rows, "inception": inception, "samples": fake}
 
 
