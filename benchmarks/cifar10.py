@@ -6,13 +6,15 @@ Protocol (docs/prior.md, "CIFAR-10")
   `data.caption = "a photo of a {label}"` and `data.test_size = 5000` (a 5,000-image validation
   split held out of the 50,000, the same one for every run).
 - Tokenizer: mean PSNR and rFID (Inception FID of the reconstructions against the originals) on the
-  first `--recon` validation images (as `libcem reconstruct --fid` measures them).
+  `--recon` validation images spread evenly over the split (as `libcem reconstruct --fid` measures them).
 - Prior: `libcem eval --fid --fid-per-class --per-class K`: K images for each of the 10 captions
   against the whole validation split, beside the real-data reference (10 K training images against
   the same split); per class likewise. Sampling: the prior's own defaults unless `--guidance`.
 - `--sweep G1 G2 ...`: guidance chosen without the validation split: FID of `--sweep-per-class`
-  images per caption against a fixed 5,000-image slice of the *training* split, per guidance.
-- Inception features of real images are cached, so a second run costs only its own samples.
+  images per caption against `--sweep-reference` seeded *training* images, per guidance.
+- Inception features of real images are cached, so a second run costs only its own samples; each
+  run's figures are kept in OUT/NAME-tokenizer.json and OUT/NAME-eval.json and reused by a later
+  invocation (runs can be measured one at a time, then tabled together).
 Writes a markdown table to stdout and OUT/cifar10.md (numbers also in OUT/cifar10.json).
 """
 
@@ -36,6 +38,7 @@ def tokenizer_figures(run: Path, n: int) -> dict:
     from libcem.commands.reconstruct import reconstruction_fid
     from libcem.files import read_record
     from libcem.generative.data import load_data
+    from libcem.generative.data.base import evenly_spaced
     from libcem.generative.models.tokenizer import Tokenizer
     from libcem.generative.runs import resolve_model_dir
     from libcem.imaging import psnr
@@ -43,17 +46,19 @@ def tokenizer_figures(run: Path, n: int) -> dict:
     prior = resolve_model_dir(run / "prior")
     test = load_data(trained_data(read_record(prior), prior)).test
     tok = Tokenizer.from_pretrained(run / "tokenizer").eval()
-    x = test.floats(torch.arange(min(n, len(test))))
+    x = test.floats(evenly_spaced(len(test), n))  # the split is sorted by class
     with torch.no_grad():
         recon = torch.cat([tok(x[i : i + 250]).reconstruction.clamp(0, 1) for i in range(0, len(x), 250)])
     return {"images": len(x), "psnr": float(np.mean([float(psnr(r[None], o[None])) for r, o in zip(recon, x)])),
             "rfid": reconstruction_fid(list(x[:, None]), list(recon[:, None]), "cpu")}
 
 
-def prior_figures(run: Path, per_class: int, guidance: float | None, out: Path) -> dict:
-    record = out / f"{run.name}-eval.json"
+def prior_figures(run: Path, name: str, per_class: int, guidance: float | None, out: Path) -> dict:
+    record = out / f"{name}-eval.json"
+    if record.is_file():  # measured by an earlier invocation (delete the file to measure again)
+        return json.loads(record.read_text())
     cmd = ["eval", "--model", str(run), "--fid", "--fid-per-class", "--per-class", str(per_class),
-           "--json", str(record), "--grid", str(out / f"{run.name}-grid.png"), "--quiet"]
+           "--json", str(record), "--grid", str(out / f"{name}-grid.png"), "--quiet"]
     if guidance is not None:
         cmd += ["--guidance", str(guidance)]
     code = cli_main(cmd)
@@ -62,8 +67,8 @@ def prior_figures(run: Path, per_class: int, guidance: float | None, out: Path) 
     return json.loads(record.read_text())
 
 
-def guidance_sweep(run: Path, values: list[float], per_class: int, seed: int = 1) -> dict[float, float]:
-    """FID against 5,000 training images (not the validation split) for each guidance scale."""
+def guidance_sweep(run: Path, values: list[float], per_class: int, reference: int, seed: int = 1) -> dict[float, float]:
+    """FID against `reference` training images (not the validation split) for each guidance scale."""
     from libcem.commands.eval import trained_data
     from libcem.generative.data import load_data
     from libcem.generative.data.downloads import cache_dir
@@ -73,7 +78,7 @@ def guidance_sweep(run: Path, values: list[float], per_class: int, seed: int = 1
 
     pipe = Pipeline.from_pretrained(run, "cpu")
     splits = load_data(trained_data(pipe.record, run))
-    idx = np.sort(np.random.default_rng(seed).choice(len(splits.train), 5000, replace=False))
+    idx = np.sort(np.random.default_rng(seed).choice(len(splits.train), reference, replace=False))
     real = cached_features(splits.train.floats(idx), cache_dir() / "inception")
     prompts = sorted(set(splits.train.captions))
     out = {}
@@ -108,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--guidance", type=float, help="sampling guidance (default: each prior's own)")
     ap.add_argument("--sweep", type=float, nargs="*", default=[], help="guidance scales to compare on training images")
     ap.add_argument("--sweep-per-class", type=int, default=50)
+    ap.add_argument("--sweep-reference", type=int, default=2000, help="training images the sweep compares against")
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -116,11 +122,16 @@ def main(argv: list[str] | None = None) -> None:
         name, _, path = item.partition("=")
         run = Path(path)
         if args.sweep:
-            results.setdefault(name, {})["sweep"] = guidance_sweep(run, args.sweep, args.sweep_per_class)
+            results.setdefault(name, {})["sweep"] = guidance_sweep(run, args.sweep, args.sweep_per_class,
+                                                                  args.sweep_reference)
             continue
-        results[name] = {"tokenizer": tokenizer_figures(run, args.recon),
-                         "prior": prior_figures(run, args.per_class, args.guidance, args.out)}
-    (args.out / "cifar10.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        record = args.out / f"{name}-tokenizer.json"
+        if not record.is_file():
+            record.write_text(json.dumps(tokenizer_figures(run, args.recon)) + "\n")
+        results[name] = {"tokenizer": json.loads(record.read_text()),
+                         "prior": prior_figures(run, name, args.per_class, args.guidance, args.out)}
+    name = "sweep.json" if args.sweep else "cifar10.json"
+    (args.out / name).write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.sweep:
         return
     text = f"{table(results)}\n\n(load average {os.getloadavg()[0]:.1f} at the end)\n"

@@ -76,7 +76,7 @@ def test_balanced_plan_and_per_class_inception_report(monkeypatch):
     pipe = SimpleNamespace(encoder=SimpleNamespace(vocabulary=None))
     idx, gen_idx = generation_plan(pipe, test, None, 3)
     assert idx.tolist() == list(range(6)) and gen_idx.tolist() == [0, 0, 0, 1, 1, 1, 3, 3, 3]
-    assert generation_plan(pipe, test, 4, 0)[1].tolist() == [0, 1, 2, 3]
+    assert generation_plan(pipe, test, 4, 0)[1].tolist() == [0, 2, 3, 5]  # spread evenly: splits may be sorted
 
     monkeypatch.setattr(inc, "inception_features", lambda x, device=None, resize="bilinear": x.flatten(1).double())  # 4 features
     train = ImageSet(torch.cat([test.images] * 3), captions * 3)

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, type=Path, help="a two-stage run folder, a prior run folder or a prior checkpoint")
     p.add_argument("--data", help="data source (default: the one the prior was trained on)")
     p.add_argument("--labels", nargs="+", help="labels to evaluate (default: digits: digit; fractals: family color)")
-    p.add_argument("--limit", type=int, help="evaluate on the first N held-out images only (faster, noisier)")
+    p.add_argument("--limit", type=int, help="evaluate on N held-out images spread evenly over the split (faster, noisier)")
     p.add_argument("--per-class", type=int, default=0, metavar="K",
                    help="generate K images per distinct held-out caption (a balanced set for class captions) "
                    "instead of one per held-out image")

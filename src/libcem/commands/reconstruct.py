@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 from pathlib import Path
 
 import torch
@@ -28,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, type=Path, help="a run folder or a model folder")
     p.add_argument("--output", required=True, type=Path, help="folder for the PNGs")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--limit", type=int, metavar="N", help="the first N images only")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="N images spread evenly over the inputs (held-out splits may be sorted by class)")
     p.add_argument("--fid", action="store_true",
                    help="also print rFID: the Inception FID of the reconstructions against the inputs (needs "
                    "pip install 'libcem[fid]'; at least 2 images, thousands for a stable figure; docs/prior.md)")
@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     trained = read_record(resolve_model_dir(args.model)).get("data_config")
     args.output.mkdir(parents=True, exist_ok=True)
     scores, pairs, inputs, outputs = [], [], [], []
-    items = list(itertools.islice(_expand(args.inputs, model.in_channels, model.image_size, trained), args.limit))
+    items = list(_expand(args.inputs, model.in_channels, model.image_size, trained))
+    if args.limit:
+        items = [items[i] for i in evenly_spaced(len(items), args.limit).tolist()]
     with torch.no_grad():
         for name, x in tqdm(items, desc="reconstruct", disable=len(items) < 20):
             recon = model(x.to(device)).reconstruction.clamp(0, 1).cpu()

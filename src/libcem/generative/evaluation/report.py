@@ -23,6 +23,7 @@ import torch
 
 from libcem.errors import LibcemError
 from libcem.generative.data import DataConfig, ImageSet, Splits
+from libcem.generative.data.base import evenly_spaced
 from libcem.generative.evaluation.classifier import load_or_train_classifier
 from libcem.generative.evaluation.fid import frechet_distance
 
@@ -49,7 +50,7 @@ def held_out_prompts(pipe, test: ImageSet, limit: int | None) -> np.ndarray:
         idx = np.array([i for i in idx if test.captions[i] in known], dtype=np.int64)
         if len(idx) == 0:
             raise LibcemError("no held-out caption is one of the prior's training captions (label text encoder)")
-    return idx[:limit] if limit else idx
+    return idx[evenly_spaced(len(idx), limit).numpy()] if limit else idx  # splits may be sorted by class
 
 
 def generation_plan(pipe, test: ImageSet, limit: int | None, per_class: int) -> tuple[np.ndarray, np.ndarray]:
