@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classifier-steps", type=int, default=500,
                    help="training steps of each label's classifier (trained once per setting, then cached)")
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
-    p.add_argument("--grid", type=Path, help="also write the first 64 generated images as a grid PNG")
+    p.add_argument("--grid", type=Path, help="also write 64 generated images, spread over all prompts, as a grid PNG")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -81,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
                             fid_resize=args.fid_resize)
     print(format_report(result))
     if args.grid:
-        save_png(grid(result["samples"][:64], cols=8), args.grid, upscale=2)
+        from libcem.generative.data.base import evenly_spaced
+
+        samples = result["samples"]  # prompt-major: spread the 64 over every prompt
+        save_png(grid(samples[evenly_spaced(len(samples), 64)], cols=8), args.grid, upscale=2)
     if args.json:
         atomic_write_json(args.json, {k: v for k, v in result.items() if k != "samples"})
     return 0
