@@ -49,7 +49,7 @@ def _expand(inputs: list[str], channels: int, size: int, trained: dict | None = 
         path = Path(item)
         if item in SOURCES or item.startswith("folder:"):
             cfg = DataConfig(source=item, image_size=size, channels=channels)
-            if trained and trained.get("source") == item:
+            if isinstance(trained, dict) and trained.get("source") == item:
                 try:  # the training run's split (its test_size, seed); never its cache_dir
                     cfg = from_dict(DataConfig, {**{k: v for k, v in trained.items() if k != "cache_dir"},
                                                  "image_size": size, "channels": channels}, prefix="data_config.")
