@@ -35,10 +35,10 @@ def tokenizer_figures(run: Path, n: int) -> dict:
     import torch
 
     from libcem.commands.eval import trained_data
-    from libcem.commands.reconstruct import reconstruction_fid
     from libcem.files import read_record
     from libcem.generative.data import load_data
     from libcem.generative.data.base import evenly_spaced
+    from libcem.generative.evaluation.report import reconstruction_fid
     from libcem.generative.models.tokenizer import Tokenizer
     from libcem.generative.runs import resolve_model_dir
     from libcem.imaging import psnr
@@ -50,7 +50,7 @@ def tokenizer_figures(run: Path, n: int) -> dict:
     with torch.no_grad():
         recon = torch.cat([tok(x[i : i + 250]).reconstruction.clamp(0, 1) for i in range(0, len(x), 250)])
     return {"images": len(x), "psnr": float(np.mean([float(psnr(r[None], o[None])) for r, o in zip(recon, x)])),
-            "rfid": reconstruction_fid(list(x[:, None]), list(recon[:, None]), "cpu")}
+            "rfid": reconstruction_fid(x, recon, "cpu")}
 
 
 def prior_figures(run: Path, name: str, per_class: int, guidance: float | None, out: Path) -> dict:

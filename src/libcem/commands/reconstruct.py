@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -38,10 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _expand(inputs: list[str], channels: int, size: int, trained: dict | None = None):
+def _expand(inputs: list[str], channels: int, size: int, trained: dict | None = None, where: Path | None = None):
     """Yield (name, (1, C, H, W) float image) for every input. A data source is its held-out split:
-    the one the tokenizer was trained without when it is the source of `trained` (its data config)."""
-    from libcem.config import ConfigError, from_dict
+    the one the tokenizer was trained without when it is the data of `trained` (its record, read from `where`)."""
+    from libcem.commands.eval import trained_data
     from libcem.generative.data import SOURCES, DataConfig, load_data
     from libcem.generative.data.folder import IMAGE_SUFFIXES, load_image
 
@@ -49,12 +50,8 @@ def _expand(inputs: list[str], channels: int, size: int, trained: dict | None = 
         path = Path(item)
         if item in SOURCES or item.startswith("folder:"):
             cfg = DataConfig(source=item, image_size=size, channels=channels)
-            if isinstance(trained, dict) and trained.get("source") == item:
-                try:  # the training run's split (its test_size, seed); never its cache_dir
-                    cfg = from_dict(DataConfig, {**{k: v for k, v in trained.items() if k != "cache_dir"},
-                                                 "image_size": size, "channels": channels}, prefix="data_config.")
-                except ConfigError as err:
-                    raise LibcemError(f"the tokenizer's config.json: {err}") from None
+            if trained and trained.get("data") == item:  # the training run's split (its test_size, seed)
+                cfg = dataclasses.replace(trained_data(trained, where), image_size=size, channels=channels)
             test = load_data(cfg).test
             for i in range(len(test)):
                 yield f"{item.replace(':', '_').replace('/', '_')}_{i:04d}", test.floats([i])
@@ -74,6 +71,7 @@ def _expand(inputs: list[str], channels: int, size: int, trained: dict | None = 
 
 def run(args: argparse.Namespace) -> int:
     from libcem.device import resolve_device
+    from libcem.generative.evaluation.report import reconstruction_fid
     from libcem.files import read_record
     from libcem.generative.runs import resolve_model_dir
     from libcem.generative.models.tokenizer import Tokenizer
@@ -88,10 +86,11 @@ def run(args: argparse.Namespace) -> int:
         network_path()  # a missing network is one clear error before any work
     device = resolve_device(args.device)
     model = Tokenizer.from_pretrained(args.model, device)
-    trained = read_record(resolve_model_dir(args.model)).get("data_config")
+    model_dir = resolve_model_dir(args.model)
+    trained = read_record(model_dir)
     args.output.mkdir(parents=True, exist_ok=True)
     scores, pairs, inputs, outputs = [], [], [], []
-    items = list(_expand(args.inputs, model.in_channels, model.image_size, trained))
+    items = list(_expand(args.inputs, model.in_channels, model.image_size, trained, model_dir))
     if args.limit:
         items = [items[i] for i in evenly_spaced(len(items), args.limit).tolist()]
     with torch.no_grad():
@@ -111,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(scores)} images: mean PSNR {mean:.2f} dB; written to {args.output}")
     result = {"images": len(scores), "psnr": mean}
     if args.fid:
-        result["rfid"] = reconstruction_fid(inputs, outputs, device, args.fid_resize)
+        if len({x.shape for x in inputs}) > 1:
+            raise LibcemError("--fid needs images of one size (a data source or a folder of equal-sized images)")
+        result["rfid"] = reconstruction_fid(torch.cat(inputs), torch.cat(outputs), device, args.fid_resize)
         print(f"rFID (Inception FID of the {len(scores)} reconstructions against their inputs): {result['rfid']:.2f}")
     if args.json:
         from libcem.files import atomic_write_json
@@ -119,18 +120,3 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.json, result)
     return 0
 
-
-def reconstruction_fid(inputs: list[torch.Tensor], outputs: list[torch.Tensor], device,
-                       resize: str = "bilinear") -> float:
-    """Inception FID of reconstructions vs their inputs (images of one size); the inputs' features are
-    kept in the libcem cache, so a second tokenizer is compared on the same images at half the cost."""
-    from libcem.generative.data.downloads import cache_dir
-    from libcem.generative.evaluation.fid import frechet_distance
-    from libcem.generative.evaluation.inception import cached_features, inception_features
-
-    if len(inputs) < 2:
-        raise LibcemError("--fid needs at least 2 images (a Frechet distance needs two on each side)")
-    if len({x.shape for x in inputs}) > 1:
-        raise LibcemError("--fid needs images of one size (a data source or a folder of equal-sized images)")
-    real = cached_features(torch.cat(inputs), cache_dir() / "inception", device=device, resize=resize)
-    return frechet_distance(inception_features(torch.cat(outputs), device=device, resize=resize), real)

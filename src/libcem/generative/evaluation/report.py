@@ -98,6 +98,18 @@ def inception_report(fake: torch.Tensor, real: torch.Tensor, ref_idx: np.ndarray
     return out
 
 
+def reconstruction_fid(inputs: torch.Tensor, outputs: torch.Tensor, device, resize: str = "bilinear") -> float:
+    """rFID: Inception FID of reconstructions (N, C, H, W) vs their inputs; the inputs' features are kept
+    in the libcem cache, so a second tokenizer is compared on the same images at half the cost."""
+    from libcem.generative.data.downloads import cache_dir
+    from libcem.generative.evaluation.inception import cached_features, inception_features
+
+    if len(inputs) < 2:
+        raise LibcemError("rFID needs at least 2 images (a Frechet distance needs two on each side)")
+    real = cached_features(inputs, cache_dir() / "inception", device=device, resize=resize)
+    return frechet_distance(inception_features(outputs, device=device, resize=resize), real)
+
+
 def evaluate_prior(pipe, data_cfg: DataConfig, splits: Splits, labels: list[str], steps: int | None = None,
                    guidance: float | None = None, seed: int = 0, sampler: str | None = None,
                    limit: int | None = None, batch_size: int = 50, classifier_steps: int = 500,
