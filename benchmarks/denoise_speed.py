@@ -3,10 +3,12 @@
 The photo is synthetic: a McMaster image (500x500) resized to --size (default 4000x3000, 12
 megapixels) with scikit-image, plus white Gaussian noise of std --sigma (seed 0) on the 0..255
 scale, as uint8. Reports wall-clock seconds of `denoise` (known sigma) with --threads torch
-threads and the process's peak resident memory (ru_maxrss), and the seconds per megapixel.
-`--crop N` times only the central N x N crop (to extrapolate on a busy machine).
+threads in this process and --workers tile processes (one thread each; 0 = one per core), the
+peak resident memory of this process and of the largest worker (ru_maxrss), and the seconds
+per megapixel. `--speed fast` uses `DenoiseConfig.for_speed("fast")`. `--crop N` times only
+the central N x N crop (to extrapolate on a busy machine).
 
-Run `python -m benchmarks.denoise_speed` (full) or `--crop 1024`.
+Run `python -m benchmarks.denoise_speed --speed fast` (full) or `--crop 1024`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def main(argv=None) -> None:
     p.add_argument("--sigma", type=float, default=25.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--speed", choices=("best", "fast"), default="best")
+    p.add_argument("--workers", type=int, default=0, help="tile processes (0: one per core)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -50,13 +54,16 @@ def main(argv=None) -> None:
         y0, x0 = (height - args.crop) // 2, (width - args.crop) // 2
         photo = np.ascontiguousarray(photo[y0:y0 + args.crop, x0:x0 + args.crop])
     start = time.perf_counter()
-    denoise(photo, args.sigma, config=DenoiseConfig(), device=args.device)
+    cfg = DenoiseConfig.for_speed(args.speed).override(workers=args.workers)
+    denoise(photo, args.sigma, config=cfg, device=args.device)
     seconds = time.perf_counter() - start
     mpix = photo.shape[0] * photo.shape[1] / 1e6
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    print(f"{photo.shape[1]}x{photo.shape[0]} colour, sigma {args.sigma:g}, {args.threads} "
-          f"thread(s), {args.device}: {seconds:.1f} s ({seconds / mpix:.1f} s per megapixel), "
-          f"peak RSS {peak:.2f} GiB")
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(f"{photo.shape[1]}x{photo.shape[0]} colour, sigma {args.sigma:g}, {args.speed}, "
+          f"{args.threads} thread(s), workers {args.workers or 'one per core'}, {args.device}: "
+          f"{seconds:.1f} s ({seconds / mpix:.1f} s per megapixel), peak RSS {peak:.2f} GiB "
+          f"(largest worker {worker:.2f} GiB)")
 
 
 if __name__ == "__main__":

@@ -111,9 +111,59 @@ def test_tiled_matches_untiled_away_from_seams(camera):
     whole = denoise(y, 20 / 255, config=DenoiseConfig(tile=512))
     tiled = denoise(y, 20 / 255, config=DenoiseConfig(tile=96, overlap=24))
     diff = np.abs(whole - tiled) * 255
-    # tile rows start at 0 / 64, columns at 0 / 72 / 80: the top-left 60 x 60 pixels are
-    # covered by the first tile only, more than the search radius + patch from its edge
-    far = diff[:60, :60]
+    # tiles of 92 x 75 pixels, rows start at 0 / 68, columns at 0 / 50 / 101: the top-left
+    # 40 x 40 pixels are covered by the first tile only, more than the search radius + patch
+    # from its edges
+    far = diff[:40, :40]
     assert far.mean() < 0.2, far.mean()
-    assert diff.mean() < 0.4, diff.mean()
+    assert diff.mean() < 0.6, diff.mean()  # tiles only 75 px wide: seams are a large share
     assert psnr(crop, tiled * 255) > psnr(crop, whole * 255) - 0.2
+
+
+def test_tile_workers_give_the_same_image_and_report_progress(camera):
+    y = noisy(camera[:160, :176], 20).astype(np.float32) / 255.0
+    cfg = DenoiseConfig(tile=96, overlap=24)
+    seen = []
+    inline = denoise(y, 20 / 255, config=cfg.override(workers=1))
+    pooled = denoise(y, 20 / 255, config=cfg.override(workers=2),
+                     progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 6) for i in range(1, 7)]  # 2 rows x 3 columns of tiles, in order
+    assert np.abs(inline - pooled).max() < 1e-5
+
+
+@pytest.mark.parametrize("size, tile, overlap", [(4000, 768, 48), (3000, 768, 48), (160, 96, 24),
+                                                 (176, 96, 24), (97, 96, 24), (96, 96, 24)])
+def test_tiles_cover_the_image_evenly_with_the_overlap(size, tile, overlap):
+    from libcem.denoiser.tiling import tile_layout
+
+    starts, length = tile_layout(size, tile, overlap)
+    assert length <= tile and starts[0] == 0 and starts[-1] + length == size
+    assert all(b - a <= length - overlap for a, b in zip(starts, starts[1:]))  # overlap kept
+    fewer = len(starts) - 1  # one tile fewer could not cover the image with that overlap
+    assert fewer == 0 or fewer * tile - (fewer - 1) * overlap < size
+
+
+def test_fast_settings_are_faster_settings_and_names_are_checked():
+    fast = DenoiseConfig.for_speed("fast")
+    assert (fast.step, fast.step_wiener, fast.pass2_repeats_color) == (6, 6, 1)
+    assert DenoiseConfig.for_speed("best") == DenoiseConfig()
+    with pytest.raises(LibcemError, match="speed"):
+        DenoiseConfig.for_speed("fastest")
+    with pytest.raises(LibcemError, match="workers"):
+        DenoiseConfig(workers=-1)
+
+
+def test_tile_workers_run_from_a_script_without_a_main_guard(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "plain.py"  # no `if __name__ == "__main__"`: spawned workers would re-run it
+    script.write_text(
+        "import numpy as np\n"
+        "from libcem.denoiser import DenoiseConfig, denoise\n"
+        "y = np.random.default_rng(0).integers(0, 256, (120, 130), dtype=np.uint8)\n"
+        "out = denoise(y, 20, config=DenoiseConfig(tile=64, overlap=16, workers=2))\n"
+        "print('ok', out.shape)\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "ok (120, 130)" in run.stdout, run.stderr[-2000:]
+    assert "Warning" not in run.stderr, run.stderr[-2000:]

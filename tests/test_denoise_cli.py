@@ -105,3 +105,15 @@ def test_cli_noise_model_strength_and_metadata(tmp_path, capsys):
     full = read_image(tmp_path / "out.png").astype(np.float64)
     assert np.abs(half - (y + 0.5 * (full - y))).max() <= 1.0  # rounding only
     assert main(args[:4] + ["--sigma", "5", "--noise", "auto"]) == 2
+
+
+def test_fast_tiled_run_with_workers_and_a_tile_progress_bar(tmp_path, capsys):
+    write_image(tmp_path / "in.png", _noisy_rgb(64, 72).astype(np.uint8))
+    assert main(["denoise", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--fast",
+                 "--tile", "48", "--workers", "2", "--sigma", "15"]) == 0
+    out = read_image(tmp_path / "out.png")
+    assert out.shape == (64, 72, 3) and out.dtype == np.uint8
+    assert "0/4 [" in capsys.readouterr().err  # a bar over 2 x 2 tiles
+    assert main(["denoise", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"),
+                 "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err

@@ -17,25 +17,28 @@ from libcem.denoiser.patches import pad_to_grid
 from libcem.errors import LibcemError
 
 
-def test_covariance_posterior_mean_equals_the_direct_formula():
+@pytest.mark.parametrize("k, d", [(6, 10), (12, 5)])  # the K x K (Woodbury) and d x d forms
+def test_covariance_posterior_mean_equals_the_direct_formula(k, d):
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(3, 6, 10, generator=g, dtype=torch.float64)
-    pilot = torch.randn(3, 6, 10, generator=g, dtype=torch.float64) * 2
+    z = torch.randn(3, k, d, generator=g, dtype=torch.float64)
+    pilot = torch.randn(3, k, d, generator=g, dtype=torch.float64) * 2
     sigma2 = 0.7
     est, kept = covariance.posterior_mean(z, pilot, sigma2)
     for i in range(3):
         a = pilot[i] - pilot[i].mean(0)
-        cov = a.T @ a / 6  # (d, d)
-        shrink = cov @ torch.linalg.inv(cov + sigma2 * torch.eye(10, dtype=torch.float64))
+        cov = a.T @ a / k  # (d, d)
+        shrink = cov @ torch.linalg.inv(cov + sigma2 * torch.eye(d, dtype=torch.float64))
         mu = z[i].mean(0)
         assert torch.allclose(est[i], mu + (z[i] - mu) @ shrink.T, atol=1e-10)
         assert math.isclose(float(kept[i]), float(torch.trace(shrink)), rel_tol=1e-10)
 
 
-def test_flat_pilot_gives_the_group_mean():
-    z = torch.arange(24, dtype=torch.float64).reshape(1, 4, 6)
-    est, kept = covariance.posterior_mean(z, torch.ones(1, 4, 6, dtype=torch.float64), 1.0)
-    assert torch.equal(est, z.mean(1, keepdim=True).expand_as(z)) and float(kept) == 0.0
+@pytest.mark.parametrize("k, d", [(4, 6), (6, 4)])
+def test_flat_pilot_gives_the_group_mean(k, d):
+    z = torch.arange(24, dtype=torch.float64).reshape(1, k, d)
+    est, kept = covariance.posterior_mean(z, torch.ones(1, k, d, dtype=torch.float64), 1.0)
+    assert torch.allclose(est, z.mean(1, keepdim=True).expand_as(z), atol=1e-12)
+    assert abs(float(kept)) < 1e-12
 
 
 def test_chain_graph_is_a_dct_along_the_group():

@@ -22,9 +22,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "denoise",
         help="denoise images with the patch-graph EM denoiser (no training)",
-        description="Remove white Gaussian noise with the patch-graph diffusion denoiser:\n"
-        "affinity-weighted patch graphs, graph diffusion and a graph Wiener pass, with the\n"
-        "noise level estimated and the graph's parameters fitted per image by EM.",
+        description="Remove white Gaussian or signal-dependent (camera) noise with the patch-graph\n"
+        "diffusion denoiser: groups of similar patches on affinity-weighted graphs, graph\n"
+        "diffusion with per-group scales fitted by EM, then a second pass (NL-Bayes, or a graph\n"
+        "Wiener filter at high noise) on groups matched on that estimate. The noise level is\n"
+        "estimated unless --sigma gives it. See docs/denoise.md.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -37,6 +39,12 @@ def register(subparsers) -> None:
                    help="torch device, e.g. cpu or cuda (default: the GPU if there is one)")
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in pixels for large images (default: DenoiseConfig.tile)")
+    p.add_argument("--fast", action="store_true",
+                   help="about 3x faster on colour photos for about 0.2 dB less (at sigma 15-25): "
+                   "sparser reference patches and one second pass (for 12-megapixel photos)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that denoise the tiles of a large image side by side "
+                   "(default: one per CPU core, at most 8; 1 = none)")
     p.add_argument("--noise", choices=("gaussian", "poisson-gaussian", "auto"), default="gaussian",
                    help="noise model: white Gaussian (default), signal-dependent Poisson-Gaussian "
                    "(variance a x + b, fitted: camera and phone photos), or auto (chooses)")
@@ -104,9 +112,13 @@ def _config(args: argparse.Namespace):
     from libcem.denoiser import DenoiseConfig
     from libcem.errors import LibcemError
 
-    cfg = DenoiseConfig()
+    cfg = DenoiseConfig.for_speed("fast" if args.fast else "best")
     if args.tile is not None:
-        cfg = cfg.override(tile=args.tile)
+        cfg = cfg.override(tile=args.tile, overlap=min(cfg.overlap, args.tile // 4))
+    if args.workers is not None:
+        if args.workers < 1:
+            raise LibcemError(f"--workers must be at least 1; got {args.workers}")
+        cfg = cfg.override(workers=args.workers)
     if args.one_head and args.all_heads:
         raise LibcemError("--one-head and --all-heads exclude each other")
     if args.one_head:
@@ -127,8 +139,9 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
     img = read_image(src)
     scale = 255.0 / _peak(img)  # image units -> 0..255 scale
     sigma = None if args.sigma is None else args.sigma / scale
-    out, info = denoise(img, sigma, config=cfg, device=args.device, return_info=True,
-                        noise=args.noise, strength=args.strength)
+    with _TileBar(src) as bar:
+        out, info = denoise(img, sigma, config=cfg, device=args.device, return_info=True,
+                            noise=args.noise, strength=args.strength, progress=bar.update)
     write_image(dst, out, read_metadata(src))
     model = "" if info.noise_params is None else (
         f", Poisson-Gaussian a {info.noise_params[0] * scale:.3f} "
@@ -141,3 +154,24 @@ def _peak(img) -> float:
     import numpy as np
 
     return float(np.iinfo(img.dtype).max) if img.dtype.kind in "ui" else 1.0
+
+
+class _TileBar:
+    """A progress bar over the tiles of one large image (shown only once tiling starts)."""
+
+    def __init__(self, src: Path) -> None:
+        self.src, self.bar = src, None
+
+    def update(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.src.name, unit="tile", leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> "_TileBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()

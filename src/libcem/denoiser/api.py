@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -9,9 +10,9 @@ import torch
 
 from libcem.denoiser import poisson_gaussian
 from libcem.denoiser.em import EMTrace
-from libcem.denoiser.passes import DenoiseInfo, denoise_tensor
+from libcem.denoiser.passes import DenoiseInfo, denoise_tensor, fit_tensor
 from libcem.denoiser.settings import DenoiseConfig
-from libcem.denoiser.tiling import central_tile, process_tiled
+from libcem.denoiser.tiling import central_tile, default_workers, process_tiled
 from libcem.device import resolve_device
 from libcem.errors import LibcemError
 
@@ -93,7 +94,8 @@ def check_noise(noise: str, sigma: float | None, noise_params, strength: float) 
 
 
 def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float, float] | None,
-                             cfg: DenoiseConfig) -> tuple[torch.Tensor, DenoiseInfo]:
+                             cfg: DenoiseConfig, progress: Callable[[int, int], None] | None = None,
+                             ) -> tuple[torch.Tensor, DenoiseInfo]:
     """Poisson-Gaussian noise: stabilise the variance (unit Gaussian), denoise, invert.
 
     img (C, H, W) on the 0..255 scale; params (a, b) on that scale, or None to fit them.
@@ -104,11 +106,11 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
         params = poisson_gaussian.estimate(img, generator=torch.Generator().manual_seed(cfg.seed))
     a, b = params
     if auto and not poisson_gaussian.signal_dependent(img, a, b):
-        return denoise_float(img, None, cfg)
+        return denoise_float(img, None, cfg, progress)
     if a <= 0 and b <= 0:
         return img.clone(), DenoiseInfo(0.0, None, EMTrace(), (), noise_params=(0.0, 0.0))
     level = float(poisson_gaussian.noise_std_map(img.mean(), a, b))  # noise std at the mean
-    est, info = denoise_float(poisson_gaussian.anscombe(img, a, b) * level, level, cfg)
+    est, info = denoise_float(poisson_gaussian.anscombe(img, a, b) * level, level, cfg, progress)
     out = poisson_gaussian.inverse_anscombe(est / level, a, b)
     info.sigma = level
     info.noise_params = (a, b)
@@ -140,18 +142,24 @@ def denoise_float(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
         raise LibcemError(f"image {h}x{w} is smaller than the {cfg.patch}x{cfg.patch} patch")
     if max(h, w) <= cfg.tile:
         return denoise_tensor(img, sigma, cfg)
-    _, info = denoise_tensor(central_tile(img, cfg.tile), sigma, cfg)
+    info = fit_tensor(central_tile(img, cfg.tile), sigma, cfg)  # one model for all tiles
     if info.params is None:
         return img.clone(), info
-    out = process_tiled(img, lambda t: denoise_tensor(t, None, cfg, params=info.params)[0],
-                        cfg.tile, cfg.overlap, progress)
+    workers = cfg.workers or default_workers()
+    out = process_tiled(img, partial(denoise_tile, cfg=cfg, params=info.params), cfg.tile,
+                        cfg.overlap, progress, workers)
     return out, info
+
+
+def denoise_tile(tile: torch.Tensor, cfg: DenoiseConfig, params) -> torch.Tensor:
+    """One tile (C, h, w) with the model fitted on the central tile (run in tile workers)."""
+    return denoise_tensor(tile, None, cfg, params=params)[0]
 
 
 def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None = None,
             device: str | torch.device | None = None, return_info: bool = False,
             noise: str = "gaussian", noise_params: tuple[float, float] | None = None,
-            strength: float = 1.0):
+            strength: float = 1.0, progress: Callable[[int, int], None] | None = None):
     """Denoise an image with the patch-graph EM denoiser; no training needed.
 
     image: numpy array or torch tensor, (H, W) or (H, W, C) with C = 1 (gray), 2 (gray + alpha),
@@ -165,6 +173,7 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
         the brightest tenth of the image, else gaussian).
     strength: 1 removes the noise; lower values keep part of it (grain): the result is
         noisy + strength * (denoised - noisy).
+    progress: called as progress(tiles done, tiles) while a large image's tiles are denoised.
     Returns the denoised image of the same type, shape and dtype (integers rounded and clipped);
     with return_info=True, also a DenoiseInfo whose sigma (and noise_params, noise_map) are in
     the image's units.
@@ -184,11 +193,11 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
     check_noise(noise, sigma, noise_params, strength)
     cfg = config or DenoiseConfig()
     if noise == "gaussian":
-        out, info = denoise_float(work, None if sigma is None else sigma * scale, cfg)
+        out, info = denoise_float(work, None if sigma is None else sigma * scale, cfg, progress)
     else:
         params = None if noise_params is None else (noise_params[0] * scale,
                                                     noise_params[1] * scale**2)
-        out, info = denoise_signal_dependent(work, noise == "auto", params, cfg)
+        out, info = denoise_signal_dependent(work, noise == "auto", params, cfg, progress)
     out = work + strength * (out - work)
     info.to_image_units(scale)
     out = out.permute(1, 2, 0) / scale  # (H, W, C')

@@ -120,7 +120,7 @@ def graph_diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: e
     """Pass 1: each group's posterior mean under the fitted group model, aggregated: (C, H, W)."""
     acc = PatchAccumulator(groups.shape, cfg.patch, groups.coef.device)
     free = None
-    for pos in positions.split(cfg.chunk):
+    for pos in positions.split(cfg.chunk_for(positions.device)):
         z = groups.coefficients(pos)
         lam, vec = _graph(groups, pos, params)
         c = vec.transpose(1, 2) @ z  # (G, K, F) graph Fourier x DCT coefficients
@@ -146,7 +146,7 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
         sample = positions[:: max(positions.shape[0] // 256, 1)]
         log_beta = em.initial_params(guide.distances(sample).double(), sigma2).log_beta
         params = replace(params, log_beta=log_beta)
-    for pos in positions.split(cfg.chunk):
+    for pos in positions.split(cfg.chunk_for(positions.device)):
         lam, vec = _graph(guide, pos, params)
         c = vec.transpose(1, 2) @ noisy.coefficients(pos)
         q = vec.transpose(1, 2) @ guide.coefficients(pos)
@@ -163,7 +163,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float,
     positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
     acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device)
     c = noisy.channels
-    for pos in positions.split(cfg.chunk):
+    for pos in positions.split(cfg.chunk_for(positions.device)):
         g, k = pos.shape
         z = noisy.coefficients(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
         q = guide.coefficients(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
@@ -182,6 +182,16 @@ def denoise_tensor(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
     params: EM parameters fitted elsewhere (e.g. on another tile of the same image); when
     given, sigma and EM are skipped. Returns the estimate (C, H, W) and what was fitted.
     """
+    return _run(img, sigma, cfg, params, generator, fit_only=False)
+
+
+def fit_tensor(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig) -> DenoiseInfo:
+    """What `denoise_tensor` fits on img (C, H, W) -- noise std and EM parameters -- without
+    running the passes (the same numbers: same generator, same groups). For tiled images."""
+    return _run(img, sigma, cfg, None, None, fit_only=True)[1]
+
+
+def _run(img, sigma, cfg, params, generator, fit_only: bool):
     generator = generator or torch.Generator().manual_seed(cfg.seed)
     _, h, w = img.shape
     heads = cfg.heads_for(img.shape[0])
@@ -197,6 +207,8 @@ def denoise_tensor(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
     trace = em.EMTrace()
     if params is None:
         params, trace = fit_group_model(groups, positions, sigma, cfg, generator)
+    if fit_only:
+        return None, DenoiseInfo(params.sigma2**0.5, params, trace, heads)
     est = graph_diffusion_pass(groups, positions, params, cfg)
     repeats = cfg.pass2_repeats_color if img.shape[0] > 1 else cfg.pass2_repeats_gray
     passes = repeats if cfg.second_pass else 0
