@@ -6,6 +6,8 @@ rounded to 8 bits. Each variant changes one setting of the shipped `DenoiseConfi
 
 - `--split train`: `--count` Train400 images drawn with `--seed` (the tuning split: settings
   are chosen here only);
+- `--split colour`: the central 256x256 crops of five skimage colour images (astronaut,
+  chelsea, coffee, rocket, immunohistochemistry), for colour-only settings (tuning too);
 - `--split set12`: the 12 Set12 images (reporting only).
 
 Run `python -m benchmarks.denoise_ablation --split train --count 24` and
@@ -25,7 +27,7 @@ import torch
 from benchmarks.denoise import DEFAULT_DATA, add_noise, load_images, quality
 from libcem.denoiser import DenoiseConfig, denoise
 from libcem.denoiser.io import read_image
-from libcem.denoiser.settings import AFFINITY_HEADS
+from libcem.denoiser.settings import AFFINITY_HEADS, SPEEDS
 
 VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "as shipped": {},
@@ -39,7 +41,21 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "no sigma schedule (7x7, covariance pass 2)": {"sigma_schedule": False},
     "pass 2 = graph Wiener at every sigma": {"pass2": "graph_wiener"},
     "pass 2 = covariance at every sigma": {"pass2_high": "covariance"},
+    "--fast (stride 6, one colour second pass)": SPEEDS["fast"],
 }
+COLOUR_CROPS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")  # skimage.data
+
+
+def colour_images() -> list[tuple[str, np.ndarray]]:
+    """The central 256x256 crops of five skimage colour images (not in Set12 or McMaster)."""
+    from skimage import data
+
+    out = []
+    for name in COLOUR_CROPS:
+        img = getattr(data, name)()[..., :3]
+        y, x = (img.shape[0] - 256) // 2, (img.shape[1] - 256) // 2
+        out.append((name, np.ascontiguousarray(img[y:y + 256, x:x + 256]).astype(np.float64)))
+    return out
 
 
 def train_images(root: Path, count: int, seed: int) -> list[tuple[str, np.ndarray]]:
@@ -84,7 +100,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.denoise_ablation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--split", choices=("train", "set12"), default="train")
+    p.add_argument("--split", choices=("train", "colour", "set12"), default="train",
+                   help="train: Train400 draw; colour: skimage colour crops (both for tuning); "
+                   "set12: reporting only")
     p.add_argument("--count", type=int, default=24, help="Train400 images drawn")
     p.add_argument("--seed", type=int, default=0, help="seed of the Train400 draw")
     p.add_argument("--sigmas", type=float, nargs="*", default=[15, 25, 50])
@@ -97,6 +115,9 @@ def main(argv=None) -> None:
     if args.split == "train":
         images = train_images(args.data_root, args.count, args.seed)
         title = f"Ablations, {len(images)} Train400 images (seed {args.seed}), known sigma"
+    elif args.split == "colour":
+        images = colour_images()
+        title = f"Ablations, {len(images)} skimage colour crops (256x256), known sigma"
     else:
         images = load_images(args.data_root, "set12", None)
         title = "Ablations, Set12 (12 images), known sigma"

@@ -268,8 +268,10 @@ def test_denoise_tab_in_a_browser(page, tmp_path, artifacts):
     page.locator("#add-noise input[type=number]").fill(str(int(SIGMA)))
     page.locator("#add-noise input[type=number]").press("Enter")
     info_has(page, "#denoise-info", "synthetic noise added")
+    page.locator("#fast-mode input").check()
     page.click("#denoise-button")
     info_has(page, "#denoise-info", "PSNR against the clean photo")
+    assert "fast settings" in page.locator("#denoise-info").inner_text()
     text = page.locator("#denoise-info").inner_text()
     before, after = map(float, re.search(r"noisy ([\d.]+) dB → result ([\d.]+) dB", text).groups())
     assert after > before + 4

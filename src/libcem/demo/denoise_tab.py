@@ -19,6 +19,7 @@ import gradio as gr
 from libcem.demo import photos
 from libcem.demo.messages import shown
 from libcem.denoiser import DenoiseConfig
+from libcem.denoiser.settings import SPEEDS
 
 EXAMPLES = sorted((Path(__file__).parent / "examples").glob("*.png"))  # clean crops of scikit-image's CC0 samples
 ZOOMS = [2, 4, 8]
@@ -56,20 +57,24 @@ class DenoiseTab:
                 gr.DownloadButton(value=None, visible=False))  # the zoomed crop follows (restyle)
 
     @shown
-    def denoise(self, photo: photos.Photo | None, auto: bool, sigma: float | None, strength: float, factor: int,
-                centre: tuple[float, float], progress=gr.Progress()):  # noqa: B008 (how Gradio passes a progress bar)
-        """Run the denoiser on the photo, with its estimated noise level (auto) or `sigma` (0..255 scale);
-        tile by tile when the photo is large, the progress bar following the tiles."""
+    def denoise(self, photo: photos.Photo | None, auto: bool, sigma: float | None, fast: bool, strength: float,
+                factor: int, centre: tuple[float, float],
+                progress=gr.Progress()):  # noqa: B008 (how Gradio passes a progress bar)
+        """Run the denoiser on the photo, with its estimated noise level (auto) or `sigma` (0..255 scale),
+        with the `--fast` settings if asked; tile by tile when the photo is large, the progress bar
+        following the tiles."""
         if photo is None:
             photos.load_photo(None)  # raises: there is nothing to denoise yet
         progress(0, desc="denoising")
         start = time.perf_counter()
+        config = self.config.override(**SPEEDS["fast"]) if fast else self.config
         photo.denoised, used = photos.denoise_photo(
-            photo.noisy, None if auto else sigma, self.config, self.device,
+            photo.noisy, None if auto else sigma, config, self.device,
             lambda done, total: progress((done, total), desc="denoising", unit="tiles"))
         seconds = time.perf_counter() - start
         how = "estimated" if auto else "set by hand"
-        note = f"Denoised with noise level σ = {used:.2f} ({how}, 0..255 scale) in {seconds:.1f} s."
+        settings = ", fast settings" if fast else ""
+        note = f"Denoised with noise level σ = {used:.2f} ({how}, 0..255 scale{settings}) in {seconds:.1f} s."
         return (photo, note) + self.views(photo, strength, factor, centre, note)
 
     @shown
@@ -137,6 +142,8 @@ def build(device: str, max_megapixels: float, config: DenoiseConfig | None = Non
                 auto = gr.Checkbox(True, label="Estimate the noise level", elem_id="auto-sigma", scale=1)
                 sigma = gr.Number(label="Noise level σ (0..255 scale)", minimum=0, maximum=255, interactive=False,
                                   elem_id="sigma", scale=2)
+            fast = gr.Checkbox(False, label="Fast: about 3x faster on colour photos, about 0.2 dB softer "
+                               "(for large photos)", elem_id="fast-mode")
             strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength (1 = fully denoised, 0 = the input)",
                                  elem_id="strength")
             run = gr.Button("Denoise", variant="primary", elem_id="denoise-button")
@@ -157,7 +164,7 @@ def build(device: str, max_megapixels: float, config: DenoiseConfig | None = Non
     noise.change(tab.noisy, [photo, noise], loaded, trigger_mode="always_last",
                  concurrency_id="photo").success(*restyle)
     auto.change(lambda on: gr.Number(interactive=not on), auto, sigma)
-    run.click(tab.denoise, [photo, auto, sigma, strength, factor, centre],
+    run.click(tab.denoise, [photo, auto, sigma, fast, strength, factor, centre],
               [photo, note, compare, zoomed, info, download], concurrency_id="photo")
     strength.change(*restyle, trigger_mode="always_last")
     factor.change(*restyle)
