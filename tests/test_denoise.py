@@ -167,3 +167,13 @@ def test_tile_workers_run_from_a_script_without_a_main_guard(tmp_path):
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "ok (120, 130)" in run.stdout, run.stderr[-2000:]
     assert "Warning" not in run.stderr, run.stderr[-2000:]
+
+
+def test_default_tile_workers_follow_cores_and_free_memory():
+    import sys
+
+    from libcem.denoiser.tiling import default_workers
+
+    assert 1 <= default_workers(768) <= 8
+    if sys.platform == "linux":  # 100,000-pixel tiles need terabytes per worker: one worker
+        assert default_workers(100_000) == 1

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
                    "sparser reference patches and one second pass (for 12-megapixel photos)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes that denoise the tiles of a large image side by side "
-                   "(default: one per CPU core, at most 8; 1 = none)")
+                   "(default: one per CPU core, at most 8 and as many as free memory holds; 1 = none)")
     p.add_argument("--noise", choices=("gaussian", "poisson-gaussian", "auto"), default="gaussian",
                    help="noise model: white Gaussian (default), signal-dependent Poisson-Gaussian "
                    "(variance a x + b, fitted: camera and phone photos), or auto (chooses)")

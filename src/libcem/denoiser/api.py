@@ -145,7 +145,7 @@ def denoise_float(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
     info = fit_tensor(central_tile(img, cfg.tile), sigma, cfg)  # one model for all tiles
     if info.params is None:
         return img.clone(), info
-    workers = cfg.workers or default_workers()
+    workers = cfg.workers or default_workers(cfg.tile)
     out = process_tiled(img, partial(denoise_tile, cfg=cfg, params=info.params), cfg.tile,
                         cfg.overlap, progress, workers)
     return out, info

@@ -57,7 +57,8 @@ class DenoiseConfig:
         0.17 dB over 7x7 and the covariance pass; at 15 and 25 the latter were best).
     tile, overlap: images larger than tile x tile are processed in overlapping tiles.
     workers: processes that denoise the tiles of a large image on the CPU side by side (one
-        torch thread each); 0 = one per CPU core (at most 8), 1 = in this process. Small
+        torch thread each); 0 = one per CPU core (at most 8, and at most as many as the free
+        memory holds at about 2.5 GiB each for 768-pixel tiles), 1 = in this process. Small
         batched matrix operations use one core well and two threads badly, so processes are
         the way to use several cores. No effect on an untiled image or a GPU.
     chunk: reference patches processed at once (bounds memory; 128 keeps a batch in the CPU
