@@ -78,3 +78,16 @@ def test_new_settings_are_checked():
     with pytest.raises(LibcemError, match="graph"):
         DenoiseConfig(graph="star")
     assert DenoiseConfig(graph="chain").heads_for(3) == ("chain",)
+
+
+def test_fit_tensor_fits_what_denoise_tensor_fits_without_the_passes():
+    from libcem.denoiser.passes import denoise_tensor, fit_tensor
+
+    clean = torch.from_numpy(data.camera()[:64, :72].astype(np.float32))[None]
+    noisy = clean + 20 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    cfg = DenoiseConfig(em_fit=True, em_max_iter=3)
+    _, full = denoise_tensor(noisy, None, cfg)
+    fitted = fit_tensor(noisy, None, cfg)
+    assert fitted.sigma == full.sigma and fitted.params.tau == full.params.tau
+    assert torch.equal(fitted.params.log_beta, full.params.log_beta)
+    assert fitted.trace.objective == full.trace.objective
