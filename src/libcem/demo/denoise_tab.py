@@ -19,7 +19,6 @@ import gradio as gr
 from libcem.demo import photos
 from libcem.demo.messages import shown
 from libcem.denoiser import DenoiseConfig
-from libcem.denoiser.settings import SPEEDS
 
 EXAMPLES = sorted((Path(__file__).parent / "examples").glob("*.png"))  # clean crops of scikit-image's CC0 samples
 ZOOMS = [2, 4, 8]
@@ -67,7 +66,7 @@ class DenoiseTab:
             photos.load_photo(None)  # raises: there is nothing to denoise yet
         progress(0, desc="denoising")
         start = time.perf_counter()
-        config = self.config.override(**SPEEDS["fast"]) if fast else self.config
+        config = self.config.at_speed("fast" if fast else "best")
         photo.denoised, used = photos.denoise_photo(
             photo.noisy, None if auto else sigma, config, self.device,
             lambda done, total: progress((done, total), desc="denoising", unit="tiles"))

@@ -144,8 +144,12 @@ class DenoiseConfig:
         two; on colour images 2.6-3.3x faster for 0.15-0.17 dB at sigma 15 and 25 and 0.47 dB
         at 50, on gray ones 1.7x for 0.03-0.06 dB; chosen on images outside Set12 and McMaster,
         see docs/denoise.md)."""
+        return cls().at_speed(speed)
+
+    def at_speed(self, speed: str) -> "DenoiseConfig":
+        """These settings with the changes of the named speed ("best": none; see `for_speed`)."""
         check(speed in SPEEDS, "denoiser speed", f"use one of {', '.join(SPEEDS)}, got {speed!r}")
-        return cls(**SPEEDS[speed])
+        return replace(self, **SPEEDS[speed])
 
     def chunk_for(self, device: torch.device) -> int:
         """Reference patches per batch on `device`."""
