@@ -46,3 +46,29 @@ def test_missing_model_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LibcemError, match="neither a model folder"):
         Tokenizer.from_pretrained(tmp_path / "empty")
+
+
+def test_product_quantized_tokenizer_round_trip_and_latent_api(tmp_path):
+    cfg = TokenizerConfig(width=8, channel_mult=(1,), latent_dim=4, codebook_size=8, codebook_groups=2)
+    torch.manual_seed(0)
+    model = Tokenizer(cfg, in_channels=3, image_size=16).train()
+    x = torch.rand(4, 3, 16, 16)
+    model(x)  # one EM step: k-means initialises both codebooks
+    model.eval().save_pretrained(tmp_path / "m")
+    again = Tokenizer.from_pretrained(tmp_path / "m")
+    assert again.cfg == cfg and torch.equal(model(x).reconstruction, again(x).reconstruction)
+    codes = again.encode(x)
+    assert codes.shape == (4, 8, 8) and int(codes.max()) < 8 * 8
+    z = again.to_latents(x)  # each latent's two halves are codes of the two codebooks
+    assert torch.equal(again.nearest_codes(z), codes)
+    assert torch.equal(again.from_latents(z), again.decode(codes))
+    assert sorted(k for k in again.state_dict() if k.endswith("codebook")) == \
+        ["quantizer.books.0.codebook", "quantizer.books.1.codebook"]
+    assert "quantizer.codebook" in Tokenizer(CFG, 3, 16).state_dict()  # one group: the layout saved models have
+
+
+def test_codebook_groups_must_divide_the_latent_dim():
+    with pytest.raises(LibcemError, match="model.codebook_groups"):
+        TokenizerConfig(latent_dim=16, codebook_groups=3)
+    with pytest.raises(LibcemError, match="512 codes \\*\\* 8 groups is too many"):
+        TokenizerConfig(latent_dim=16, codebook_groups=8)

@@ -1,6 +1,6 @@
 import torch
 
-from libcem.generative.models.quantizer import EMCodebook, kmeans, nearest_code
+from libcem.generative.models.quantizer import EMCodebook, ProductCodebook, kmeans, nearest_code
 
 
 def blobs(centres: torch.Tensor, per: int, spread: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,3 +83,38 @@ def test_nearest_code_stays_exact_under_mixed_precision():
     z = codes + 1e-3 * torch.randn(64, 8, generator=g)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(nearest_code(z, codes), torch.arange(64))
+
+
+def test_product_codebook_recovers_each_groups_centres_and_codes_are_mixed_radix():
+    # 4-D points = a 2-D blob centre from `left` beside one from `right`: 3 x 3 = 9 clusters,
+    # which two codebooks of 3 codes each represent exactly
+    left = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    right = torch.tensor([[-6.0, -6.0], [6.0, 6.0], [6.0, -6.0]])
+    q = ProductCodebook(groups=2, size=3, dim=4, decay=0.9, restart_after=1000).train()
+    g = torch.Generator().manual_seed(0)
+    for step in range(30):
+        gen = torch.Generator().manual_seed(step)
+        a, b = torch.randint(3, (256,), generator=gen), torch.randint(3, (256,), generator=gen)
+        pts = torch.cat([left[a], right[b]], 1) + 0.2 * torch.randn(256, 4, generator=gen)
+        out = q(as_grid(pts), g)
+    for book, centres in zip(q.books, (left, right)):
+        assert torch.cdist(book.codebook, centres).min(0).values.max() < 0.1
+    # a point's code is (its code in group 0) + 3 * (its code in group 1)
+    i0, i1 = (torch.cdist(book.codebook, c).argmin(0) for book, c in zip(q.books, (left, right)))
+    pts = torch.cat([left[[0, 1, 2, 1]], right[[2, 0, 1, 1]]], 1)
+    codes = q.nearest(pts)
+    assert torch.equal(codes, i0[[0, 1, 2, 1]] + 3 * i1[[2, 0, 1, 1]])
+    assert torch.equal(q.split_codes(codes), torch.stack([i0[[0, 1, 2, 1]], i1[[2, 0, 1, 1]]], 1))
+    assert torch.allclose(q.lookup(codes), pts, atol=0.1)
+    assert out.codes.shape == (256, 1, 1) and int(out.codes.max()) < 9
+    assert q.usage(5) == 1.0
+
+
+def test_product_codebook_of_one_group_quantizes_like_a_single_codebook():
+    torch.manual_seed(0)
+    one, prod = EMCodebook(8, 4, restart_after=1000), ProductCodebook(1, 8, 4, restart_after=1000)
+    z = torch.randn(16, 4, 3, 3)
+    a, b = one(z, torch.Generator().manual_seed(0)), prod(z, torch.Generator().manual_seed(0))
+    assert torch.equal(one.codebook, prod.books[0].codebook)
+    assert torch.equal(a.codes, b.codes) and torch.equal(a.quantized, b.quantized)
+    assert torch.equal(a.commitment, b.commitment)

@@ -118,6 +118,18 @@ class EMCodebook(nn.Module):
         perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
         return QuantizerOutput(z + (q - z).detach(), codes.view(b, h, w), commitment, perplexity)
 
+    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        """(N, D) latents -> (N,) index of each one's nearest code (the E-step, no update)."""
+        return nearest_code(flat, self.codebook)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes of any shape -> their code vectors (..., D)."""
+        return self.codebook[codes]
+
+    def split_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (...) -> (..., 1): each code's index in its codebook (one group here)."""
+        return codes[..., None]
+
     @torch.no_grad()
     def em_step(self, flat: torch.Tensor, generator: torch.Generator | None) -> None:
         """One online EM iteration on a batch of latents (N, D)."""
@@ -176,3 +188,52 @@ class EMCodebook(nn.Module):
         """Fraction of codes that latents chose at least once in the last `window` EM steps
         (a restart alone does not count as use)."""
         return float(((self.steps - self.last_used) < window).float().mean())
+
+
+class ProductCodebook(nn.Module):
+    """Product quantization: the D numbers of a latent split into `groups` slices of D / groups,
+    each quantized by its own EM codebook of `size` codes (Jegou et al. 2011, "Product quantization
+    for nearest neighbor search"). One latent then has size ** groups possible values for
+    groups * size stored codes: far more detail per latent for the same codebook memory.
+
+    A latent's code is one integer, the mixed-radix number of its group codes (group 0 least
+    significant), so codes keep the shape (B, H, W) that a single codebook gives."""
+
+    def __init__(self, groups: int, size: int, dim: int, **kwargs) -> None:
+        super().__init__()
+        if dim % groups:
+            raise ValueError(f"latent_dim {dim} is not a multiple of codebook_groups {groups}")
+        self.groups, self.size, self.dim = groups, size, dim
+        self.books = nn.ModuleList(EMCodebook(size, dim // groups, **kwargs) for _ in range(groups))
+        self.register_buffer("radix", size ** torch.arange(groups, dtype=torch.long), persistent=False)
+
+    def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> QuantizerOutput:
+        outs = [book(part, generator) for book, part in zip(self.books, z.chunk(self.groups, dim=1))]
+        codes = sum(o.codes * r for o, r in zip(outs, self.radix.tolist()))
+        return QuantizerOutput(
+            torch.cat([o.quantized for o in outs], dim=1),
+            codes,
+            torch.stack([o.commitment for o in outs]).mean(),  # = || z - sg(q) ||^2 over all D numbers
+            torch.stack([o.perplexity for o in outs]).mean(),  # per codebook
+        )
+
+    def split_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (...) -> (..., groups): each group's index in its own codebook."""
+        return codes[..., None] // self.radix.to(codes.device) % self.size
+
+    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        parts = flat.chunk(self.groups, dim=1)
+        return sum(book.nearest(part) * r for book, part, r in zip(self.books, parts, self.radix.tolist()))
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        split = self.split_codes(codes)
+        return torch.cat([book.lookup(split[..., i]) for i, book in enumerate(self.books)], dim=-1)
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """All stored codes, (groups * size, D / groups)."""
+        return torch.cat([book.codebook for book in self.books])
+
+    def usage(self, window: int) -> float:
+        """Mean over the groups of the fraction of codes used in the last `window` EM steps."""
+        return sum(book.usage(window) for book in self.books) / self.groups

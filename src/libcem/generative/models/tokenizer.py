@@ -16,7 +16,7 @@ from torch import nn
 
 from libcem.config import check
 from libcem.generative.models.blocks import Downsample, ResBlock, Upsample, norm
-from libcem.generative.models.quantizer import EMCodebook, nearest_code
+from libcem.generative.models.quantizer import EMCodebook, ProductCodebook
 from libcem.generative.models.sizes import TOKENIZER_SIZES
 
 
@@ -29,7 +29,8 @@ class TokenizerConfig:
     channel_mult: tuple[int, ...] = (1, 2)  # one 2x downsampling per entry: (1, 2) -> 4x
     res_blocks: int = 1  # residual blocks per level
     latent_dim: int = 16  # numbers per latent vector (= per code)
-    codebook_size: int = 512
+    codebook_size: int = 512  # codes per codebook
+    codebook_groups: int = 1  # >1: product quantization, latent_dim split into this many slices, one codebook each
     codebook_decay: float = 0.99  # EMA decay of the M-step; 0 = plain batch means
     commitment: float = 0.25  # weight of || z - sg(q) ||^2 in the encoder's loss
     restart_after: int = 100  # a code unused for this many steps is restarted
@@ -43,6 +44,11 @@ class TokenizerConfig:
         check(0 <= self.res_blocks <= 8, "model.res_blocks", "use 0..8")
         check(1 <= self.latent_dim <= 1024, "model.latent_dim", "use 1..1024")
         check(2 <= self.codebook_size <= 65536, "model.codebook_size", "use 2..65536")
+        check(1 <= self.codebook_groups <= self.latent_dim and self.latent_dim % self.codebook_groups == 0,
+              "model.codebook_groups", f"use a divisor of model.latent_dim ({self.latent_dim})")
+        check(self.codebook_size ** self.codebook_groups < 2 ** 62, "model.codebook_groups",
+              f"{self.codebook_size} codes ** {self.codebook_groups} groups is too many values for one 64-bit "
+              "code per latent (at most 2 ** 62): use fewer groups or fewer codes per group")
         check(0.0 <= self.codebook_decay < 1.0, "model.codebook_decay", "use 0 <= decay < 1")
         check(self.commitment >= 0, "model.commitment", "must be >= 0")
         check(self.restart_after >= 1, "model.restart_after", "must be >= 1")
@@ -119,8 +125,11 @@ class Tokenizer(nn.Module):
         super().__init__()
         self.cfg, self.in_channels, self.image_size = cfg, in_channels, image_size
         self.encoder = Encoder(cfg, in_channels)
-        self.quantizer = EMCodebook(
-            cfg.codebook_size, cfg.latent_dim, cfg.codebook_decay, restart_after=cfg.restart_after
+        book = dict(decay=cfg.codebook_decay, restart_after=cfg.restart_after)
+        self.quantizer = (
+            EMCodebook(cfg.codebook_size, cfg.latent_dim, **book)
+            if cfg.codebook_groups == 1
+            else ProductCodebook(cfg.codebook_groups, cfg.codebook_size, cfg.latent_dim, **book)
         )
         self.decoder = Decoder(cfg, in_channels)
 
@@ -155,11 +164,11 @@ class Tokenizer(nn.Module):
         """Latent vectors (B, D, h, w) -> the index of each one's nearest code (B, h, w), computed in fp32."""
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
-        return nearest_code(flat, self.quantizer.codebook).view(b, h, w)
+        return self.quantizer.nearest(flat).view(b, h, w)
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) -> code vectors (B, D, h, w)."""
-        return self.quantizer.codebook[codes].permute(0, 3, 1, 2)
+        return self.quantizer.lookup(codes).permute(0, 3, 1, 2)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) -> images (B, C, h*f, w*f) in [0, 1] (clipped)."""
@@ -178,7 +187,7 @@ class Tokenizer(nn.Module):
 
         snap_to_codes: replace each vector by its nearest code first (what the decoder was trained
         on); else decode the vectors as they are."""
-        z = z.to(self.quantizer.codebook.device)
+        z = z.to(self.decoder.net[0].weight.device)
         if snap_to_codes:
             return self.decode(self.nearest_codes(z))
         return ((self.decoder(z) + 1) / 2).clamp(0, 1)

@@ -94,5 +94,6 @@ def evaluate(model: Tokenizer, data: ImageSet) -> dict[str, float]:
     recon = reconstruct(model, x)
     device = next(model.parameters()).device
     codes = torch.cat([model.encode(x[i : i + 256].to(device)).cpu() for i in range(0, len(x), 256)])
-    used = torch.unique(codes).numel() / model.cfg.codebook_size
+    split = model.quantizer.split_codes(codes).flatten(0, -2)  # (N, groups): each codebook's own index
+    used = sum(torch.unique(col).numel() for col in split.T) / (model.cfg.codebook_size * split.shape[1])
     return {"psnr": float(psnr(recon, x).mean()), "codes_used": used, "images": len(data)}
