@@ -203,7 +203,7 @@ class ProductCodebook(nn.Module):
         super().__init__()
         if dim % groups:
             raise ValueError(f"latent_dim {dim} is not a multiple of codebook_groups {groups}")
-        self.groups, self.size, self.dim = groups, size, dim
+        self.groups, self.size = groups, size
         self.books = nn.ModuleList(EMCodebook(size, dim // groups, **kwargs) for _ in range(groups))
         self.register_buffer("radix", size ** torch.arange(groups, dtype=torch.long), persistent=False)
 
@@ -228,11 +228,6 @@ class ProductCodebook(nn.Module):
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         split = self.split_codes(codes)
         return torch.cat([book.lookup(split[..., i]) for i, book in enumerate(self.books)], dim=-1)
-
-    @property
-    def codebook(self) -> torch.Tensor:
-        """All stored codes, (groups * size, D / groups)."""
-        return torch.cat([book.codebook for book in self.books])
 
     def usage(self, window: int) -> float:
         """Mean over the groups of the fraction of codes used in the last `window` EM steps."""
