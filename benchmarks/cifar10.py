@@ -11,7 +11,8 @@ Protocol (docs/prior.md, "CIFAR-10")
   against the whole validation split, beside the real-data reference (10 K training images against
   the same split); per class likewise. Sampling: the prior's own defaults unless `--guidance`.
 - `--sweep G1 G2 ...`: guidance chosen without the validation split: FID of `--sweep-per-class`
-  images per caption against `--sweep-reference` seeded *training* images, per guidance.
+  images per caption against `--sweep-reference` seeded *training* images, per guidance
+  (`--guidance-interval LO HI`: guided only at those noise levels, in the sweep and the evaluation).
 - Inception features of real images are cached, so a second run costs only its own samples; each
   run's figures are kept in OUT/NAME-tokenizer.json and OUT/NAME-eval.json and reused by a later
   invocation (runs can be measured one at a time, then tabled together).
@@ -53,7 +54,8 @@ def tokenizer_figures(run: Path, n: int) -> dict:
             "rfid": reconstruction_fid(x, recon, "cpu")}
 
 
-def prior_figures(run: Path, name: str, per_class: int, guidance: float | None, out: Path) -> dict:
+def prior_figures(run: Path, name: str, per_class: int, guidance: float | None, out: Path,
+                  interval: list[float] | None = None) -> dict:
     record = out / f"{name}-eval.json"
     if record.is_file():  # measured by an earlier invocation (delete the file to measure again)
         return json.loads(record.read_text())
@@ -61,14 +63,18 @@ def prior_figures(run: Path, name: str, per_class: int, guidance: float | None, 
            "--json", str(record), "--grid", str(out / f"{name}-grid.png"), "--quiet"]
     if guidance is not None:
         cmd += ["--guidance", str(guidance)]
+    if interval is not None:
+        cmd += ["--guidance-interval", *map(str, interval)]
     code = cli_main(cmd)
     if code:
         raise SystemExit(code)
     return json.loads(record.read_text())
 
 
-def guidance_sweep(run: Path, values: list[float], per_class: int, reference: int, seed: int = 1) -> dict[float, float]:
-    """FID against `reference` training images (not the validation split) for each guidance scale."""
+def guidance_sweep(run: Path, values: list[float], per_class: int, reference: int, seed: int = 1,
+                   interval: list[float] | None = None) -> dict[float, float]:
+    """FID against `reference` training images (not the validation split) for each guidance scale
+    (within the guidance `interval` of noise levels; default: the prior's own)."""
     from libcem.commands.eval import trained_data
     from libcem.generative.data import load_data
     from libcem.generative.data.downloads import cache_dir
@@ -83,9 +89,10 @@ def guidance_sweep(run: Path, values: list[float], per_class: int, reference: in
     prompts = sorted(set(splits.train.captions))
     out = {}
     for g in values:
-        fake = pipe(prompts, n=per_class, guidance=g, seed=seed)
+        fake = pipe(prompts, n=per_class, guidance=g, seed=seed, guidance_interval=interval)
         out[g] = frechet_distance(inception_features(fake), real)
-        print(f"{run.name}: guidance {g}: FID vs training slice {out[g]:.2f}", flush=True)
+        where = f" in {interval}" if interval else ""
+        print(f"{run.name}: guidance {g}{where}: FID vs training slice {out[g]:.2f}", flush=True)
     return out
 
 
@@ -111,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-class", type=int, default=1000, help="generated images per caption (the issue's protocol: 1000)")
     ap.add_argument("--recon", type=int, default=2000, help="validation images reconstructed for PSNR and rFID")
     ap.add_argument("--guidance", type=float, help="sampling guidance (default: each prior's own)")
+    ap.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LO", "HI"),
+                    help="noise levels where guidance applies, for the evaluation and the sweep (default: each prior's own)")
     ap.add_argument("--sweep", type=float, nargs="*", default=[], help="guidance scales to compare on training images")
     ap.add_argument("--sweep-per-class", type=int, default=50)
     ap.add_argument("--sweep-reference", type=int, default=2000, help="training images the sweep compares against")
@@ -123,13 +132,14 @@ def main(argv: list[str] | None = None) -> None:
         run = Path(path)
         if args.sweep:
             results.setdefault(name, {})["sweep"] = guidance_sweep(run, args.sweep, args.sweep_per_class,
-                                                                  args.sweep_reference)
+                                                                  args.sweep_reference, interval=args.guidance_interval)
             continue
         record = args.out / f"{name}-tokenizer.json"
         if not record.is_file():
             record.write_text(json.dumps(tokenizer_figures(run, args.recon)) + "\n")
         results[name] = {"tokenizer": json.loads(record.read_text()),
-                         "prior": prior_figures(run, name, args.per_class, args.guidance, args.out)}
+                         "prior": prior_figures(run, name, args.per_class, args.guidance, args.out,
+                                                args.guidance_interval)}
     name = "sweep.json" if args.sweep else "cifar10.json"
     (args.out / name).write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.sweep:

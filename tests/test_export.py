@@ -117,3 +117,12 @@ def test_offline_hub_download_is_one_line_through_huggingface_hub(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("libcem: error: could not download me/tiny from the Hugging Face Hub")
+
+
+def test_the_card_states_a_limited_guidance_interval():
+    from libcem.generative.model_card import card_text
+
+    limited = {"diffusion": {"sampler": "euler", "steps": 20, "guidance": 5.0, "guidance_interval": [0.0, 0.75]}}
+    assert "guidance 5.0 at noise levels 0-0.75 (0 = data, 1 = pure noise)." in card_text("m", limited, {})
+    everywhere = {"diffusion": {"sampler": "euler", "steps": 20, "guidance": 3.0, "guidance_interval": [0.0, 1.0]}}
+    assert "guidance 3.0." in card_text("m", everywhere, {})

@@ -454,6 +454,8 @@ def prior_folder(tmp_path_factory):
     (["-n", "100000000"], "too large to write"),
     (["--steps", "5000"], "steps must be 1..1000"),
     (["--guidance", "nan"], "guidance must be a finite number"),
+    (["--guidance-interval", "0.9", "0.1"], "diffusion.guidance_interval"),
+    (["--guidance-interval", "0", "nan"], "diffusion.guidance_interval"),
     (["--output", "x.notanimage"], "unknown image file type"),
 ] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "device 'cuda' is not available here")]))
 def test_bad_sample_arguments_are_one_line(prior_folder, tmp_path, capsys, args, message):
@@ -461,6 +463,28 @@ def test_bad_sample_arguments_are_one_line(prior_folder, tmp_path, capsys, args,
     err = one_line_error(capsys, main(["sample", "--model", str(prior_folder), "a cat", "--steps", "1", *out, *args]))
     assert message in err
     assert not (tmp_path / "grid.png").exists()
+
+
+def test_guidance_interval_outside_every_step_is_the_conditional_model(prior_folder):
+    from libcem.generative.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(prior_folder, "cpu")
+    pipe.snap_to_codes = False  # the tiny codebook would hide small differences
+    torch.manual_seed(0)
+    with torch.no_grad():  # random weights: the untrained (adaLN-Zero) prior ignores its text
+        for w in pipe.prior.parameters():
+            w.normal_(0, 0.2)
+    plain = pipe("a cat", n=2, steps=3, guidance=1.0, seed=4)
+    # 3 steps visit noise levels 1.0, 0.667 and 0.333 (DPM-Solver++ trailing timesteps 999, 666, 333)
+    assert torch.equal(pipe("a cat", n=2, steps=3, guidance=5.0, seed=4, guidance_interval=(0.0, 0.2)), plain)
+    guided_everywhere = pipe("a cat", n=2, steps=3, guidance=5.0, seed=4)
+    assert not torch.equal(guided_everywhere, plain)
+    assert torch.equal(pipe("a cat", n=2, steps=3, guidance=5.0, seed=4, guidance_interval=(0.0, 1.0)),
+                       guided_everywhere)
+    assert not torch.equal(pipe("a cat", n=2, steps=3, guidance=5.0, seed=4, guidance_interval=(0.5, 1.0)),
+                           guided_everywhere)
+    with pytest.raises(LibcemError, match="guidance_interval must be two numbers"):
+        pipe("a cat", n=1, steps=1, guidance_interval=(0.5,))
 
 
 def test_many_samples_are_made_batch_by_batch(prior_folder):

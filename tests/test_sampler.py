@@ -81,6 +81,33 @@ def test_guidance_scale_one_is_the_conditional_prediction():
     assert torch.allclose(guided(den, 3.0)(x, t), den(x, t, False) + 3 * (den(x, t, True) - den(x, t, False)))
 
 
+def test_guidance_interval_guides_only_the_rows_whose_noise_level_is_inside():
+    calls = []
+
+    def den(x, t, conditioned):
+        calls.append(conditioned)
+        return x * (2.0 if conditioned else -3.0) + t.view(-1, 1)
+
+    x, t = torch.randn(5, 2), torch.tensor([0, 250, 500, 750, 1000])  # noise levels 0, .25, .5, .75, 1
+    full = den(x, t, False) + 3 * (den(x, t, True) - den(x, t, False))
+    out = guided(den, 3.0, (0.25, 0.75), time_scale=1000)(x, t)
+    inside = torch.tensor([False, True, True, True, False])
+    assert torch.allclose(out[inside], full[inside]) and torch.equal(out[~inside], den(x, t, True)[~inside])
+    calls.clear()
+    assert torch.equal(guided(den, 3.0, (0.0, 0.2), time_scale=1000)(x[3:], t[3:]), den(x[3:], t[3:], True))
+    assert calls == [True, True]  # no unconditional pass where no row is guided
+    assert torch.allclose(guided(den, 3.0, (0.0, 1.0), time_scale=1000)(x, t), full)
+
+
+def test_a_guidance_interval_is_two_ordered_numbers_in_0_1():
+    from libcem.config import ConfigError
+
+    assert DiffusionConfig(guidance_interval=(0.0, 0.85)).guidance_interval == (0.0, 0.85)
+    for bad in ((0.5, 0.5), (0.9, 0.1), (-0.1, 1.0), (0.0, 1.5), (0.0,), (0.0, float("nan"))):
+        with pytest.raises(ConfigError, match="guidance_interval"):
+            DiffusionConfig(guidance_interval=bad)
+
+
 def test_loss_is_plain_mse_without_weighting_and_min_snr_weights_are_exact():
     from libcem.generative.diffusion.loss import diffusion_loss, snr_weights
 

@@ -41,3 +41,19 @@ def shortcut_overrides(args: argparse.Namespace) -> list[str]:
     if getattr(args, "report_to", None):
         out.append(f'train.report_to="{args.report_to}"')
     return out + list(args.overrides)
+
+
+def add_guidance_interval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="apply guidance only at noise levels LO..HI (0 = data, 1 = pure noise; Kynkaanniemi et al. "
+                   "2024), the conditional prediction alone elsewhere (default: the prior's config, e.g. 0 0.75 "
+                   "for the cpu-cifar10 preset; 0 1 = everywhere)")
+
+
+def with_guidance_interval(pipe, args: argparse.Namespace):
+    """`pipe` with --guidance-interval applied to its sampling settings (checked), if given."""
+    import dataclasses
+
+    if args.guidance_interval is not None:
+        pipe.diffusion = dataclasses.replace(pipe.diffusion, guidance_interval=tuple(args.guidance_interval))
+    return pipe

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from libcem.commands.common import add_guidance_interval, with_guidance_interval
 from libcem.errors import LibcemError
 
 
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "convention, the default) or pil-bicubic (clean-fid's clean mode); docs/prior.md")
     p.add_argument("--steps", type=int, help="sampling steps (default: the prior's config, 20)")
     p.add_argument("--guidance", type=float, help="guidance scale (default: the prior's config, 3)")
+    add_guidance_interval(p)
     p.add_argument("--sampler", choices=list(SAMPLERS), help=sampler_help() + " (default: the prior's config, dpm++)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=50)
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise LibcemError("--seed must be >= 0")
     if args.per_class < 0 or args.per_class == 1:
         raise LibcemError("--per-class must be >= 2 (a Frechet distance needs two images)")
-    pipe = Pipeline.from_pretrained(args.model, args.device)
+    pipe = with_guidance_interval(Pipeline.from_pretrained(args.model, args.device), args)
     data_cfg = trained_data(pipe.record, args.model)
     if args.data and args.data != data_cfg.source:
         data_cfg = dataclasses.replace(data_cfg, source=args.data)  # size and channels stay the tokenizer's

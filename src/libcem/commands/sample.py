@@ -7,6 +7,7 @@ import math
 import time
 from pathlib import Path
 
+from libcem.commands.common import add_guidance_interval, with_guidance_interval
 from libcem.errors import LibcemError
 
 
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=int, default=16, help="images per prompt (default 16)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the prior's config, 20)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 = no guidance (default 3)")
+    add_guidance_interval(p)
     p.add_argument("--sampler", choices=list(SAMPLERS),
                    help=sampler_help() + " (default: the prior's config, dpm++)")
     p.add_argument("--seed", type=int, default=0, help="image i is drawn from a generator seeded by (SEED, i) (default 0)")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise LibcemError("--seed must be >= 0")
     if args.output_dir and args.output_dir.exists() and not args.output_dir.is_dir():
         raise LibcemError(f"--output-dir {args.output_dir} is a file")
-    pipe = Pipeline.from_pretrained(args.model, args.device)
+    pipe = with_guidance_interval(Pipeline.from_pretrained(args.model, args.device), args)
     cols = args.n if len(args.prompts) > 1 else math.ceil(math.sqrt(args.n))
     if not args.output_dir:  # refuse a grid too large to write before drawing a single image
         check_write_size(*grid_size(len(args.prompts) * args.n, pipe.image_size, cols), args.upscale)

@@ -14,6 +14,7 @@ import numpy as np
 
 from libcem.demo.messages import shown
 from libcem.errors import LibcemError
+from libcem.generative.diffusion.guidance import interval_words
 from libcem.generative.pipeline import Pipeline
 from libcem.imaging import to_uint8
 
@@ -48,7 +49,7 @@ def describe(pipe: Pipeline, path: str) -> str:
     side = pipe.tokenizer.image_size
     return (f"Loaded **{path}**: {side}×{side} images, text encoder "
             f"'{pipe.encoder.name}', {pipe.diffusion.steps} sampling steps and guidance "
-            f"{pipe.diffusion.guidance:g} by default.")
+            f"{pipe.diffusion.guidance:g}{interval_words(pipe.diffusion.guidance_interval)} by default.")
 
 
 def enlarge(image: np.ndarray) -> np.ndarray:

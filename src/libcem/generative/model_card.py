@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from libcem.config import read_toml
+from libcem.generative.diffusion.guidance import interval_words
 from libcem.generative.runs import StageRun
 
 METRICS = ("loss", "psnr", "usage")  # what a stage logs that a reader can compare
@@ -69,7 +70,7 @@ def card_text(name: str, prior: dict, tokenizer: dict, prior_run: StageRun | Non
         "```", "",
         f"or `libcem sample --model hf:USER/{name} \"PROMPT\" -n 16 --output grid.png`. "
         f"Sampling defaults: {diffusion.get('sampler', '?')}, {diffusion.get('steps', '?')} steps, "
-        f"guidance {diffusion.get('guidance', '?')}.", "",
+        f"guidance {diffusion.get('guidance', '?')}{interval_words(diffusion.get('guidance_interval'))}.", "",
         "## Training", "",
         "| stage | data | steps | training time | last logged metrics |", "|---|---|---|---|---|",
         *_stage_rows("tokenizer", tokenizer, t_sum), *_stage_rows("prior", prior, p_sum), "",
@@ -80,3 +81,4 @@ def card_text(name: str, prior: dict, tokenizer: dict, prior_run: StageRun | Non
     if prompts:
         lines += ["Prompts, one row each: " + "; ".join(f"`{p}`" for p in prompts), ""]
     return "\n".join(lines)
+

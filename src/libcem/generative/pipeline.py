@@ -28,6 +28,7 @@ from libcem.generative.diffusion import (
     sampling_scheduler,
 )
 from libcem.generative.diffusion.samplers import resolve_sampler
+from libcem.generative.diffusion.settings import valid_interval
 from libcem.generative.models.prior import PriorTransformer
 from libcem.generative.models.tokenizer import Tokenizer
 from libcem.generative.runs import ExportFolder, resolve_prior, stage_runs_of
@@ -170,10 +171,19 @@ class Pipeline:
         return path
 
     def _settings(self, n: int, steps: int | None, guidance: float | None, seed: int, sampler: str | None,
-                  batch_size: int) -> tuple[int, float, str]:
-        """The request's steps, guidance and sampler (defaults from the prior's config), checked."""
+                  batch_size: int, interval: tuple[float, float] | None = None
+                  ) -> tuple[int, float, str, tuple[float, float]]:
+        """The request's steps, guidance, sampler and guidance interval (defaults from the prior's
+        config), checked."""
         steps = self.diffusion.steps if steps is None else steps
         guidance = self.diffusion.guidance if guidance is None else guidance
+        given = self.diffusion.guidance_interval if interval is None else interval
+        try:
+            interval = tuple(float(v) for v in given)
+        except (TypeError, ValueError):
+            interval = ()
+        if not valid_interval(interval):
+            raise LibcemError(f"guidance_interval must be two numbers lo < hi in [0, 1], got {given!r}")
         sampler = sampler or self.diffusion.sampler
         if n < 1:
             raise LibcemError("nothing to sample: give at least one prompt and n >= 1")
@@ -186,7 +196,7 @@ class Pipeline:
         if not 0 <= seed < 2**63:
             raise LibcemError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed}")
         sampler = resolve_sampler(self.diffusion, sampler)  # "" -> the objective's default; a ConfigError unless it fits
-        return steps, float(guidance), sampler
+        return steps, float(guidance), sampler, interval
 
     @torch.no_grad()
     def generate(
@@ -199,16 +209,19 @@ class Pipeline:
         sampler: str | None = None,
         batch_size: int = 50,
         progress: bool = False,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> Iterator[torch.Tensor]:
         """`n` images per prompt, prompt-major, as batches of at most `batch_size` images (B, C, H, W)
         in [0, 1] on the CPU: made one batch at a time, so any `n` fits in memory.
 
-        steps, guidance and sampler default to the prior's training config (20, 3.0, the objective's sampler).
+        steps, guidance, sampler and guidance_interval (the noise levels where guidance applies, 0 =
+        data, 1 = pure noise) default to the prior's config (20, 3.0, the objective's sampler, (0, 1)).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise LibcemError("nothing to sample: give at least one prompt and n >= 1")
-        steps, guidance, sampler = self._settings(n, steps, guidance, seed, sampler, batch_size)
+        steps, guidance, sampler, interval = self._settings(n, steps, guidance, seed, sampler, batch_size,
+                                                            guidance_interval)
         text = self._embed(prompts)  # each distinct prompt encoded once
         total = len(prompts) * n
         was_training = self.prior.training
@@ -219,7 +232,8 @@ class Pipeline:
                 j = min(i + batch_size, total)
                 tk, mk = text.lookup(torch.arange(i, j) // n)
                 tk, mk = tk.to(self.device), mk.to(self.device)
-                den = guided(lambda x, t, c: self.prior(x, t, tk, mk if c else torch.zeros_like(mk)), guidance)
+                den = guided(lambda x, t, c: self.prior(x, t, tk, mk if c else torch.zeros_like(mk)), guidance,
+                             interval, self.diffusion.train_timesteps)
                 gens = [image_generator(seed, k) for k in range(i, j)]
                 shape = (self.prior.latent_dim, self.prior.latent_size, self.prior.latent_size)
                 latents = sample(den, self.diffusion, shape, gens, steps, sampler, self.device)
@@ -229,11 +243,12 @@ class Pipeline:
 
     def __call__(self, prompt: str | list[str], n: int = 1, steps: int | None = None, guidance: float | None = None,
                  seed: int = 0, sampler: str | None = None, batch_size: int = 50, progress: bool = False,
-                 output_type: str = "pt"):
+                 output_type: str = "pt", guidance_interval: tuple[float, float] | None = None):
         """`n` images per prompt, prompt-major, all at once (`generate` gives them batch by batch):
         output_type "pt" (default) a tensor (len(prompts) * n, C, H, W) of floats in [0, 1] on the CPU;
         "pil" a list of PIL images; "np" a uint8 array (N, H, W, C)."""
         if output_type not in OUTPUT_TYPES:
             raise LibcemError(f"output_type '{output_type}': use one of {', '.join(OUTPUT_TYPES)}")
-        images = torch.cat(list(self.generate(prompt, n, steps, guidance, seed, sampler, batch_size, progress)))
+        images = torch.cat(list(self.generate(prompt, n, steps, guidance, seed, sampler, batch_size, progress,
+                                              guidance_interval)))
         return as_output(images, output_type)
