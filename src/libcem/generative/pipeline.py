@@ -28,7 +28,7 @@ from libcem.generative.diffusion import (
     sampling_scheduler,
 )
 from libcem.generative.diffusion.samplers import resolve_sampler
-from libcem.generative.diffusion.settings import valid_interval
+from libcem.generative.diffusion.guidance import valid_interval
 from libcem.generative.models.prior import PriorTransformer
 from libcem.generative.models.tokenizer import Tokenizer
 from libcem.generative.runs import ExportFolder, resolve_prior, stage_runs_of

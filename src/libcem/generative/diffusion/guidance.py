@@ -12,7 +12,12 @@ import torch
 # (x_t, t, conditioned) -> prediction; `conditioned` False asks for the unconditional prediction
 CondDenoiser = Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]
 
-FULL_INTERVAL = (0.0, 1.0)
+FULL_INTERVAL = (0.0, 1.0)  # guidance at every noise level
+
+
+def valid_interval(interval) -> bool:
+    """A guidance interval: two numbers 0 <= lo < hi <= 1 (NaN fails every comparison)."""
+    return len(interval) == 2 and 0.0 <= interval[0] < interval[1] <= 1.0
 
 
 def guided(denoiser: CondDenoiser, scale: float, interval: tuple[float, float] = FULL_INTERVAL,
@@ -30,16 +35,13 @@ def guided(denoiser: CondDenoiser, scale: float, interval: tuple[float, float] =
         cond = denoiser(x, t, True)
         if scale == 1.0:
             return cond
-        if everywhere:
-            uncond = denoiser(x, t, False)
-            return uncond + scale * (cond - uncond)
-        level = t.float() / time_scale
-        inside = (level >= lo) & (level <= hi)  # (B,)
-        if not bool(inside.any()):
+        level = t.float() / time_scale  # (B,)
+        inside = None if everywhere else (level >= lo) & (level <= hi)
+        if inside is not None and not bool(inside.any()):
             return cond
         uncond = denoiser(x, t, False)
         out = uncond + scale * (cond - uncond)
-        if bool(inside.all()):
+        if inside is None or bool(inside.all()):
             return out
         return torch.where(inside.view(-1, *[1] * (x.dim() - 1)), out, cond)
 

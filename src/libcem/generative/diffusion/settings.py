@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from libcem.config import ConfigError, check
+from libcem.generative.diffusion.guidance import FULL_INTERVAL, valid_interval
 
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
 
@@ -22,7 +23,7 @@ class DiffusionConfig:
     guidance: float = 3.0  # default classifier-free guidance scale (1 = plain conditional model)
     # noise levels (0 = data, 1 = pure noise) where guidance applies; elsewhere the conditional
     # prediction alone (Kynkaanniemi et al. 2024). (0, 1) = everywhere.
-    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    guidance_interval: tuple[float, float] = FULL_INTERVAL
 
     def __post_init__(self) -> None:
         check(2 <= self.train_timesteps <= 100_000, "diffusion.train_timesteps", "use 2..100000")
@@ -44,9 +45,4 @@ class DiffusionConfig:
         check(1 <= self.steps <= self.train_timesteps, "diffusion.steps", "use 1..diffusion.train_timesteps")
         check(self.guidance >= 0, "diffusion.guidance", "must be >= 0")
         check(valid_interval(self.guidance_interval), "diffusion.guidance_interval",
-              "two numbers lo < hi in [0, 1], e.g. [0, 0.85]")
-
-
-def valid_interval(interval) -> bool:
-    """A guidance interval: two finite numbers 0 <= lo < hi <= 1."""
-    return len(interval) == 2 and 0.0 <= interval[0] < interval[1] <= 1.0
+              "two numbers lo < hi in [0, 1], e.g. [0, 0.75]")
