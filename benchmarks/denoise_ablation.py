@@ -32,6 +32,17 @@ from libcem.denoiser.settings import AFFINITY_HEADS, SPEEDS
 VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "as shipped": {},
     "pass 1 only (no second pass)": {"second_pass": False},
+    "no covariance EM (the pilot's covariance: NL-Bayes)": {"cov_em_iter_gray": 0, "cov_em_iter_color": 0},
+    "covariance EM, 1 iteration": {"cov_em_iter_gray": 1, "cov_em_iter_color": 1},
+    "covariance EM, 2 iterations": {"cov_em_iter_gray": 2, "cov_em_iter_color": 2},
+    "covariance EM, 4 iterations": {"cov_em_iter_gray": 4, "cov_em_iter_color": 4},
+    "covariance MAP-EM, prior worth K/2 patches, 10 iterations": {
+        "cov_em_iter_gray": 10, "cov_em_iter_color": 10, "cov_prior": 0.5},
+    "no feedback (later second passes on the noisy image)": {"feedback": 0.0},
+    "one second pass on gray images": {"pass2_repeats_gray": 1},
+    "session 7 settings (one gray second pass, no covariance EM, no feedback)": {
+        "pass2_repeats_gray": 1, "cov_em_iter_gray": 0, "cov_em_iter_color": 0, "feedback": 0.0,
+        "search_radius_high": 16},
     "+ EM of the global parameters (tau, bandwidths)": {"em_fit": True},
     "+ all four affinity heads and their EM": {"em_fit": True, "affinity_heads": AFFINITY_HEADS},
     "no EM at all (moment-estimated group scales)": {"scale_iter": 0},
@@ -41,6 +52,9 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "no sigma schedule (7x7, covariance pass 2)": {"sigma_schedule": False},
     "pass 2 = graph Wiener at every sigma": {"pass2": "graph_wiener"},
     "pass 2 = covariance at every sigma": {"pass2_high": "covariance"},
+    "33x33 search window above sigma 37.5 (as below)": {"search_radius_high": 16},
+    "two gray second passes with feedback above sigma 37.5 (as below)": {
+        "feedback_high": 0.1, "pass2_repeats_gray_high": 2},
     "--fast (stride 6, one colour second pass)": SPEEDS["fast"],
 }
 COLOUR_CROPS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")  # skimage.data

@@ -91,3 +91,87 @@ def test_fit_tensor_fits_what_denoise_tensor_fits_without_the_passes():
     assert fitted.sigma == full.sigma and fitted.params.tau == full.params.tau
     assert torch.equal(fitted.params.log_beta, full.params.log_beta)
     assert fitted.trace.objective == full.trace.objective
+
+
+def _covariance_toy(k: int = 40, d: int = 6):
+    """Groups of k noisy patches (noise variance 0.49) from a known covariance, and a pilot
+    covariance 0.3 times too small (as a smoothed first estimate's)."""
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(5, d, d, generator=g, dtype=torch.float64)
+    cov = b @ b.transpose(1, 2) + 0.1 * torch.eye(d, dtype=torch.float64)
+    x = torch.randn(5, k, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).transpose(1, 2)
+    z = x + 0.7 * torch.randn(5, k, d, generator=g, dtype=torch.float64)
+    return z - z.mean(1, keepdim=True), cov, 0.3 * cov
+
+
+@pytest.mark.parametrize("prior", [0.0, 0.5])  # maximum likelihood and MAP
+def test_covariance_em_never_lowers_its_objective(prior):
+    zc, _, cov0 = _covariance_toy()
+    previous = covariance.em_objective(zc, cov0, cov0, 0.49, prior)
+    for iters in range(1, 25):
+        now = covariance.em_objective(zc, covariance.em_covariance(zc, cov0, 0.49, iters, prior),
+                                      cov0, 0.49, prior)
+        assert bool((now >= previous - 1e-9).all())
+        previous = now
+
+
+def test_covariance_em_restores_what_the_pilot_flattened():
+    zc, truth, cov0 = _covariance_toy(k=400)
+    fitted = covariance.em_covariance(zc, cov0, 0.49, 50, 0.0)
+    before = (cov0 - truth).norm(dim=(1, 2)) / truth.norm(dim=(1, 2))  # 0.7 by construction
+    after = (fitted - truth).norm(dim=(1, 2)) / truth.norm(dim=(1, 2))
+    assert bool((after < 0.25).all()) and torch.allclose(before, torch.full_like(before, 0.7))
+
+
+def test_covariance_em_step_is_the_closed_form_m_step():
+    zc, _, cov0 = _covariance_toy()
+    k, d = zc.shape[1], zc.shape[2]
+    one = covariance.em_covariance(zc, cov0, 0.49, 1, 0.5)
+    for i in range(zc.shape[0]):
+        gain = torch.linalg.solve(cov0[i] + 0.49 * torch.eye(d, dtype=torch.float64), cov0[i])
+        post_mean = zc[i] @ gain  # rows: E[x_k]
+        second = post_mean.T @ post_mean + k * 0.49 * gain  # sum_k E[x_k x_k^T]
+        assert torch.allclose(one[i], (0.5 * k * cov0[i] + second) / (1.5 * k), atol=1e-10)
+
+
+def test_posterior_mean_with_em_uses_the_fitted_covariance():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(2, 12, 5, generator=g, dtype=torch.float64)
+    pilot = torch.randn(2, 12, 5, generator=g, dtype=torch.float64)
+    est, kept = covariance.posterior_mean(z, pilot, 0.5, em_iter=2)
+    mu = z.mean(1, keepdim=True)
+    a = pilot - pilot.mean(1, keepdim=True)
+    cov = covariance.em_covariance(z - mu, a.transpose(1, 2) @ a / 12, 0.5, 2, 0.0)
+    gain = covariance.shrinkage(cov, 0.5)
+    assert torch.allclose(est, mu + (z - mu) @ gain, atol=1e-12)
+    assert torch.allclose(kept, gain.diagonal(dim1=1, dim2=2).sum(1), atol=1e-12)
+    plain, _ = covariance.posterior_mean(z, pilot, 0.5)
+    assert not torch.allclose(est, plain, atol=1e-3)
+
+
+def test_feedback_returns_part_of_the_residual_at_the_noise_left():
+    from libcem.denoiser.passes import feedback
+
+    noisy = torch.zeros(1, 16, 16)
+    est = noisy - 3.0  # residual 3 everywhere: mean square 9
+    cfg = DenoiseConfig(feedback=0.1, feedback_gamma=0.6, patch=4)
+    source, sigma2 = feedback(noisy, est, 25.0, cfg, (16, 16), ())
+    assert sigma2 == pytest.approx(0.36 * (25.0 - 9.0))
+    assert torch.allclose(source.coef[:, 0, 0], torch.full((13 * 13,), -2.7 * 4))  # DC = mean * p
+
+
+def test_feedback_and_covariance_em_settings_are_checked():
+    for bad in ({"feedback": 1.5}, {"feedback_gamma": 0.0}, {"cov_em_iter_gray": -1}, {"cov_em_iter_color": -1}, {"cov_prior": -1.0}):
+        with pytest.raises(LibcemError, match=next(iter(bad))):
+            DenoiseConfig(**bad)
+
+
+def test_sigma_schedule_switches_the_high_noise_settings():
+    cfg = DenoiseConfig()
+    assert cfg.at_sigma(25.0, 256) is cfg
+    high = cfg.at_sigma(50.0, 256)
+    assert (high.patch, high.pass2, high.pass2_repeats_gray, high.feedback, high.search_radius) == (
+        9, "graph_wiener", 1, 0.0, 20)
+    assert high.pass2_repeats_color == cfg.pass2_repeats_color
+    assert cfg.at_sigma(50.0, 8) is cfg  # too small for 9x9 patches
+    assert DenoiseConfig(sigma_schedule=False).at_sigma(50.0, 256).patch == 7

@@ -24,8 +24,9 @@ def register(subparsers) -> None:
         help="denoise images with the patch-graph EM denoiser (no training)",
         description="Remove white Gaussian or signal-dependent (camera) noise with the patch-graph\n"
         "diffusion denoiser: groups of similar patches on affinity-weighted graphs, graph\n"
-        "diffusion with per-group scales fitted by EM, then a second pass (NL-Bayes, or a graph\n"
-        "Wiener filter at high noise) on groups matched on that estimate. The noise level is\n"
+        "diffusion with per-group scales fitted by EM, then a second pass on groups matched on\n"
+        "that estimate (a Bayes estimate under each group's patch covariance, fitted by EM on the\n"
+        "noisy patches from the estimate's; a graph Wiener filter at high noise). The noise level is\n"
         "estimated unless --sigma gives it. See docs/denoise.md.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -7,8 +7,11 @@ implicit graph diffusion (I + tau L)^-1 with per-group scales, applied per DCT c
 is aggregated back.
 Pass 2, on groups matched again on the pass-1 estimate (as BM3D's second step, Dabov 2007):
 either the NL-Bayes estimate with each group's full patch covariance taken from the estimate
-(`covariance`, Lebrun, Buades & Morel 2013), or an empirical Wiener filter in the estimate's
-graph Fourier x DCT basis with the pilot's coefficients as signal variances (graph Wiener);
+(`covariance`, Lebrun, Buades & Morel 2013) and refined by EM on the noisy patches, or an
+empirical Wiener filter in the estimate's graph Fourier x DCT basis with the pilot's
+coefficients as signal variances (graph Wiener).
+Later second passes take the previous estimate as pilot and, with `feedback`, denoise the
+estimate plus part of its residual (iterative regularisation).
 `DenoiseConfig.at_sigma` picks patch size and pass by noise level.
 """
 
@@ -158,20 +161,32 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
 
 def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float,
                     cfg: DenoiseConfig) -> torch.Tensor:
-    """Pass 2: NL-Bayes posterior mean with each group's patch covariance from the pilot."""
+    """Pass 2: posterior mean under each group's patch covariance, the pilot's refined by EM."""
     guide = PatchGroups(pilot, cfg.patch, ())
     positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
     acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device)
     c = noisy.channels
+    em_iter = cfg.cov_em_iter_color if c > 1 else cfg.cov_em_iter_gray
     for pos in positions.split(cfg.chunk_for(positions.device)):
         g, k = pos.shape
         z = noisy.coefficients(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
         q = guide.coefficients(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
-        est, kept = covariance.posterior_mean(z, q, sigma2)  # one model per channel
+        est, kept = covariance.posterior_mean(z, q, sigma2, em_iter, cfg.cov_prior)
         est = est.reshape(g, c, k, -1).transpose(1, 2).reshape(g, k, -1)
         weight = 1.0 / (kept.reshape(g, c).sum(1) + 1.0)
         acc.add(noisy.to_patches(est), pos, weight)
     return acc.image()
+
+
+def feedback(noisy: torch.Tensor, est: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
+             size: tuple[int, int], heads: tuple[str, ...]) -> tuple[PatchGroups, float]:
+    """Iterative regularisation (Osher et al. 2005; as WNNM, Gu et al. 2014): the next pass
+    denoises est + feedback (noisy - est), which returns some of the detail the estimate
+    removed, at the noise level left in it, gamma sqrt(sigma^2 - mean (noisy - est)^2)."""
+    h, w = size
+    resid = float(((noisy - est)[:, :h, :w] ** 2).mean())
+    left = cfg.feedback_gamma**2 * max(sigma2 - resid, 0.01 * sigma2)
+    return PatchGroups(est + cfg.feedback * (noisy - est), cfg.patch, heads), left
 
 
 def denoise_tensor(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
@@ -212,10 +227,13 @@ def _run(img, sigma, cfg, params, generator, fit_only: bool):
     est = graph_diffusion_pass(groups, positions, params, cfg)
     repeats = cfg.pass2_repeats_color if img.shape[0] > 1 else cfg.pass2_repeats_gray
     passes = repeats if cfg.second_pass else 0
-    for _ in range(passes):  # each pass uses the previous estimate as its pilot
+    source, sigma2 = groups, params.sigma2
+    for i in range(passes):  # each pass uses the previous estimate as its pilot
+        if i > 0 and cfg.feedback > 0:
+            source, sigma2 = feedback(opp, est, params.sigma2, cfg, (h, w), heads)
         if cfg.pass2 == "covariance":
-            est = covariance_pass(groups, est, params.sigma2, cfg)
+            est = covariance_pass(source, est, sigma2, cfg)
         else:
-            est = wiener_pass(groups, est, params.sigma2, cfg, params)
+            est = wiener_pass(source, est, sigma2, cfg, params)
     out = from_opponent(est[:, :h, :w])
     return out, DenoiseInfo(params.sigma2**0.5, params, trace, heads)

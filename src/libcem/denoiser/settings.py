@@ -51,10 +51,24 @@ class DenoiseConfig:
         distance of the features it is applied to (the first estimate's), not the noisy ones.
         Off: on the Train400 split it lost 0.02-0.04 dB against the noisy-feature bandwidths.
     pass2_repeats_gray, pass2_repeats_color: second passes on gray and colour images, each
-        with the previous estimate as its pilot.
+        with the previous estimate as its pilot (two on gray images since session 8: +0.04 dB
+        at sigma 15 and 25 with the feedback, on a Train400 split).
+    feedback, feedback_gamma: iterative regularisation in the later second passes: they
+        denoise est + feedback (noisy - est) at noise std feedback_gamma sqrt(sigma^2 -
+        mean (noisy - est)^2) (as WNNM). 0.1 and 0.6 were chosen on a Train400 split.
+    cov_em_iter_gray, cov_em_iter_color: EM iterations that refit each group's patch
+        covariance in the covariance pass to the noisy patches, starting from the pilot's
+        (0: the pilot's covariance, plain NL-Bayes). Chosen on a Train400 split (gray: 2) and
+        on the skimage colour crops (colour: 1); see docs/denoise.md.
+    cov_prior: weight of the pilot's covariance as an inverse-Wishart prior in that EM, as a
+        multiple of the group's K patches (0: maximum likelihood, made safe by stopping early).
     sigma_schedule: above `high_sigma` (0..255 scale) use `patch_high` and `pass2_high`
         (chosen on a Train400 split: at sigma 50, 9x9 patches and the graph Wiener pass gained
-        0.17 dB over 7x7 and the covariance pass; at 15 and 25 the latter were best).
+        0.17 dB over 7x7 and the covariance pass; at 15 and 25 the latter were best), and
+        `search_radius_high`, `feedback_high`, `pass2_repeats_gray_high` (chosen at sigma 50 on
+        the same split and the skimage colour crops: a 41x41 search window gained 0.05 dB on
+        gray and 0.09 on colour; the feedback, chosen at 15 and 25 for the covariance pass,
+        gained 0.02 on gray with two passes and lost 0.08 on colour).
     tile, overlap: images larger than tile x tile are processed in overlapping tiles.
     workers: processes that denoise the tiles of a large image on the CPU side by side (one
         torch thread each); 0 = one per CPU core (at most 8, and at most as many as the free
@@ -85,12 +99,20 @@ class DenoiseConfig:
     graph: str = "attention"
     graph_diffusion: bool = True
     refit_bandwidths: bool = False
-    pass2_repeats_gray: int = 1
+    pass2_repeats_gray: int = 2
     pass2_repeats_color: int = 2
+    feedback: float = 0.1
+    feedback_gamma: float = 0.6
+    cov_em_iter_gray: int = 2
+    cov_em_iter_color: int = 1
+    cov_prior: float = 0.0
     sigma_schedule: bool = True
     high_sigma: float = 37.5
     patch_high: int = 9
     pass2_high: str = "graph_wiener"
+    search_radius_high: int = 20
+    feedback_high: float = 0.0
+    pass2_repeats_gray_high: int = 1
     tile: int = 768
     overlap: int = 48
     chunk: int = 128
@@ -106,6 +128,9 @@ class DenoiseConfig:
             "step": (1 <= self.step <= self.patch, "use 1..patch"),
             "step_wiener": (1 <= self.step_wiener <= self.patch, "use 1..patch"),
             "search_radius": (1 <= self.search_radius <= 64, "use 1..64"),
+            "search_radius_high": (1 <= self.search_radius_high <= 64, "use 1..64"),
+            "feedback_high": (0 <= self.feedback_high <= 1, "use 0..1"),
+            "pass2_repeats_gray_high": (self.pass2_repeats_gray_high >= 1, "must be >= 1"),
             "group_size": (2 <= self.group_size <= (2 * self.search_radius + 1) ** 2, "use 2..(2 * search_radius + 1)^2"),
             "group_size_wiener": (2 <= self.group_size_wiener <= (2 * self.search_radius + 1) ** 2,
                                   "use 2..(2 * search_radius + 1)^2"),
@@ -120,6 +145,11 @@ class DenoiseConfig:
             "workers": (0 <= self.workers <= 256, "use 0 (one per core) or 1..256"),
             "pass2_repeats_gray": (self.pass2_repeats_gray >= 1, "must be >= 1"),
             "pass2_repeats_color": (self.pass2_repeats_color >= 1, "must be >= 1"),
+            "feedback": (0 <= self.feedback <= 1, "use 0..1"),
+            "feedback_gamma": (0 < self.feedback_gamma <= 1, "use a number in (0, 1]"),
+            "cov_em_iter_gray": (self.cov_em_iter_gray >= 0, "must be >= 0"),
+            "cov_em_iter_color": (self.cov_em_iter_color >= 0, "must be >= 0"),
+            "cov_prior": (self.cov_prior >= 0, "must be >= 0"),
         }
         for name, (ok, fix) in limits.items():
             check(ok, f"denoiser.{name}", f"{getattr(self, name)!r}: {fix}")
@@ -132,18 +162,21 @@ class DenoiseConfig:
 
     def at_sigma(self, sigma: float, size: int) -> "DenoiseConfig":
         """The settings for noise std `sigma` (0..255 scale) on an image whose shorter side
-        is `size`: the high-noise patch and second pass above `high_sigma`."""
+        is `size`: above `high_sigma`, the high-noise patch, second pass, search window,
+        feedback and gray second passes (the fields ending in `_high`)."""
         if self.sigma_schedule and sigma > self.high_sigma and size >= self.patch_high:
-            return replace(self, patch=self.patch_high, pass2=self.pass2_high)
+            return replace(self, patch=self.patch_high, pass2=self.pass2_high,
+                           search_radius=self.search_radius_high, feedback=self.feedback_high,
+                           pass2_repeats_gray=self.pass2_repeats_gray_high)
         return self
 
     @classmethod
     def for_speed(cls, speed: str) -> "DenoiseConfig":
         """The shipped settings ("best") or the faster ones for large photos ("fast": stride 6
         instead of 4 between reference patches and one second pass on colour images instead of
-        two; on colour images 2.6-3.3x faster for 0.15-0.17 dB at sigma 15 and 25 and 0.47 dB
-        at 50, on gray ones 1.7x for 0.03-0.06 dB; chosen on images outside Set12 and McMaster,
-        see docs/denoise.md)."""
+        two; since session 8, on colour images 2.9x faster for 0.22-0.25 dB at sigma 15 and
+        25 and 0.41 dB at 50, on gray ones 1.7x for 0.04-0.07 dB; chosen on images outside
+        Set12 and McMaster, see docs/denoise.md)."""
         return cls().at_speed(speed)
 
     def at_speed(self, speed: str) -> "DenoiseConfig":
