@@ -124,7 +124,12 @@ def test_tile_workers_give_the_same_image_and_report_progress(camera):
     y = noisy(camera[:160, :176], 20).astype(np.float32) / 255.0
     cfg = DenoiseConfig(tile=96, overlap=24)
     seen = []
-    inline = denoise(y, 20 / 255, config=cfg.override(workers=1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker: float32 sums then round the same way
+    try:
+        inline = denoise(y, 20 / 255, config=cfg.override(workers=1))
+    finally:
+        torch.set_num_threads(threads)
     pooled = denoise(y, 20 / 255, config=cfg.override(workers=2),
                      progress=lambda done, total: seen.append((done, total)))
     assert seen == [(i, 6) for i in range(1, 7)]  # 2 rows x 3 columns of tiles, in order
