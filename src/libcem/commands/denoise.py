@@ -41,8 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in pixels for large images (default: DenoiseConfig.tile)")
     p.add_argument("--fast", action="store_true",
-                   help="about 3x faster on colour photos for about 0.2 dB less (at sigma 15-25): "
-                   "sparser reference patches and one second pass (for 12-megapixel photos)")
+                   help="about 3x faster on colour photos for about 0.2 dB less (at sigma 15-25), "
+                   "1.7x on gray ones for about 0.05 dB: sparser reference patches and one "
+                   "colour second pass (for 12-megapixel photos)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes that denoise the tiles of a large image side by side "
                    "(default: one per CPU core, at most 8 and as many as free memory holds; 1 = none)")
