@@ -175,3 +175,16 @@ def test_sigma_schedule_switches_the_high_noise_settings():
     assert high.pass2_repeats_color == cfg.pass2_repeats_color
     assert cfg.at_sigma(50.0, 8) is cfg  # too small for 9x9 patches
     assert DenoiseConfig(sigma_schedule=False).at_sigma(50.0, 256).patch == 7
+
+
+def test_second_pass_with_given_groups_equals_matching_them():
+    from libcem.denoiser.passes import covariance_pass
+
+    cfg = DenoiseConfig(patch=4, step_wiener=4, group_size_wiener=8, search_radius=4)
+    g = torch.Generator().manual_seed(0)
+    pilot = torch.rand(1, 24, 24, generator=g) * 255
+    noisy = PatchGroups(pilot + 20 * torch.randn(1, 24, 24, generator=g), cfg.patch, ())
+    matched_out, matched = covariance_pass(noisy, pilot, 400.0, cfg)
+    given_out, given = covariance_pass(noisy, pilot, 400.0, cfg, positions=matched)
+    assert given is matched and torch.equal(given_out, matched_out)
+    assert matched.shape == (36, 8)  # a 6 x 6 grid of references, 8 patches each

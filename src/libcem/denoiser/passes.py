@@ -140,10 +140,15 @@ def graph_diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: e
 
 
 def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
-                params: em.GroupModelParams) -> torch.Tensor:
-    """Pass 2: empirical Wiener filter in the pilot graph's Fourier x DCT basis (Dabov 2007)."""
+                params: em.GroupModelParams, positions: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass 2: empirical Wiener filter in the pilot graph's Fourier x DCT basis (Dabov 2007).
+
+    Groups are matched on the pilot unless `positions` (G, K) gives them. Returns the
+    estimate (C, H, W) and the groups."""
     guide = PatchGroups(pilot, cfg.patch, noisy.affinity_heads)
-    positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
+    if positions is None:
+        positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
     acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device)
     if cfg.refit_bandwidths and cfg.graph != "chain":  # bandwidths of the pilot's features
         sample = positions[:: max(positions.shape[0] // 256, 1)]
@@ -156,14 +161,18 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
         gain = q * q / (q * q + sigma2)
         weight = 1.0 / (gain * gain).sum((1, 2)).clamp_min(1e-12)
         acc.add(noisy.to_patches(vec @ (gain * c)), pos, weight)
-    return acc.image()
+    return acc.image(), positions
 
 
-def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float,
-                    cfg: DenoiseConfig) -> torch.Tensor:
-    """Pass 2: posterior mean under each group's patch covariance, the pilot's refined by EM."""
+def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
+                    positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass 2: posterior mean under each group's patch covariance, the pilot's refined by EM.
+
+    Groups are matched on the pilot unless `positions` (G, K) gives them. Returns the
+    estimate (C, H, W) and the groups."""
     guide = PatchGroups(pilot, cfg.patch, ())
-    positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
+    if positions is None:
+        positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
     acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device)
     c = noisy.channels
     em_iter = cfg.cov_em_iter_color if c > 1 else cfg.cov_em_iter_gray
@@ -175,7 +184,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float,
         est = est.reshape(g, c, k, -1).transpose(1, 2).reshape(g, k, -1)
         weight = 1.0 / (kept.reshape(g, c).sum(1) + 1.0)
         acc.add(noisy.to_patches(est), pos, weight)
-    return acc.image()
+    return acc.image(), positions
 
 
 def feedback(noisy: torch.Tensor, est: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
@@ -227,13 +236,17 @@ def _run(img, sigma, cfg, params, generator, fit_only: bool):
     est = graph_diffusion_pass(groups, positions, params, cfg)
     repeats = cfg.pass2_repeats_color if img.shape[0] > 1 else cfg.pass2_repeats_gray
     passes = repeats if cfg.second_pass else 0
-    source, sigma2 = groups, params.sigma2
+    source, sigma2, matched = groups, params.sigma2, None
     for i in range(passes):  # each pass uses the previous estimate as its pilot
+        reuse = None
         if i > 0 and cfg.feedback > 0:
+            # the feedback pass keeps the previous pass's groups: matching again on its output
+            # changed the PSNR by at most 0.002 dB on the Train400 split, at 6-11% of the time
             source, sigma2 = feedback(opp, est, params.sigma2, cfg, (h, w), heads)
+            reuse = matched
         if cfg.pass2 == "covariance":
-            est = covariance_pass(source, est, sigma2, cfg)
+            est, matched = covariance_pass(source, est, sigma2, cfg, reuse)
         else:
-            est = wiener_pass(source, est, sigma2, cfg, params)
+            est, matched = wiener_pass(source, est, sigma2, cfg, params, reuse)
     out = from_opponent(est[:, :h, :w])
     return out, DenoiseInfo(params.sigma2**0.5, params, trace, heads)

@@ -55,7 +55,8 @@ class DenoiseConfig:
         at sigma 15 and 25 with the feedback, on a Train400 split).
     feedback, feedback_gamma: iterative regularisation in the later second passes: they
         denoise est + feedback (noisy - est) at noise std feedback_gamma sqrt(sigma^2 -
-        mean (noisy - est)^2) (as WNNM). 0.1 and 0.6 were chosen on a Train400 split.
+        mean (noisy - est)^2) (as WNNM), on the previous pass's groups. 0.1 and 0.6 were
+        chosen on a Train400 split.
     cov_em_iter_gray, cov_em_iter_color: EM iterations that refit each group's patch
         covariance in the covariance pass to the noisy patches, starting from the pilot's
         (0: the pilot's covariance, plain NL-Bayes). Chosen on a Train400 split (gray: 2) and
