@@ -17,7 +17,7 @@ the d x d Cholesky form is 2.3x faster than a K x K LU solve at d = 49, K = 64 (
 The pilot is a smoothed estimate, so its covariance is too small in the directions it
 flattened. `em_covariance` refits C to the noisy patches themselves by EM, starting from the
 pilot's (the settings `cov_em_iter_gray`, `cov_em_iter_color`): on a Train400 split, two
-iterations gained about 0.05 dB at sigma 15 and 0.1 dB at 25 on gray images (docs/denoise.md).
+iterations gained 0.08 dB at sigma 15 and 0.09 dB at 25 on gray images (docs/denoise.md).
 """
 
 from __future__ import annotations
