@@ -11,7 +11,8 @@ def _cache_in_tmp(tmp_path_factory, monkeypatch):
 
 TINY = {
     "data": {"source": "fractals", "image_size": 16, "train_size": 48, "test_size": 8},
-    "model": {"width": 8, "channel_mult": [1, 1], "latent_dim": 4, "codebook_size": 16, "restart_after": 3},
+    "model": {"width": 8, "channel_mult": [1, 1], "latent_dim": 4, "codebook_size": 16, "codebook_groups": 1,
+              "restart_after": 3},
     "optim": {"warmup_steps": 2},
     "train": {"steps": 6, "batch_size": 8, "log_every": 2, "sample_every": 3, "checkpoint_every": 2,
               "keep_checkpoints": 10},
@@ -30,7 +31,7 @@ TINY_CLI = [
     "--data", "fractals",
     "--set", "data.image_size=16", "--set", "data.train_size=48", "--set", "data.test_size=8",
     "--set", "model.width=8", "--set", "model.channel_mult=[1, 1]", "--set", "model.latent_dim=4",
-    "--set", "model.codebook_size=16", "--set", "train.batch_size=8", "--set", "train.log_every=2",
+    "--set", "model.codebook_size=16", "--set", "model.codebook_groups=1", "--set", "train.batch_size=8", "--set", "train.log_every=2",
     "--set", "train.sample_every=4", "--set", "train.checkpoint_every=2", "--set", "optim.warmup_steps=2",
     "--quiet",
 ]

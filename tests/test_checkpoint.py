@@ -1,12 +1,18 @@
+import json
 import pickle
 
 import pytest
+import tomli_w
 import torch
 
+from libcem.config import build_config, to_dict
 from libcem.errors import LibcemError
 from libcem.generative.models.tokenizer import Tokenizer, TokenizerConfig
+from libcem.generative.runs import StageRun
+from libcem.generative.training.stages import stage_config
+from libcem.generative.training.tokenizer import TokenizerRunConfig
 
-CFG = TokenizerConfig(width=8, channel_mult=(1,), latent_dim=4, codebook_size=8)
+CFG = TokenizerConfig(width=8, channel_mult=(1,), latent_dim=4, codebook_size=8, codebook_groups=1)
 
 
 def test_from_pretrained_round_trip(tmp_path):
@@ -71,4 +77,38 @@ def test_codebook_groups_must_divide_the_latent_dim():
     with pytest.raises(LibcemError, match="model.codebook_groups"):
         TokenizerConfig(latent_dim=16, codebook_groups=3)
     with pytest.raises(LibcemError, match="512 codes \\*\\* 8 groups is too many"):
-        TokenizerConfig(latent_dim=16, codebook_groups=8)
+        TokenizerConfig(latent_dim=16, codebook_size=512, codebook_groups=8)
+
+
+def test_the_default_tokenizer_has_eight_codebooks_of_128():
+    cfg = TokenizerConfig()
+    assert (cfg.latent_dim, cfg.codebook_groups, cfg.codebook_size) == (16, 8, 128)
+    books = [k for k in Tokenizer(cfg, 3, 32).state_dict() if k.endswith("codebook")]
+    assert len(books) == 8
+
+
+def test_a_model_saved_before_product_quantization_loads_with_one_codebook(tmp_path):
+    """Models saved by libcem before the default became 8 codebooks have no 'codebook_groups' key."""
+    torch.manual_seed(0)
+    model = Tokenizer(CFG, in_channels=3, image_size=16).eval()
+    model.save_pretrained(tmp_path / "m")
+    record = json.loads((tmp_path / "m" / "config.json").read_text())
+    del record["config"]["codebook_groups"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(record))
+    again = Tokenizer.from_pretrained(tmp_path / "m")
+    assert again.cfg.codebook_groups == 1 and again.cfg == CFG
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(model(x).reconstruction, again(x).reconstruction)
+
+
+def test_a_run_saved_before_product_quantization_resumes_with_one_codebook(tmp_path):
+    run = StageRun(tmp_path / "tok")
+    run.path.mkdir()
+    saved = to_dict(build_config(TokenizerRunConfig, {"model": {"size": "small", "codebook_size": 512,
+                                                                "codebook_groups": 1}}))
+    del saved["model"]["codebook_groups"]  # what a run of an earlier libcem wrote
+    run.config.write_text(tomli_w.dumps(saved))
+    cfg = stage_config("tokenizer", run, resume=True)
+    assert (cfg.model.codebook_groups, cfg.model.codebook_size) == (1, 512)
+    # a new run (or a user's partial config) takes today's default
+    assert build_config(TokenizerRunConfig, {"model": {"size": "small"}}).model.codebook_groups == 8

@@ -31,6 +31,20 @@ def test_frechet_distance_of_diagonal_gaussians_is_the_closed_form():
     assert frechet_distance(b, a) == pytest.approx(expect, rel=1e-9)
 
 
+def test_frechet_distance_with_fewer_images_than_features_is_exact_and_quiet():
+    """10 images, 32 features: singular covariances. Against the same set the distance is 0; against
+    a shifted and scaled copy it is the closed form |shift|^2 + (scale - 1)^2 Tr S."""
+    import warnings
+
+    a = torch.randn(10, 32, generator=torch.Generator().manual_seed(0)).double()
+    s = np.cov(a.numpy(), rowvar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same, d = frechet_distance(a, a), frechet_distance(a, 2 * (a - a.mean(0)) + a.mean(0) + 1)
+    assert abs(same) < 1e-6 * np.trace(s)  # the square roots of the round-off in the 22 null directions
+    assert d == pytest.approx(32 * 1.0 ** 2 + (2 - 1) ** 2 * np.trace(s), rel=1e-7)
+
+
 def test_inception_input_is_3_channels_299_px_in_tensorflows_range():
     gray = torch.tensor([0.0, 1.0, 128 / 255]).view(3, 1, 1, 1).expand(3, 1, 28, 28)
     x = inc.inception_input(gray)

@@ -26,7 +26,7 @@ from libcem.generative.models.tokenizer import Tokenizer, TokenizerConfig
 from libcem.generative.runs import StageRun, locked_run
 from libcem.generative.training.trainer import Trainer
 
-TOK_CFG = TokenizerConfig(width=8, channel_mult=(1,), latent_dim=4, codebook_size=8)
+TOK_CFG = TokenizerConfig(width=8, channel_mult=(1,), latent_dim=4, codebook_size=8, codebook_groups=1)
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 

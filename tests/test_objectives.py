@@ -78,7 +78,7 @@ def test_samplers_fit_one_objective_and_say_so():
     with pytest.raises(ConfigError, match="'dpm\\+\\+' fits the 'ddpm' objective, not 'flow': use one of euler, heun"):
         DiffusionConfig(objective="flow", sampler="dpm++")
     with pytest.raises(ConfigError, match="use one of dpm\\+\\+, ddim, ddpm"):
-        DiffusionConfig(sampler="euler")
+        DiffusionConfig(objective="ddpm", sampler="euler")
     with pytest.raises(ConfigError, match="use one of ddpm, flow"):
         DiffusionConfig(objective="edm")
     cfg = DiffusionConfig(objective="flow")
@@ -138,3 +138,23 @@ def test_every_objective_learns_a_two_mode_mixture(objective):
         assert (dist < 0.8).float().mean() > 0.95, (objective, k)
         assert (x.mean(0) - MODES[k]).abs().max() < 0.15
         assert 0.1 < x[:, 1].std() < 0.4
+
+
+def test_flow_is_the_default_and_a_prior_saved_before_keeps_ddpm(tmp_path):
+    """Priors and runs saved before flow became the default have no 'objective' key: they were ddpm."""
+    import tomli_w
+
+    from libcem.config import build_config, to_dict, with_saved_defaults
+    from libcem.generative.runs import StageRun
+    from libcem.generative.training.prior import PriorRunConfig
+    from libcem.generative.training.stages import stage_config
+
+    assert DiffusionConfig().objective == "flow"
+    assert with_saved_defaults(DiffusionConfig, {})["objective"] == "ddpm"
+    assert with_saved_defaults(DiffusionConfig, {"objective": "flow"})["objective"] == "flow"
+    run = StageRun(tmp_path / "prior")
+    run.path.mkdir()
+    saved = to_dict(build_config(PriorRunConfig))
+    del saved["diffusion"]["objective"]
+    run.config.write_text(tomli_w.dumps(saved))
+    assert stage_config("prior", run, resume=True).diffusion.objective == "ddpm"

@@ -115,7 +115,7 @@ class CountingEncoder:
 
 def tiny_tokenizer(channels=3, size=16) -> Tokenizer:
     torch.manual_seed(0)
-    cfg = TokenizerConfig(width=8, channel_mult=(1, 1), latent_dim=4, codebook_size=16)
+    cfg = TokenizerConfig(width=8, channel_mult=(1, 1), latent_dim=4, codebook_size=16, codebook_groups=1)
     return Tokenizer(cfg, channels, size).eval()
 
 

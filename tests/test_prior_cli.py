@@ -16,6 +16,7 @@ TINY_BOTH = [
     "--set", "train.checkpoint_every=2", "--set", "optim.warmup_steps=2",
     "--set", "tokenizer.model.width=8", "--set", "tokenizer.model.channel_mult=[1, 1]",
     "--set", "tokenizer.model.latent_dim=4", "--set", "tokenizer.model.codebook_size=16",
+    "--set", "tokenizer.model.codebook_groups=2",
     "--set", "prior.model.width=32", "--set", "prior.model.depth=1", "--set", "prior.model.heads=2",
 ]
 

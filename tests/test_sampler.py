@@ -32,7 +32,7 @@ def optimal_denoiser(cfg: DiffusionConfig):
 @pytest.mark.parametrize("sampler,steps", [("ddim", 200), ("dpm++", 20)])
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 def test_samplers_reach_the_gaussian_mean_and_variance(sampler, steps, prediction):
-    cfg = DiffusionConfig(prediction=prediction)
+    cfg = DiffusionConfig(objective="ddpm", prediction=prediction)
     gens = [torch.Generator().manual_seed(i) for i in range(4000)]
     x = sample(optimal_denoiser(cfg), cfg, (4,), gens, steps=steps, sampler=sampler).double()
     # 16000 draws: the standard error of the mean is 0.004, of the std about 0.003
@@ -42,7 +42,7 @@ def test_samplers_reach_the_gaussian_mean_and_variance(sampler, steps, predictio
 
 def test_ddim_discretisation_error_shrinks_with_steps():
     """DDIM is first order: its error in the standard deviation falls as the step count grows."""
-    cfg = DiffusionConfig()
+    cfg = DiffusionConfig(objective="ddpm")
     errors = []
     for steps in (10, 40, 160):
         gens = [torch.Generator().manual_seed(i) for i in range(1000)]
@@ -53,7 +53,7 @@ def test_ddim_discretisation_error_shrinks_with_steps():
 
 def test_deterministic_samplers_map_noise_by_the_exact_affine_flow():
     """The probability-flow ODE of Gaussian data is x_T -> MU + SIGMA * x_T: check it sample by sample."""
-    cfg = DiffusionConfig(prediction="epsilon")
+    cfg = DiffusionConfig(objective="ddpm", prediction="epsilon")
     gens = [torch.Generator().manual_seed(i) for i in range(64)]
     z = initial_noise((8,), [torch.Generator().manual_seed(i) for i in range(64)]).double()
     x = sample(optimal_denoiser(cfg), cfg, (8,), gens, steps=20, sampler="dpm++").double()
@@ -61,7 +61,7 @@ def test_deterministic_samplers_map_noise_by_the_exact_affine_flow():
 
 
 def test_ddpm_sampler_noise_is_per_image():
-    cfg = DiffusionConfig()
+    cfg = DiffusionConfig(objective="ddpm")
     den = optimal_denoiser(cfg)
     one = sample(den, cfg, (3,), [torch.Generator().manual_seed(7)], steps=10, sampler="ddpm")
     four = sample(den, cfg, (3,), [torch.Generator().manual_seed(s) for s in (1, 7, 2, 3)], steps=10, sampler="ddpm")
@@ -111,7 +111,7 @@ def test_a_guidance_interval_is_two_ordered_numbers_in_0_1():
 def test_loss_is_plain_mse_without_weighting_and_min_snr_weights_are_exact():
     from libcem.generative.diffusion.loss import diffusion_loss, snr_weights
 
-    sched = training_scheduler(DiffusionConfig())
+    sched = training_scheduler(DiffusionConfig(objective="ddpm"))
     x0 = torch.randn(6, 3)
     loss = diffusion_loss(lambda x, t: torch.zeros_like(x), x0, sched, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)  # the same draws, in the same order, by hand
@@ -130,7 +130,7 @@ def test_loss_is_plain_mse_without_weighting_and_min_snr_weights_are_exact():
 def test_every_registered_sampler_and_target_reach_the_gaussian(sampler, prediction):
     """The registries' contract: any DDPM sampler with any prediction target integrates to the data law
     (the flow samplers' closed-form test is in tests/test_objectives.py)."""
-    cfg = DiffusionConfig(prediction=prediction)
+    cfg = DiffusionConfig(objective="ddpm", prediction=prediction)
     gens = [torch.Generator().manual_seed(i) for i in range(2000)]
     x = sample(optimal_denoiser(cfg), cfg, (4,), gens, steps=100, sampler=sampler).double()
     assert abs(x.mean().item() - MU) < 0.03

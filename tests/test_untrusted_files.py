@@ -34,7 +34,7 @@ VALUES = INTERESTING | JSON
 
 
 def model_folders(root: Path) -> dict[str, tuple[type, Path]]:
-    tok = Tokenizer(TokenizerConfig(width=8, channel_mult=(1,), latent_dim=4, codebook_size=8), 3, 16)
+    tok = Tokenizer(TokenizerConfig(width=8, channel_mult=(1,), latent_dim=4, codebook_size=8, codebook_groups=1), 3, 16)
     prior = PriorTransformer(PriorConfig(width=32, depth=1, heads=2), latent_dim=4, latent_size=4, text_dim=3)
     save_model(root / "tokenizer", tok)
     save_model(root / "prior", prior, {"text_encoder": "label", "vocabulary": ["a", "b", "c"]})

@@ -106,6 +106,21 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     return cls(**kwargs)
 
 
+def with_saved_defaults(cls: type, data: dict) -> dict:
+    """A complete config of `cls` that an earlier libcem saved (a model's config.json, a run's
+    config.toml), with each key it lacks whose default has changed since filled with the value that
+    libcem used then (the dataclass's `SAVED_DEFAULTS`), so an old model or run loads as it was
+    trained. Only for saved configs: a user's partial config takes today's defaults."""
+    if not isinstance(data, dict):
+        return data
+    out = {**getattr(cls, "SAVED_DEFAULTS", {}), **data}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if isinstance(out.get(f.name), dict) and dataclasses.is_dataclass(hints[f.name]):
+            out[f.name] = with_saved_defaults(hints[f.name], out[f.name])
+    return out
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'optim.lr=2e-4' -> (['optim', 'lr'], 2e-4); the value is parsed as a TOML value when it can be."""
     if "=" not in text:

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from libcem.config import ConfigError, from_dict, to_dict
+from libcem.config import ConfigError, from_dict, to_dict, with_saved_defaults
 from libcem.errors import LibcemError
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -193,7 +193,7 @@ def build_model(cls: type[M], cfg_cls: type, record: dict, where: Path) -> tuple
     if record.get("kind") != cls.kind:
         raise LibcemError(f"{where} holds a '{record.get('kind')}', not a '{cls.kind}'")
     try:
-        cfg = from_dict(cfg_cls, record.get("config", {}), prefix="model.")
+        cfg = from_dict(cfg_cls, with_saved_defaults(cfg_cls, record.get("config", {})), prefix="model.")
         meta = to_dict(from_dict(cls.metadata_type, record.get("metadata", {}), prefix="metadata."))
         with torch.device("meta"):
             shell = cls(cfg, **meta)

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how images are resized to Inception's 299 px: bilinear (the StyleGAN and torchmetrics "
                    "convention, the default) or pil-bicubic (clean-fid's clean mode); docs/prior.md")
     p.add_argument("--steps", type=int, help="sampling steps (default: the prior's config, 20)")
-    p.add_argument("--guidance", type=float, help="guidance scale (default: the prior's config, 3)")
+    p.add_argument("--guidance", type=float, help="guidance scale (default: the prior's config, 2)")
     add_guidance_interval(p)
     p.add_argument("--sampler", choices=list(SAMPLERS), help=sampler_help() + " (default: the prior's config, dpm++)")
     p.add_argument("--seed", type=int, default=0)

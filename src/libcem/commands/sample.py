@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(libcem export), or hf:USER/NAME on the Hugging Face Hub (downloaded once)")
     p.add_argument("-n", type=int, default=16, help="images per prompt (default 16)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the prior's config, 20)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 = no guidance (default 3)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 = no guidance (default: the prior's config, 2)")
     add_guidance_interval(p)
     p.add_argument("--sampler", choices=list(SAMPLERS),
                    help=sampler_help() + " (default: the prior's config, dpm++)")

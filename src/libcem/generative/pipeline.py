@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from libcem.config import ConfigError, from_dict
+from libcem.config import ConfigError, from_dict, with_saved_defaults
 from libcem.device import resolve_device
 from libcem.errors import LibcemError
 from libcem.generative.diffusion import (
@@ -92,7 +92,8 @@ class Pipeline:
         if not isinstance(record.get("text_encoder"), str) or not isinstance(record.get("snap", True), bool):
             raise LibcemError(f"{where}: 'text_encoder' must be a name and 'snap' true or false")
         try:
-            diffusion = from_dict(DiffusionConfig, record.get("diffusion", {}), prefix="diffusion.")
+            diffusion = from_dict(DiffusionConfig, with_saved_defaults(DiffusionConfig, record.get("diffusion", {})),
+                                  prefix="diffusion.")
         except ConfigError as err:
             raise LibcemError(f"{where}: {err}") from None
         vocabulary, prompts = record_strings(record, "vocabulary", where), record_strings(record, "prompts", where)

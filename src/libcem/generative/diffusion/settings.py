@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from libcem.config import ConfigError, check
 from libcem.generative.diffusion.guidance import FULL_INTERVAL, valid_interval
@@ -12,7 +13,10 @@ BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    objective: str = "ddpm"  # training objective: ddpm (noise levels + prediction target) or flow (rectified flow)
+    # defaults that changed: what a saved config without the key was trained with (config.with_saved_defaults)
+    SAVED_DEFAULTS: ClassVar[dict] = {"objective": "ddpm", "guidance": 3.0}
+
+    objective: str = "flow"  # training objective: flow (rectified flow) or ddpm (noise levels + prediction target)
     train_timesteps: int = 1000  # DDPM noise levels used in training; flow: the network sees time t * this
     beta_schedule: str = "squaredcos_cap_v2"  # diffusers beta schedule (cosine: Nichol & Dhariwal 2021)
     prediction: str = "v_prediction"  # ddpm: what the network predicts: v (Salimans & Ho 2022), epsilon or sample
@@ -20,7 +24,7 @@ class DiffusionConfig:
     cond_drop: float = 0.1  # fraction of training examples whose text is dropped (classifier-free guidance)
     sampler: str = ""  # default sampler; "" = the objective's: dpm++ (DPM-Solver++ 2M) for ddpm, euler for flow
     steps: int = 20  # default sampling steps
-    guidance: float = 3.0  # default classifier-free guidance scale (1 = plain conditional model)
+    guidance: float = 2.0  # default classifier-free guidance scale (1 = plain conditional model)
     # noise levels (0 = data, 1 = pure noise) where guidance applies; elsewhere the conditional
     # prediction alone (Kynkaanniemi et al. 2024). (0, 1) = everywhere.
     guidance_interval: tuple[float, float] = FULL_INTERVAL

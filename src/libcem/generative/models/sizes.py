@@ -6,10 +6,14 @@ Adding a size is one entry here (and tests/test_config.py checks that every entr
 from __future__ import annotations
 
 TOKENIZER_SIZES: dict[str, dict] = {
-    "tiny": {"width": 8, "channel_mult": [1, 1], "res_blocks": 1, "latent_dim": 4, "codebook_size": 16},
-    "small": {"width": 32, "channel_mult": [1, 2], "res_blocks": 1, "latent_dim": 16, "codebook_size": 512},
-    "medium": {"width": 64, "channel_mult": [1, 2], "res_blocks": 1, "latent_dim": 16, "codebook_size": 512},
-    "large": {"width": 96, "channel_mult": [1, 2], "res_blocks": 2, "latent_dim": 32, "codebook_size": 1024},
+    "tiny": {"width": 8, "channel_mult": [1, 1], "res_blocks": 1, "latent_dim": 4, "codebook_size": 16,
+             "codebook_groups": 1},
+    "small": {"width": 32, "channel_mult": [1, 2], "res_blocks": 1, "latent_dim": 16, "codebook_size": 128,
+              "codebook_groups": 8},
+    "medium": {"width": 64, "channel_mult": [1, 2], "res_blocks": 1, "latent_dim": 16, "codebook_size": 128,
+               "codebook_groups": 8},
+    "large": {"width": 96, "channel_mult": [1, 2], "res_blocks": 2, "latent_dim": 32, "codebook_size": 128,
+              "codebook_groups": 8},
 }
 
 PRIOR_SIZES: dict[str, dict] = {

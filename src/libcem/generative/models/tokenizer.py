@@ -23,14 +23,16 @@ from libcem.generative.models.sizes import TOKENIZER_SIZES
 @dataclass(frozen=True)
 class TokenizerConfig:
     SIZES: ClassVar[dict[str, dict]] = TOKENIZER_SIZES
+    # defaults that changed: what a saved config without the key was trained with (config.with_saved_defaults)
+    SAVED_DEFAULTS: ClassVar[dict] = {"codebook_groups": 1}
 
     size: str = ""  # a named size from models/sizes.py that the settings below started from; "" = none
     width: int = 32  # channels of the first level
     channel_mult: tuple[int, ...] = (1, 2)  # one 2x downsampling per entry: (1, 2) -> 4x
     res_blocks: int = 1  # residual blocks per level
     latent_dim: int = 16  # numbers per latent vector (= per code)
-    codebook_size: int = 512  # codes per codebook
-    codebook_groups: int = 1  # >1: product quantization, latent_dim split into this many slices, one codebook each
+    codebook_size: int = 128  # codes per codebook
+    codebook_groups: int = 8  # >1: product quantization, latent_dim split into this many slices, one codebook each
     codebook_decay: float = 0.99  # EMA decay of the M-step; 0 = plain batch means
     commitment: float = 0.25  # weight of || z - sg(q) ||^2 in the encoder's loss
     restart_after: int = 100  # a code unused for this many steps is restarted
@@ -45,7 +47,7 @@ class TokenizerConfig:
         check(1 <= self.latent_dim <= 1024, "model.latent_dim", "use 1..1024")
         check(2 <= self.codebook_size <= 65536, "model.codebook_size", "use 2..65536")
         check(1 <= self.codebook_groups <= self.latent_dim and self.latent_dim % self.codebook_groups == 0,
-              "model.codebook_groups", f"use a divisor of model.latent_dim ({self.latent_dim})")
+              "model.codebook_groups", f"use a divisor of model.latent_dim ({self.latent_dim}); 1 = one codebook")
         check(self.codebook_size ** self.codebook_groups < 2 ** 62, "model.codebook_groups",
               f"{self.codebook_size} codes ** {self.codebook_groups} groups is too many values for one 64-bit "
               "code per latent (at most 2 ** 62): use fewer groups or fewer codes per group")

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from libcem.config import build_config, read_toml, replace, stage_base, to_dict
+from libcem.config import build_config, read_toml, replace, stage_base, to_dict, with_saved_defaults
 from libcem.errors import LibcemError
 from libcem.generative.runs import STAGES, StageRun, TwoStageRun, locked_run
 from libcem.generative.training.prior import PriorRunConfig, PriorTask
@@ -56,7 +56,7 @@ def stage_config(stage: str, run: StageRun, base: dict | None = None, overrides:
     cls = STAGE_CONFIGS[stage]
     if not (resume and run.exists()):
         return build_config(cls, base or {}, list(overrides))
-    saved = read_toml(run.config)
+    saved = with_saved_defaults(cls, read_toml(run.config))
     cfg, before = build_config(cls, saved, list(overrides)), to_dict(build_config(cls, saved))
     for section in FIXED_ON_RESUME:
         old, new = before.get(section, {}), to_dict(cfg).get(section, {})
