@@ -499,3 +499,18 @@ def test_a_long_unknown_prompt_is_not_echoed(prior_folder, capsys):
     err = one_line_error(capsys, main(["sample", "--model", str(prior_folder), "x" * 40_000, "--steps", "1",
                                        "--device", "cpu"]))
     assert len(err) < 500 and "xxx..." in err
+
+
+def test_a_prior_saved_before_flow_became_the_default_loads_as_ddpm(tmp_path):
+    """An export of an earlier libcem has no 'objective' in its diffusion settings: it was a ddpm prior
+    sampled with guidance 3; a missing key must not turn it into today's default flow."""
+    from libcem.generative.pipeline import Pipeline
+
+    folder = tiny_prior_folder(tmp_path / "old", ["a cat", "a dog"])
+    record = json.loads((folder / "config.json").read_text())
+    for key in ("objective", "guidance"):
+        del record["diffusion"][key]
+    (folder / "config.json").write_text(json.dumps(record))
+    pipe = Pipeline.from_pretrained(folder, "cpu")
+    assert (pipe.diffusion.objective, pipe.diffusion.guidance) == ("ddpm", 3.0)
+    assert pipe("a cat", n=1, steps=2).shape == (1, 3, 16, 16)
