@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="sampling steps (default: the prior's config, 20)")
     p.add_argument("--guidance", type=float, help="guidance scale (default: the prior's config, 2)")
     add_guidance_interval(p)
-    p.add_argument("--sampler", choices=list(SAMPLERS), help=sampler_help() + " (default: the prior's config, dpm++)")
+    p.add_argument("--sampler", choices=list(SAMPLERS), help=sampler_help() + " (default: the prior's config: euler for a flow prior, dpm++ for ddpm)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--classifier-steps", type=int, default=500,

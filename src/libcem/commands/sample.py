@@ -28,10 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(libcem export), or hf:USER/NAME on the Hugging Face Hub (downloaded once)")
     p.add_argument("-n", type=int, default=16, help="images per prompt (default 16)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the prior's config, 20)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 = no guidance (default: the prior's config, 2)")
+    p.add_argument("--guidance", type=float,
+                   help="classifier-free guidance scale; 1 = no guidance (default: the prior's config, 2)")
     add_guidance_interval(p)
     p.add_argument("--sampler", choices=list(SAMPLERS),
-                   help=sampler_help() + " (default: the prior's config, dpm++)")
+                   help=sampler_help() + " (default: the prior's config: euler for a flow prior, dpm++ for ddpm)")
     p.add_argument("--seed", type=int, default=0, help="image i is drawn from a generator seeded by (SEED, i) (default 0)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--output", type=Path, help="grid PNG to write (default samples.png)")
