@@ -61,8 +61,7 @@ PRESETS: dict[str, Preset] = {
             "digits (5,000 real MNIST digits, offline): both stages with the CLI defaults",
             "CPU (2 cores) or any GPU",
             {"data": {"source": "digits"}},
-            cpu_time="about 16 min (15 min 58 s measured with the earlier ddpm prior: the same network, batch "
-                     "and steps)",
+            cpu_time="about 16 min (15 min 45 s measured)",
         ),
         Preset(
             "cpu-fractals",
