@@ -163,7 +163,7 @@ def em_convergence(images, sigma: float, cap: int) -> dict:
             chw = chw[None] if chw.ndim == 2 else chw.permute(2, 0, 1)
             opp = pad_to_grid(to_opponent(chw), cfg.patch, cfg.step)
             groups = PatchGroups(opp, cfg.patch, cfg.heads_for(opp.shape[0]))
-            positions = groups.match(cfg.step, cfg.search_radius, cfg.group_size)
+            positions = groups.match(cfg.step, cfg.search_radius, cfg.pass1_group_size(opp.shape[0]))
             _, trace = fit_group_model(groups, positions, sigma, cfg, torch.Generator().manual_seed(0))
             counts.append((trace.iterations, trace.converged, trace.objective[-1]))
         out[label] = counts

@@ -29,6 +29,7 @@ from libcem.denoiser import DenoiseConfig, denoise
 from libcem.denoiser.io import read_image
 from libcem.denoiser.settings import AFFINITY_HEADS, SPEEDS
 
+SESSION8_HIGH = {"later_pass2": "graph_wiener", "feedback_high": 0.0, "pass2_repeats_gray_high": 1}
 VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "as shipped": {},
     "pass 1 only (no second pass)": {"second_pass": False},
@@ -42,7 +43,12 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "one second pass on gray images": {"pass2_repeats_gray": 1},
     "session 7 settings (one gray second pass, no covariance EM, no feedback)": {
         "pass2_repeats_gray": 1, "cov_em_iter_gray": 0, "cov_em_iter_color": 0, "feedback": 0.0,
-        "search_radius_high": 16},
+        "search_radius_high": 16, "group_size_gray": 32, **SESSION8_HIGH},
+    "session 8 passes above sigma 37.5 (graph Wiener only: once on gray, twice on colour)": SESSION8_HIGH,
+    "session 8 settings (as above, pass-1 groups of 32 on gray images)": {**SESSION8_HIGH, "group_size_gray": 32},
+    "later pass above sigma 37.5: covariance EM, 1 iteration": {"cov_em_iter_high": 1},
+    "pass-1 groups of 32 on gray images (as colour; session 8)": {"group_size_gray": 32},
+    "later pass above sigma 37.5: feedback gamma 0.6 (as below)": {"feedback_gamma_high": 0.6},
     "+ EM of the global parameters (tau, bandwidths)": {"em_fit": True},
     "+ all four affinity heads and their EM": {"em_fit": True, "affinity_heads": AFFINITY_HEADS},
     "no EM at all (moment-estimated group scales)": {"scale_iter": 0},
@@ -50,11 +56,9 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "chain graph (no attention: DCT along the group)": {"graph": "chain"},
     "pass-2 bandwidths refitted on the first estimate": {"refit_bandwidths": True},
     "no sigma schedule (7x7, covariance pass 2)": {"sigma_schedule": False},
-    "pass 2 = graph Wiener at every sigma": {"pass2": "graph_wiener"},
+    "pass 2 = graph Wiener at every sigma": {"pass2": "graph_wiener", "later_pass2": "graph_wiener"},
     "pass 2 = covariance at every sigma": {"pass2_high": "covariance"},
     "33x33 search window above sigma 37.5 (as below)": {"search_radius_high": 16},
-    "two gray second passes with feedback above sigma 37.5 (as below)": {
-        "feedback_high": 0.1, "pass2_repeats_gray_high": 2},
     "--fast (stride 6, one colour second pass)": SPEEDS["fast"],
 }
 COLOUR_CROPS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")  # skimage.data

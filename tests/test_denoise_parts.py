@@ -161,7 +161,9 @@ def test_feedback_returns_part_of_the_residual_at_the_noise_left():
 
 
 def test_feedback_and_covariance_em_settings_are_checked():
-    for bad in ({"feedback": 1.5}, {"feedback_gamma": 0.0}, {"cov_em_iter_gray": -1}, {"cov_em_iter_color": -1}, {"cov_prior": -1.0}):
+    for bad in ({"feedback": 1.5}, {"feedback_gamma": 0.0}, {"cov_em_iter_gray": -1}, {"cov_em_iter_color": -1},
+                {"cov_prior": -1.0}, {"feedback_gamma_high": 1.5}, {"cov_em_iter_high": -1},
+                {"later_pass2": "wiener"}, {"group_size_gray": 1}):
         with pytest.raises(LibcemError, match=next(iter(bad))):
             DenoiseConfig(**bad)
 
@@ -170,8 +172,9 @@ def test_sigma_schedule_switches_the_high_noise_settings():
     cfg = DenoiseConfig()
     assert cfg.at_sigma(25.0, 256) is cfg
     high = cfg.at_sigma(50.0, 256)
-    assert (high.patch, high.pass2, high.pass2_repeats_gray, high.feedback, high.search_radius) == (
-        9, "graph_wiener", 1, 0.0, 20)
+    assert (high.patch, high.pass2, high.pass2_repeats_gray, high.feedback, high.feedback_gamma,
+            high.search_radius) == (9, "graph_wiener", 2, 0.1, 0.7, 20)
+    assert (high.cov_em_iter_gray, high.cov_em_iter_color, high.later_pass2) == (0, 0, "covariance")
     assert high.pass2_repeats_color == cfg.pass2_repeats_color
     assert cfg.at_sigma(50.0, 8) is cfg  # too small for 9x9 patches
     assert DenoiseConfig(sigma_schedule=False).at_sigma(50.0, 256).patch == 7
@@ -188,3 +191,44 @@ def test_second_pass_with_given_groups_equals_matching_them():
     given_out, given = covariance_pass(noisy, pilot, 400.0, cfg, positions=matched)
     assert given is matched and torch.equal(given_out, matched_out)
     assert matched.shape == (36, 8)  # a 6 x 6 grid of references, 8 patches each
+
+
+@pytest.mark.parametrize("sigma, expected", [
+    (20.0, [("covariance", 400.0, None, 2), ("covariance", "fed back", "reused", 2)]),
+    (50.0, [("graph_wiener", 2500.0, None, 0), ("covariance", "fed back", "reused", 0)]),
+])
+def test_second_passes_in_order(monkeypatch, sigma, expected):
+    """Gray images: two second passes; the later one is the covariance pass on the previous
+    groups with the feedback source and noise level, above sigma 37.5 after a graph Wiener pass."""
+    from libcem.denoiser import passes
+
+    calls = []
+
+    def record(kind):
+        def run(source, pilot, sigma2, cfg, *rest):
+            positions = rest[-1] if len(rest) in (1, 2) and rest[-1] is not None else None
+            fed = "fed back" if sigma2 != sigma**2 else sigma2
+            calls.append((kind, fed, "reused" if positions is not None else None, cfg.cov_em_iter_gray))
+            return pilot.clone(), torch.zeros(1, 1, dtype=torch.long)
+        return run
+
+    monkeypatch.setattr(passes, "covariance_pass", record("covariance"))
+    monkeypatch.setattr(passes, "wiener_pass", record("graph_wiener"))
+    noisy = torch.from_numpy(data.camera()[:48, :48].astype(np.float32))[None] + sigma
+    passes.denoise_tensor(noisy, sigma, DenoiseConfig())
+    assert calls == expected
+
+
+def test_first_pass_group_size_by_channels(monkeypatch):
+    from libcem.denoiser import passes
+
+    sizes = []
+    real = passes.PatchGroups.match
+    monkeypatch.setattr(passes.PatchGroups, "match", lambda self, step, radius, k: sizes.append(k) or real(self, step, radius, k))
+    cfg = DenoiseConfig(pass2_repeats_gray=1, pass2_repeats_color=1)
+    assert (cfg.pass1_group_size(1), cfg.pass1_group_size(3)) == (16, 32)
+    gray = torch.from_numpy(data.camera()[:40, :40].astype(np.float32))[None]
+    passes.denoise_tensor(gray, 20.0, cfg)
+    colour = torch.from_numpy(data.astronaut()[:40, :40].astype(np.float32)).permute(2, 0, 1).contiguous()
+    passes.denoise_tensor(colour, 20.0, cfg)
+    assert sizes == [16, cfg.group_size_wiener, 32, cfg.group_size_wiener]

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
         "diffusion denoiser: groups of similar patches on affinity-weighted graphs, graph\n"
         "diffusion with per-group scales fitted by EM, then a second pass on groups matched on\n"
         "that estimate (a Bayes estimate under each group's patch covariance, fitted by EM on the\n"
-        "noisy patches from the estimate's; a graph Wiener filter at high noise). The noise level is\n"
+        "noisy patches from the estimate's; at high noise a graph Wiener filter first). The noise level is\n"
         "estimated unless --sigma gives it. See docs/denoise.md.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -10,8 +10,9 @@ either the NL-Bayes estimate with each group's full patch covariance taken from 
 (`covariance`, Lebrun, Buades & Morel 2013) and refined by EM on the noisy patches, or an
 empirical Wiener filter in the estimate's graph Fourier x DCT basis with the pilot's
 coefficients as signal variances (graph Wiener).
-Later second passes take the previous estimate as pilot and, with `feedback`, denoise the
-estimate plus part of its residual (iterative regularisation).
+Later second passes (`later_pass2`: the covariance pass, also after a graph Wiener pass at high
+noise) take the previous estimate as pilot and, with `feedback`, denoise the estimate plus part
+of its residual (iterative regularisation).
 `DenoiseConfig.at_sigma` picks patch size and pass by noise level.
 """
 
@@ -227,7 +228,7 @@ def _run(img, sigma, cfg, params, generator, fit_only: bool):
     cfg = cfg.at_sigma(sigma if params is None else params.sigma2**0.5, min(h, w))
     opp = pad_to_grid(opp, cfg.patch, math.lcm(cfg.step, cfg.step_wiener))
     groups = PatchGroups(opp, cfg.patch, heads)
-    positions = groups.match(cfg.step, cfg.search_radius, cfg.group_size)
+    positions = groups.match(cfg.step, cfg.search_radius, cfg.pass1_group_size(img.shape[0]))
     trace = em.EMTrace()
     if params is None:
         params, trace = fit_group_model(groups, positions, sigma, cfg, generator)
@@ -244,7 +245,8 @@ def _run(img, sigma, cfg, params, generator, fit_only: bool):
             # changed the PSNR by at most 0.002 dB on the Train400 split, at 6-11% of the time
             source, sigma2 = feedback(opp, est, params.sigma2, cfg, (h, w), heads)
             reuse = matched
-        if cfg.pass2 == "covariance":
+        kind = cfg.pass2 if i == 0 else cfg.later_pass2
+        if kind == "covariance":
             est, matched = covariance_pass(source, est, sigma2, cfg, reuse)
         else:
             est, matched = wiener_pass(source, est, sigma2, cfg, params, reuse)

@@ -25,7 +25,11 @@ class DenoiseConfig:
     step, step_wiener: stride of the reference patches (a group is built around each) in
         the first and the second pass.
     search_radius: half-side of the search window for the K nearest patches.
-    group_size: K of the first pass (graph diffusion); group_size_wiener: K of the second pass.
+    group_size, group_size_gray: K of the first pass (graph diffusion) on colour and on gray
+        images; group_size_wiener: K of the second passes. Gray images take 16 since session
+        10 (on a Train400 split +0.01 / +0.02 / +0.00 dB at sigma 15 / 25 / 50 against 32, and
+        10-14% faster: the first pass is only the pilot of the EM-refined second passes); on
+        the skimage colour crops 16 lost 0.03 / 0.03 / 0.13 dB, so colour keeps 32.
     affinity_heads: the graph attention heads that weight a group's edges (see `attention`);
         grayscale images drop `color` automatically. Default: texture only (the structure,
         color and spatial heads changed the PSNR by 0.00 dB on a Train400 split and on Set12
@@ -53,6 +57,11 @@ class DenoiseConfig:
     pass2_repeats_gray, pass2_repeats_color: second passes on gray and colour images, each
         with the previous estimate as its pilot (two on gray images since session 8: +0.04 dB
         at sigma 15 and 25 with the feedback, on a Train400 split).
+    later_pass2: the group model of the second passes after the first ("covariance" or
+        "graph_wiener"). Since session 10 it is "covariance" at every sigma: above
+        `high_sigma`, a graph Wiener pass followed by a covariance pass with feedback gained
+        0.05 dB on a Train400 split and 0.12 dB on the skimage colour crops at sigma 50 over
+        graph Wiener passes alone.
     feedback, feedback_gamma: iterative regularisation in the later second passes: they
         denoise est + feedback (noisy - est) at noise std feedback_gamma sqrt(sigma^2 -
         mean (noisy - est)^2) (as WNNM), on the previous pass's groups. 0.1 and 0.6 were
@@ -66,10 +75,11 @@ class DenoiseConfig:
     sigma_schedule: above `high_sigma` (0..255 scale) use `patch_high` and `pass2_high`
         (chosen on a Train400 split: at sigma 50, 9x9 patches and the graph Wiener pass gained
         0.17 dB over 7x7 and the covariance pass; at 15 and 25 the latter were best), and
-        `search_radius_high`, `feedback_high`, `pass2_repeats_gray_high` (chosen at sigma 50 on
-        the same split and the skimage colour crops: a 41x41 search window gained 0.05 dB on
-        gray and 0.09 on colour; the feedback, chosen at 15 and 25 for the covariance pass,
-        gained 0.02 on gray with two passes and lost 0.08 on colour).
+        `search_radius_high`, `feedback_high`, `feedback_gamma_high`, `pass2_repeats_gray_high`,
+        `cov_em_iter_high` (chosen at sigma 50 on the same split and the skimage colour crops:
+        a 41x41 search window gained 0.05 dB on gray and 0.09 on colour; a later covariance
+        pass with feedback 0.1 at gamma 0.7 and no covariance EM (one or two EM iterations
+        gave the same PSNR, 15-25% slower) gained 0.05 dB on gray and 0.12 on colour).
     tile, overlap: images larger than tile x tile are processed in overlapping tiles.
     workers: processes that denoise the tiles of a large image on the CPU side by side (one
         torch thread each); 0 = one per CPU core (at most 8, and at most as many as the free
@@ -87,6 +97,7 @@ class DenoiseConfig:
     step_wiener: int = 4
     search_radius: int = 16
     group_size: int = 32
+    group_size_gray: int = 16
     group_size_wiener: int = 64
     affinity_heads: tuple[str, ...] = ("texture",)
     em_max_iter: int = 15
@@ -102,6 +113,7 @@ class DenoiseConfig:
     refit_bandwidths: bool = False
     pass2_repeats_gray: int = 2
     pass2_repeats_color: int = 2
+    later_pass2: str = "covariance"
     feedback: float = 0.1
     feedback_gamma: float = 0.6
     cov_em_iter_gray: int = 2
@@ -112,8 +124,10 @@ class DenoiseConfig:
     patch_high: int = 9
     pass2_high: str = "graph_wiener"
     search_radius_high: int = 20
-    feedback_high: float = 0.0
-    pass2_repeats_gray_high: int = 1
+    feedback_high: float = 0.1
+    feedback_gamma_high: float = 0.7
+    pass2_repeats_gray_high: int = 2
+    cov_em_iter_high: int = 0
     tile: int = 768
     overlap: int = 48
     chunk: int = 128
@@ -131,8 +145,12 @@ class DenoiseConfig:
             "search_radius": (1 <= self.search_radius <= 64, "use 1..64"),
             "search_radius_high": (1 <= self.search_radius_high <= 64, "use 1..64"),
             "feedback_high": (0 <= self.feedback_high <= 1, "use 0..1"),
+            "feedback_gamma_high": (0 < self.feedback_gamma_high <= 1, "use a number in (0, 1]"),
+            "cov_em_iter_high": (self.cov_em_iter_high >= 0, "must be >= 0"),
             "pass2_repeats_gray_high": (self.pass2_repeats_gray_high >= 1, "must be >= 1"),
             "group_size": (2 <= self.group_size <= (2 * self.search_radius + 1) ** 2, "use 2..(2 * search_radius + 1)^2"),
+            "group_size_gray": (2 <= self.group_size_gray <= (2 * self.search_radius + 1) ** 2,
+                                "use 2..(2 * search_radius + 1)^2"),
             "group_size_wiener": (2 <= self.group_size_wiener <= (2 * self.search_radius + 1) ** 2,
                                   "use 2..(2 * search_radius + 1)^2"),
             "em_max_iter": (self.em_max_iter >= 1, "must be >= 1"),
@@ -155,7 +173,8 @@ class DenoiseConfig:
         for name, (ok, fix) in limits.items():
             check(ok, f"denoiser.{name}", f"{getattr(self, name)!r}: {fix}")
         choices = {"pass2": ("covariance", "graph_wiener"), "graph": ("attention", "chain"),
-                   "pass2_high": ("covariance", "graph_wiener")}
+                   "pass2_high": ("covariance", "graph_wiener"),
+                   "later_pass2": ("covariance", "graph_wiener")}
         for name, allowed in choices.items():
             check(getattr(self, name) in allowed, f"denoiser.{name}", f"use one of {', '.join(allowed)}")
         check(bool(self.affinity_heads) and all(h in AFFINITY_HEADS for h in self.affinity_heads),
@@ -164,11 +183,15 @@ class DenoiseConfig:
     def at_sigma(self, sigma: float, size: int) -> "DenoiseConfig":
         """The settings for noise std `sigma` (0..255 scale) on an image whose shorter side
         is `size`: above `high_sigma`, the high-noise patch, second pass, search window,
-        feedback and gray second passes (the fields ending in `_high`)."""
+        feedback, gray second passes and covariance EM iterations (the fields ending in
+        `_high`)."""
         if self.sigma_schedule and sigma > self.high_sigma and size >= self.patch_high:
             return replace(self, patch=self.patch_high, pass2=self.pass2_high,
                            search_radius=self.search_radius_high, feedback=self.feedback_high,
-                           pass2_repeats_gray=self.pass2_repeats_gray_high)
+                           feedback_gamma=self.feedback_gamma_high,
+                           pass2_repeats_gray=self.pass2_repeats_gray_high,
+                           cov_em_iter_gray=self.cov_em_iter_high,
+                           cov_em_iter_color=self.cov_em_iter_high)
         return self
 
     @classmethod
@@ -176,8 +199,8 @@ class DenoiseConfig:
         """The shipped settings ("best") or the faster ones for large photos ("fast": stride 6
         instead of 4 between reference patches and one second pass on colour images instead of
         two; since session 8, on colour images 2.9x faster for 0.22-0.25 dB at sigma 15 and
-        25 and 0.41 dB at 50, on gray ones 1.7x for 0.04-0.07 dB; chosen on images outside
-        Set12 and McMaster, see docs/denoise.md)."""
+        25; on gray ones 1.8x for 0.04 dB at sigma 15 and 25 and 0.08 dB at 50 (session 10);
+        chosen on images outside Set12 and McMaster, see docs/denoise.md)."""
         return cls().at_speed(speed)
 
     def at_speed(self, speed: str) -> "DenoiseConfig":
@@ -188,6 +211,10 @@ class DenoiseConfig:
     def chunk_for(self, device: torch.device) -> int:
         """Reference patches per batch on `device`."""
         return self.chunk if device.type == "cpu" else self.gpu_chunk
+
+    def pass1_group_size(self, channels: int) -> int:
+        """K of the first pass on an image with `channels` channels (1 or 3)."""
+        return self.group_size_gray if channels == 1 else self.group_size
 
     def heads_for(self, channels: int) -> tuple[str, ...]:
         """The heads that make sense for an image with `channels` channels (1 or 3)."""
