@@ -93,7 +93,7 @@ def test_block_match_equals_brute_force():
     img = pad_to_grid(img[None], patch, step)[0]
     feats = all_patches(img[None], patch)[:, 0]
     hn, wn = img.shape[0] - patch + 1, img.shape[1] - patch + 1
-    got = block_match(feats.reshape(hn, wn, -1), step, radius, k)
+    got = block_match(feats.T.reshape(-1, hn, wn), step, radius, k)
     rows, cols = torch.arange(0, hn, step), torch.arange(0, wn, step)
     assert got.shape == (rows.numel() * cols.numel(), k)
     for n, (r, c) in enumerate((r, c) for r in rows.tolist() for c in cols.tolist()):

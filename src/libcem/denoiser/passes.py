@@ -65,24 +65,52 @@ class PatchGroups:
     """Patches of one image in DCT coordinates plus head features, gathered per group."""
 
     def __init__(self, img: torch.Tensor, patch: int, heads: tuple[str, ...]) -> None:
-        self.patch, self.affinity_heads, self.channels = patch, heads, img.shape[0]
+        self.image, self.patch, self.affinity_heads, self.channels = img, patch, heads, img.shape[0]
         self.shape = tuple(img.shape)
         self.height, self.width = img.shape[1] - patch + 1, img.shape[2] - patch + 1
         self.dct = dct_matrix(patch, img.device)  # (p*p, p*p)
-        basis = self.dct.reshape(-1, 1, patch, patch)  # the DCT of every patch as a convolution
-        coef = F.conv2d(img[:, None], basis)  # (C, p*p, Hn, Wn)
-        self.coef = coef.flatten(2).permute(2, 0, 1).contiguous()  # (positions, C, p*p)
+        self._coef: torch.Tensor | None = None
+        self._cols: torch.Tensor | None = None  # (C * p * p, positions), as F.unfold gives them
+        self._pixels: torch.Tensor | None = None
         self.maps = feature_maps(img, patch, heads)
+
+    @property
+    def coef(self) -> torch.Tensor:
+        """(positions, C, p*p) the DCT coefficients of every patch, computed on first use."""
+        if self._coef is None:
+            basis = self.dct.reshape(-1, 1, self.patch, self.patch)  # the DCT as a convolution
+            coef = F.conv2d(self.image[:, None], basis)  # (C, p*p, Hn, Wn)
+            self._coef = coef.flatten(2).permute(2, 0, 1).contiguous()
+        return self._coef
+
+    @property
+    def pixels(self) -> torch.Tensor:
+        """(positions, C, p*p) every patch in pixels, computed on first use. Block matching and
+        the covariance pass work on these: an orthonormal basis changes neither distances nor
+        the covariance pass's estimate, and pixels spare the DCT there and back."""
+        if self._pixels is None:
+            self._pixels = self.columns().T.contiguous().reshape(-1, self.channels, self.patch**2)
+        return self._pixels
+
+    def columns(self) -> torch.Tensor:
+        """(C * p * p, positions) every patch in pixels, one column each (computed once)."""
+        if self._cols is None:
+            self._cols = F.unfold(self.image[None], self.patch)[0]
+        return self._cols
 
     def match(self, step: int, radius: int, k: int) -> torch.Tensor:
         """Block matching on the luminance patches: positions (N, K) of each reference's group."""
         k = min(k, min(self.height, radius + 1) * min(self.width, radius + 1))
-        lum = self.coef[:, 0].reshape(self.height, self.width, -1)
+        lum = self.columns()[: self.patch**2].reshape(-1, self.height, self.width)
         return block_match(lum, step, radius, k)
 
     def coefficients(self, positions: torch.Tensor) -> torch.Tensor:
         """(G, K) positions -> (G, K, F) DCT coefficients, F = C * p * p."""
         return self.coef[positions].flatten(2)
+
+    def patches(self, positions: torch.Tensor) -> torch.Tensor:
+        """(G, K) positions -> (G, K, F) pixel patches, F = C * p * p."""
+        return self.pixels[positions].flatten(2)
 
     def distances(self, positions: torch.Tensor) -> torch.Tensor:
         """(G, K) positions -> (H, G, K, K) head distances (texture on the DCT-domain patch)."""
@@ -122,7 +150,7 @@ def fit_group_model(groups: PatchGroups, positions: torch.Tensor, sigma: float, 
 def graph_diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: em.GroupModelParams,
                    cfg: DenoiseConfig) -> torch.Tensor:
     """Pass 1: each group's posterior mean under the fitted group model, aggregated: (C, H, W)."""
-    acc = PatchAccumulator(groups.shape, cfg.patch, groups.coef.device)
+    acc = PatchAccumulator(groups.shape, cfg.patch, groups.image.device)
     free = None
     for pos in positions.split(cfg.chunk_for(positions.device)):
         z = groups.coefficients(pos)
@@ -179,12 +207,11 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     em_iter = cfg.cov_em_iter_color if c > 1 else cfg.cov_em_iter_gray
     for pos in positions.split(cfg.chunk_for(positions.device)):
         g, k = pos.shape
-        z = noisy.coefficients(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
-        q = guide.coefficients(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
+        z = noisy.patches(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
+        q = guide.patches(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
         est, kept = covariance.posterior_mean(z, q, sigma2, em_iter, cfg.cov_prior)
-        est = est.reshape(g, c, k, -1).transpose(1, 2).reshape(g, k, -1)
         weight = 1.0 / (kept.reshape(g, c).sum(1) + 1.0)
-        acc.add(noisy.to_patches(est), pos, weight)
+        acc.add(est.reshape(g, c, k, -1).transpose(1, 2), pos, weight)
     return acc.image(), positions
 
 

@@ -59,19 +59,20 @@ def reference_positions(h: int, w: int, patch: int, step: int, device=None) -> t
 def block_match(feats: torch.Tensor, step: int, radius: int, k: int, tile: int = 8) -> torch.Tensor:
     """K most similar patches of each reference patch within its search window (Dabov 2007).
 
-    feats: (Hn, Wn, d) a feature vector per patch position (e.g. the luminance patch); the
+    feats: (d, Hn, Wn) a feature vector per patch position, channels first (e.g. the luminance
+    patch, as `F.unfold` lays it out, so no transposed copy is needed); the
     distance is the squared Euclidean one. References lie on the stride-`step` grid; they are
     processed in tiles of tile x tile references whose joint search area is compared at once
     with one matrix product. The reference is always its own first neighbour.
     Returns positions (N, K), N the number of references, in row-major grid order.
     """
-    hn, wn, d = feats.shape
+    d, hn, wn = feats.shape
     nr, nc = (hn - 1) // step + 1, (wn - 1) // step + 1
     nth, ntw = -(-nr // tile), -(-nc // tile)
     span = (tile - 1) * step + 2 * radius + 1  # side of a tile's joint search area
     pad_h = nth * tile * step + span - hn - radius
     pad_w = ntw * tile * step + span - wn - radius
-    fpad = F.pad(feats.permute(2, 0, 1), (radius, pad_w, radius, pad_h))  # (d, Hp, Wp)
+    fpad = F.pad(feats, (radius, pad_w, radius, pad_h))  # (d, Hp, Wp)
     inside = F.pad(torch.ones(1, hn, wn, device=feats.device), (radius, pad_w, radius, pad_h))[0]
     fnorm = (fpad * fpad).sum(0)  # (Hp, Wp)
     refs = fpad[:, radius:radius + nth * tile * step:step, radius:radius + ntw * tile * step:step]
@@ -90,7 +91,7 @@ def block_match(feats: torch.Tensor, step: int, radius: int, k: int, tile: int =
         valid = inside[r0:r0 + span].unfold(1, span, tile * step)[:, :ntw].permute(1, 0, 2)
         dist = cnorm.reshape(ntw, 1, -1) - 2 * refs[ty] @ cand  # (ntw, T, span * span)
         ok = window[None] & (valid.reshape(ntw, 1, -1) > 0)
-        dist = dist.masked_fill(~ok, float("inf"))
+        dist.masked_fill_(~ok, float("inf"))
         dist[:, torch.arange(tile * tile, device=feats.device), self_idx] = -float("inf")
         idx = torch.topk(dist, k, dim=2, largest=False).indices  # (ntw, T, K)
         rows = r0 + idx // span - radius
