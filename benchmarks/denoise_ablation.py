@@ -48,6 +48,7 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "session 8 settings (as above, pass-1 groups of 32 on gray images)": {**SESSION8_HIGH, "group_size_gray": 32},
     "later pass above sigma 37.5: covariance EM, 1 iteration": {"cov_em_iter_high": 1},
     "pass-1 groups of 32 on gray images (as colour; session 8)": {"group_size_gray": 32},
+    "flat aggregation on gray images (no Kaiser window; session 8)": {"aggregation_window_gray": 0.0},
     "later pass above sigma 37.5: feedback gamma 0.6 (as below)": {"feedback_gamma_high": 0.6},
     "+ EM of the global parameters (tau, bandwidths)": {"em_fit": True},
     "+ all four affinity heads and their EM": {"em_fit": True, "affinity_heads": AFFINITY_HEADS},

@@ -163,7 +163,7 @@ def test_feedback_returns_part_of_the_residual_at_the_noise_left():
 def test_feedback_and_covariance_em_settings_are_checked():
     for bad in ({"feedback": 1.5}, {"feedback_gamma": 0.0}, {"cov_em_iter_gray": -1}, {"cov_em_iter_color": -1},
                 {"cov_prior": -1.0}, {"feedback_gamma_high": 1.5}, {"cov_em_iter_high": -1},
-                {"later_pass2": "wiener"}, {"group_size_gray": 1}):
+                {"later_pass2": "wiener"}, {"group_size_gray": 1}, {"aggregation_window_gray": -1.0}):
         with pytest.raises(LibcemError, match=next(iter(bad))):
             DenoiseConfig(**bad)
 
@@ -227,8 +227,35 @@ def test_first_pass_group_size_by_channels(monkeypatch):
     monkeypatch.setattr(passes.PatchGroups, "match", lambda self, step, radius, k: sizes.append(k) or real(self, step, radius, k))
     cfg = DenoiseConfig(pass2_repeats_gray=1, pass2_repeats_color=1)
     assert (cfg.pass1_group_size(1), cfg.pass1_group_size(3)) == (16, 32)
+    assert (cfg.aggregation_window(1), cfg.aggregation_window(3)) == (1.0, 0.0)
     gray = torch.from_numpy(data.camera()[:40, :40].astype(np.float32))[None]
     passes.denoise_tensor(gray, 20.0, cfg)
     colour = torch.from_numpy(data.astronaut()[:40, :40].astype(np.float32)).permute(2, 0, 1).contiguous()
     passes.denoise_tensor(colour, 20.0, cfg)
     assert sizes == [16, cfg.group_size_wiener, 32, cfg.group_size_wiener]
+
+
+@pytest.mark.parametrize("window", [0.0, 2.0])
+def test_aggregation_is_the_window_weighted_mean_of_the_covering_patches(window):
+    from libcem.denoiser.patches import PatchAccumulator
+
+    patch, h, w = 3, 5, 6
+    hn, wn = h - patch + 1, w - patch + 1
+    g = torch.Generator().manual_seed(0)
+    estimates = torch.rand(hn * wn, 1, 1, patch * patch, generator=g)  # one patch per position
+    weights = torch.rand(hn * wn, generator=g) + 0.5
+    acc = PatchAccumulator((1, h, w), patch, window=window)
+    acc.add(estimates, torch.arange(hn * wn)[:, None], weights)
+    side = torch.kaiser_window(patch, periodic=False, beta=window) if window else torch.ones(patch)
+    want = torch.zeros(h, w)
+    for y in range(h):
+        for x in range(w):
+            num = den = 0.0
+            for r in range(max(0, y - patch + 1), min(hn, y + 1)):
+                for c in range(max(0, x - patch + 1), min(wn, x + 1)):
+                    dy, dx = y - r, x - c
+                    wt = float(weights[r * wn + c] * side[dy] * side[dx])
+                    num += wt * float(estimates[r * wn + c, 0, 0, dy * patch + dx])
+                    den += wt
+            want[y, x] = num / den
+    assert torch.allclose(acc.image()[0], want, atol=1e-6)

@@ -30,6 +30,7 @@ from libcem.denoiser.graph import spectrum
 from libcem.denoiser.noise import estimate_sigma
 from libcem.denoiser.patches import (
     PatchAccumulator,
+    all_patches,
     block_match,
     dct_matrix,
     from_opponent,
@@ -70,7 +71,7 @@ class PatchGroups:
         self.height, self.width = img.shape[1] - patch + 1, img.shape[2] - patch + 1
         self.dct = dct_matrix(patch, img.device)  # (p*p, p*p)
         self._coef: torch.Tensor | None = None
-        self._cols: torch.Tensor | None = None  # (C * p * p, positions), as F.unfold gives them
+        self._lum: torch.Tensor | None = None  # (p * p, positions) luminance patches, for matching
         self._pixels: torch.Tensor | None = None
         self.maps = feature_maps(img, patch, heads)
 
@@ -89,20 +90,15 @@ class PatchGroups:
         the covariance pass work on these: an orthonormal basis changes neither distances nor
         the covariance pass's estimate, and pixels spare the DCT there and back."""
         if self._pixels is None:
-            self._pixels = self.columns().T.contiguous().reshape(-1, self.channels, self.patch**2)
+            self._pixels = all_patches(self.image, self.patch).contiguous()
         return self._pixels
-
-    def columns(self) -> torch.Tensor:
-        """(C * p * p, positions) every patch in pixels, one column each (computed once)."""
-        if self._cols is None:
-            self._cols = F.unfold(self.image[None], self.patch)[0]
-        return self._cols
 
     def match(self, step: int, radius: int, k: int) -> torch.Tensor:
         """Block matching on the luminance patches: positions (N, K) of each reference's group."""
         k = min(k, min(self.height, radius + 1) * min(self.width, radius + 1))
-        lum = self.columns()[: self.patch**2].reshape(-1, self.height, self.width)
-        return block_match(lum, step, radius, k)
+        if self._lum is None:  # one column per patch, as F.unfold lays them out
+            self._lum = F.unfold(self.image[None, :1], self.patch)[0]
+        return block_match(self._lum.reshape(-1, self.height, self.width), step, radius, k)
 
     def coefficients(self, positions: torch.Tensor) -> torch.Tensor:
         """(G, K) positions -> (G, K, F) DCT coefficients, F = C * p * p."""
@@ -150,7 +146,8 @@ def fit_group_model(groups: PatchGroups, positions: torch.Tensor, sigma: float, 
 def graph_diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: em.GroupModelParams,
                    cfg: DenoiseConfig) -> torch.Tensor:
     """Pass 1: each group's posterior mean under the fitted group model, aggregated: (C, H, W)."""
-    acc = PatchAccumulator(groups.shape, cfg.patch, groups.image.device)
+    acc = PatchAccumulator(groups.shape, cfg.patch, groups.image.device,
+                           cfg.aggregation_window(groups.channels))
     free = None
     for pos in positions.split(cfg.chunk_for(positions.device)):
         z = groups.coefficients(pos)
@@ -178,7 +175,7 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
     guide = PatchGroups(pilot, cfg.patch, noisy.affinity_heads)
     if positions is None:
         positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
-    acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device)
+    acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device, cfg.aggregation_window(noisy.channels))
     if cfg.refit_bandwidths and cfg.graph != "chain":  # bandwidths of the pilot's features
         sample = positions[:: max(positions.shape[0] // 256, 1)]
         log_beta = em.initial_params(guide.distances(sample).double(), sigma2).log_beta
@@ -202,7 +199,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     guide = PatchGroups(pilot, cfg.patch, ())
     if positions is None:
         positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
-    acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device)
+    acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device, cfg.aggregation_window(noisy.channels))
     c = noisy.channels
     em_iter = cfg.cov_em_iter_color if c > 1 else cfg.cov_em_iter_gray
     for pos in positions.split(cfg.chunk_for(positions.device)):

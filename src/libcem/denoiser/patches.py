@@ -118,27 +118,36 @@ def dct_matrix(patch: int, device=None) -> torch.Tensor:
 
 
 class PatchAccumulator:
-    """Weighted sum of overlapping patch estimates, folded back into an image at the end."""
+    """Weighted sum of overlapping patch estimates, folded back into an image at the end.
 
-    def __init__(self, shape: tuple[int, int, int], patch: int, device=None) -> None:
+    Each patch's pixels are also weighted by a separable Kaiser window of shape `window` (BM3D's
+    aggregation, Dabov 2007), so that a pixel trusts the patches it sits near the centre of;
+    window = 0 weights every pixel of a patch alike."""
+
+    def __init__(self, shape: tuple[int, int, int], patch: int, device=None, window: float = 0.0) -> None:
         c, h, w = shape
         self.shape, self.patch = shape, patch
         npos = (h - patch + 1) * (w - patch + 1)
         self.num = torch.zeros(npos, c * patch * patch, device=device)  # (Hn * Wn, C * p * p)
         self.den = torch.zeros(npos, device=device)
+        side = torch.kaiser_window(patch, periodic=False, beta=window) if window > 0 else torch.ones(patch)
+        self.window = (side[:, None] * side[None, :]).reshape(-1).to(device)  # (p * p,)
 
     def add(self, estimates: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor) -> None:
         """estimates (N, K, C, p*p) at positions (N, K), one weight per group (N,)."""
         flat = positions.reshape(-1)
         wk = weights[:, None].expand_as(positions).reshape(-1)
-        self.num.index_add_(0, flat, estimates.reshape(flat.numel(), -1) * wk[:, None])
+        scale = wk[:, None, None] * self.window  # (N * K, 1, p * p): group weight x window
+        est = estimates.reshape(flat.numel(), -1, self.patch**2) * scale
+        self.num.index_add_(0, flat, est.reshape(flat.numel(), -1))
         self.den.index_add_(0, flat, wk)
 
     def image(self) -> torch.Tensor:
         """(C, H, W) weighted average; every pixel is covered by the reference grid."""
         c, h, w = self.shape
         num = F.fold(self.num.T.contiguous()[None], (h, w), self.patch)[0]  # 2.5x faster than
-        # folding the strided transpose; the weights' sum over each pixel's patches is a box sum
-        ones = torch.ones(1, 1, self.patch, self.patch, device=self.den.device)
-        den = F.conv_transpose2d(self.den.reshape(1, 1, h - self.patch + 1, -1), ones)[0]
+        # folding the strided transpose; each pixel's weight is the window-weighted sum of its
+        # patches' weights
+        kernel = self.window.reshape(1, 1, self.patch, self.patch)
+        den = F.conv_transpose2d(self.den.reshape(1, 1, h - self.patch + 1, -1), kernel)[0]
         return num / den

@@ -27,8 +27,9 @@ class DenoiseConfig:
     search_radius: half-side of the search window for the K nearest patches.
     group_size, group_size_gray: K of the first pass (graph diffusion) on colour and on gray
         images; group_size_wiener: K of the second passes. Gray images take 16 since session
-        10 (on a Train400 split +0.01 / +0.02 / +0.00 dB at sigma 15 / 25 / 50 against 32, and
-        10-14% faster: the first pass is only the pilot of the EM-refined second passes); on
+        10 (on a Train400 split +0.01 / +0.02 / +0.00 dB at sigma 15 / 25 / 50 against 32, on
+        a second draw -0.005 / +0.005 at 15 / 25, and 10-16% faster: the first pass is only
+        the pilot of the EM-refined second passes); on
         the skimage colour crops 16 lost 0.03 / 0.03 / 0.13 dB, so colour keeps 32.
     affinity_heads: the graph attention heads that weight a group's edges (see `attention`);
         grayscale images drop `color` automatically. Default: texture only (the structure,
@@ -80,6 +81,11 @@ class DenoiseConfig:
         a 41x41 search window gained 0.05 dB on gray and 0.09 on colour; a later covariance
         pass with feedback 0.1 at gamma 0.7 and no covariance EM (one or two EM iterations
         gave the same PSNR, 15-25% slower) gained 0.05 dB on gray and 0.12 on colour).
+    aggregation_window_gray, aggregation_window_color: shape (beta) of the Kaiser window that
+        weights each patch's pixels when the estimates are aggregated (as BM3D); 0 weights them
+        alike. On a Train400 split beta 1 gained 0.006-0.012 dB at sigma 15 and 25 (better on
+        20-21 of 24 images; 0.000 at 50) and beta 2 lost 0.01 at 50; on the skimage colour
+        crops beta 1 gave +0.000 / -0.005 / -0.017 dB at sigma 15 / 25 / 50, so colour keeps 0.
     tile, overlap: images larger than tile x tile are processed in overlapping tiles.
     workers: processes that denoise the tiles of a large image on the CPU side by side (one
         torch thread each); 0 = one per CPU core (at most 8, and at most as many as the free
@@ -128,6 +134,8 @@ class DenoiseConfig:
     feedback_gamma_high: float = 0.7
     pass2_repeats_gray_high: int = 2
     cov_em_iter_high: int = 0
+    aggregation_window_gray: float = 1.0
+    aggregation_window_color: float = 0.0
     tile: int = 768
     overlap: int = 48
     chunk: int = 128
@@ -169,6 +177,8 @@ class DenoiseConfig:
             "cov_em_iter_gray": (self.cov_em_iter_gray >= 0, "must be >= 0"),
             "cov_em_iter_color": (self.cov_em_iter_color >= 0, "must be >= 0"),
             "cov_prior": (self.cov_prior >= 0, "must be >= 0"),
+            "aggregation_window_gray": (0 <= self.aggregation_window_gray <= 20, "use 0..20"),
+            "aggregation_window_color": (0 <= self.aggregation_window_color <= 20, "use 0..20"),
         }
         for name, (ok, fix) in limits.items():
             check(ok, f"denoiser.{name}", f"{getattr(self, name)!r}: {fix}")
@@ -211,6 +221,10 @@ class DenoiseConfig:
     def chunk_for(self, device: torch.device) -> int:
         """Reference patches per batch on `device`."""
         return self.chunk if device.type == "cpu" else self.gpu_chunk
+
+    def aggregation_window(self, channels: int) -> float:
+        """Kaiser window shape of the aggregation on an image with `channels` channels (1 or 3)."""
+        return self.aggregation_window_gray if channels == 1 else self.aggregation_window_color
 
     def pass1_group_size(self, channels: int) -> int:
         """K of the first pass on an image with `channels` channels (1 or 3)."""
