@@ -63,7 +63,8 @@ class DenoiseInfo:
 
 
 class PatchGroups:
-    """Patches of one image in DCT coordinates plus head features, gathered per group."""
+    """Patches of one image, in DCT coordinates (pass 1, graph Wiener) or in pixels (matching,
+    covariance pass), each computed on first use, plus head features, gathered per group."""
 
     def __init__(self, img: torch.Tensor, patch: int, heads: tuple[str, ...]) -> None:
         self.image, self.patch, self.affinity_heads, self.channels = img, patch, heads, img.shape[0]
@@ -108,6 +109,12 @@ class PatchGroups:
         """(G, K) positions -> (G, K, F) pixel patches, F = C * p * p."""
         return self.pixels[positions].flatten(2)
 
+    def accumulator(self, cfg: DenoiseConfig) -> PatchAccumulator:
+        """An empty aggregate of patch estimates for this image, with the aggregation window
+        `cfg` sets for its channel count."""
+        return PatchAccumulator(self.shape, cfg.patch, self.image.device,
+                                cfg.aggregation_window(self.channels))
+
     def distances(self, positions: torch.Tensor) -> torch.Tensor:
         """(G, K) positions -> (H, G, K, K) head distances (texture on the DCT-domain patch)."""
         lum = self.coef[positions][:, :, 0]  # orthonormal DCT keeps distances
@@ -146,8 +153,7 @@ def fit_group_model(groups: PatchGroups, positions: torch.Tensor, sigma: float, 
 def graph_diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: em.GroupModelParams,
                    cfg: DenoiseConfig) -> torch.Tensor:
     """Pass 1: each group's posterior mean under the fitted group model, aggregated: (C, H, W)."""
-    acc = PatchAccumulator(groups.shape, cfg.patch, groups.image.device,
-                           cfg.aggregation_window(groups.channels))
+    acc = groups.accumulator(cfg)
     free = None
     for pos in positions.split(cfg.chunk_for(positions.device)):
         z = groups.coefficients(pos)
@@ -175,7 +181,7 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
     guide = PatchGroups(pilot, cfg.patch, noisy.affinity_heads)
     if positions is None:
         positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
-    acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device, cfg.aggregation_window(noisy.channels))
+    acc = noisy.accumulator(cfg)
     if cfg.refit_bandwidths and cfg.graph != "chain":  # bandwidths of the pilot's features
         sample = positions[:: max(positions.shape[0] // 256, 1)]
         log_beta = em.initial_params(guide.distances(sample).double(), sigma2).log_beta
@@ -199,7 +205,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     guide = PatchGroups(pilot, cfg.patch, ())
     if positions is None:
         positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
-    acc = PatchAccumulator(noisy.shape, cfg.patch, pilot.device, cfg.aggregation_window(noisy.channels))
+    acc = noisy.accumulator(cfg)
     c = noisy.channels
     em_iter = cfg.cov_em_iter_color if c > 1 else cfg.cov_em_iter_gray
     for pos in positions.split(cfg.chunk_for(positions.device)):
