@@ -9,7 +9,9 @@ Protocol (docs/prior.md, "CIFAR-10")
   `--recon` validation images spread evenly over the split (as `libcem reconstruct --fid` measures them).
 - Prior: `libcem eval --fid --fid-per-class --per-class K`: K images for each of the 10 captions
   against the whole validation split, beside the real-data reference (10 K training images against
-  the same split); per class likewise. Sampling: the prior's own defaults unless `--guidance`.
+  the same split); per class likewise (`--no-class-fid`: overall only, which saves the per-class
+  real references, as many Inception images again as are generated). Sampling: the prior's own
+  defaults unless `--guidance`; `--batch-size` images at once (the images do not depend on it).
 - `--sweep G1 G2 ...`: guidance chosen without the validation split: FID of `--sweep-per-class`
   images per caption against `--sweep-reference` seeded *training* images, per guidance
   (`--guidance-interval LO HI`: guided only at those noise levels, in the sweep and the evaluation).
@@ -55,12 +57,14 @@ def tokenizer_figures(run: Path, n: int) -> dict:
 
 
 def prior_figures(run: Path, name: str, per_class: int, guidance: float | None, out: Path,
-                  interval: list[float] | None = None) -> dict:
+                  interval: list[float] | None = None, class_fid: bool = True, batch_size: int = 50,
+                  quiet: bool = True) -> dict:
     record = out / f"{name}-eval.json"
     if record.is_file():  # measured by an earlier invocation (delete the file to measure again)
         return json.loads(record.read_text())
-    cmd = ["eval", "--model", str(run), "--fid", "--fid-per-class", "--per-class", str(per_class),
-           "--json", str(record), "--grid", str(out / f"{name}-grid.png"), "--quiet"]
+    cmd = ["eval", "--model", str(run), "--fid", *(["--fid-per-class"] if class_fid else []),
+           "--per-class", str(per_class), "--batch-size", str(batch_size),
+           "--json", str(record), "--grid", str(out / f"{name}-grid.png"), *(["--quiet"] if quiet else [])]
     if guidance is not None:
         cmd += ["--guidance", str(guidance)]
     if interval is not None:
@@ -103,8 +107,11 @@ def table(results: dict) -> str:
         inc = r["prior"]["inception"]
         per = [c["fid"] for c in inc["per_class"].values()]
         lines.append(f"| {name} | {r['tokenizer']['psnr']:.2f} | {r['tokenizer']['rfid']:.2f} | {inc['fid']:.2f} | "
-                     f"{inc['real_fid']:.2f} | {inc['fid'] / inc['real_fid']:.2f}x | {np.mean(per):.2f} |")
+                     f"{inc['real_fid']:.2f} | {inc['fid'] / inc['real_fid']:.2f}x | "
+                     f"{f'{np.mean(per):.2f}' if per else 'not measured'} |")
     first = next(iter(results.values()))["prior"]["inception"]
+    if not all(r["prior"]["inception"]["per_class"] for r in results.values()):
+        return "\n".join(lines)  # a run measured with --no-class-fid
     lines += ["", "| class | " + " | ".join(results) + " | real data |", "|---|" + "---|" * (len(results) + 1)]
     for c, row in first["per_class"].items():
         cells = [f"{r['prior']['inception']['per_class'][c]['fid']:.1f}" for r in results.values()]
@@ -123,6 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sweep", type=float, nargs="*", default=[], help="guidance scales to compare on training images")
     ap.add_argument("--sweep-per-class", type=int, default=50)
     ap.add_argument("--sweep-reference", type=int, default=2000, help="training images the sweep compares against")
+    ap.add_argument("--no-class-fid", action="store_true",
+                    help="overall FID only: skip the per-class FIDs, whose real references cost as many "
+                         "more Inception images as are generated")
+    ap.add_argument("--batch-size", type=int, default=50,
+                    help="images sampled at once (the images do not depend on it)")
+    ap.add_argument("--progress", action="store_true", help="progress bars of the sampling")
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
             record.write_text(json.dumps(tokenizer_figures(run, args.recon)) + "\n")
         results[name] = {"tokenizer": json.loads(record.read_text()),
                          "prior": prior_figures(run, name, args.per_class, args.guidance, args.out,
-                                                args.guidance_interval)}
+                                                args.guidance_interval, not args.no_class_fid,
+                                                args.batch_size, not args.progress)}
     name = "sweep.json" if args.sweep else "cifar10.json"
     (args.out / name).write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.sweep:
