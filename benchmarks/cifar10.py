@@ -109,9 +109,9 @@ def table(results: dict) -> str:
         lines.append(f"| {name} | {r['tokenizer']['psnr']:.2f} | {r['tokenizer']['rfid']:.2f} | {inc['fid']:.2f} | "
                      f"{inc['real_fid']:.2f} | {inc['fid'] / inc['real_fid']:.2f}x | "
                      f"{f'{np.mean(per):.2f}' if per else 'not measured'} |")
-    first = next(iter(results.values()))["prior"]["inception"]
     if not all(r["prior"]["inception"]["per_class"] for r in results.values()):
         return "\n".join(lines)  # a run measured with --no-class-fid
+    first = next(iter(results.values()))["prior"]["inception"]
     lines += ["", "| class | " + " | ".join(results) + " | real data |", "|---|" + "---|" * (len(results) + 1)]
     for c, row in first["per_class"].items():
         cells = [f"{r['prior']['inception']['per_class'][c]['fid']:.1f}" for r in results.values()]
