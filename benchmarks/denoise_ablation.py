@@ -33,6 +33,11 @@ SESSION8_HIGH = {"later_pass2": "graph_wiener", "feedback_high": 0.0, "pass2_rep
 VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "as shipped": {},
     "pass 1 only (no second pass)": {"second_pass": False},
+    "pass 1 only, tau = 0 (no graph diffusion)": {"second_pass": False, "graph_diffusion": False},
+    "pass 1 only, chain graph (no attention)": {"second_pass": False, "graph": "chain"},
+    "later second passes with 2 covariance EM iterations (session 10, gray)": {"cov_em_iter_later": 2},
+    "three gray second passes at every sigma": {"pass2_repeats_gray": 3, "pass2_repeats_gray_high": 3},
+    "two gray second passes above sigma 37.5 (session 10)": {"pass2_repeats_gray_high": 2},
     "no covariance EM (the pilot's covariance: NL-Bayes)": {"cov_em_iter_gray": 0, "cov_em_iter_color": 0},
     "covariance EM, 1 iteration": {"cov_em_iter_gray": 1, "cov_em_iter_color": 1},
     "covariance EM, 2 iterations": {"cov_em_iter_gray": 2, "cov_em_iter_color": 2},

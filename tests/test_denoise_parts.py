@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -162,7 +163,7 @@ def test_feedback_returns_part_of_the_residual_at_the_noise_left():
 
 def test_feedback_and_covariance_em_settings_are_checked():
     for bad in ({"feedback": 1.5}, {"feedback_gamma": 0.0}, {"cov_em_iter_gray": -1}, {"cov_em_iter_color": -1},
-                {"cov_prior": -1.0}, {"feedback_gamma_high": 1.5}, {"cov_em_iter_high": -1},
+                {"cov_prior": -1.0}, {"feedback_gamma_high": 1.5}, {"cov_em_iter_high": -1}, {"cov_em_iter_later": -1},
                 {"later_pass2": "wiener"}, {"group_size_gray": 1}, {"aggregation_window_gray": -1.0}):
         with pytest.raises(LibcemError, match=next(iter(bad))):
             DenoiseConfig(**bad)
@@ -173,8 +174,9 @@ def test_sigma_schedule_switches_the_high_noise_settings():
     assert cfg.at_sigma(25.0, 256) is cfg
     high = cfg.at_sigma(50.0, 256)
     assert (high.patch, high.pass2, high.pass2_repeats_gray, high.feedback, high.feedback_gamma,
-            high.search_radius) == (9, "graph_wiener", 2, 0.1, 0.7, 20)
+            high.search_radius) == (9, "graph_wiener", 3, 0.1, 0.7, 20)
     assert (high.cov_em_iter_gray, high.cov_em_iter_color, high.later_pass2) == (0, 0, "covariance")
+    assert DenoiseConfig(cov_em_iter_high=1).at_sigma(50.0, 256).cov_em_iter(3, later=True) == 1
     assert high.pass2_repeats_color == cfg.pass2_repeats_color
     assert cfg.at_sigma(50.0, 8) is cfg  # too small for 9x9 patches
     assert DenoiseConfig(sigma_schedule=False).at_sigma(50.0, 256).patch == 7
@@ -193,22 +195,38 @@ def test_second_pass_with_given_groups_equals_matching_them():
     assert matched.shape == (36, 8)  # a 6 x 6 grid of references, 8 patches each
 
 
+def test_a_later_covariance_pass_takes_its_own_em_iterations():
+    from libcem.denoiser.passes import covariance_pass
+
+    cfg = DenoiseConfig(patch=4, step_wiener=4, group_size_wiener=8, search_radius=4)
+    g = torch.Generator().manual_seed(0)
+    pilot = torch.rand(1, 24, 24, generator=g) * 255
+    noisy = PatchGroups(pilot + 20 * torch.randn(1, 24, 24, generator=g), cfg.patch, ())
+    later, _ = covariance_pass(noisy, pilot, 400.0, cfg, later=True)
+    first, _ = covariance_pass(noisy, pilot, 400.0, cfg)
+    no_em, _ = covariance_pass(noisy, pilot, 400.0, replace(cfg, cov_em_iter_gray=0))
+    assert (cfg.cov_em_iter(1, later=False), cfg.cov_em_iter(1, later=True)) == (2, 0)
+    assert torch.equal(later, no_em) and not torch.allclose(first, no_em)
+
+
 @pytest.mark.parametrize("sigma, expected", [
-    (20.0, [("covariance", 400.0, None, 2), ("covariance", "fed back", "reused", 2)]),
-    (50.0, [("graph_wiener", 2500.0, None, 0), ("covariance", "fed back", "reused", 0)]),
+    (20.0, [("covariance", 400.0, None, 2), ("covariance", "fed back", "reused", 0)]),
+    (50.0, [("graph_wiener", 2500.0, None, 0), ("covariance", "fed back", "reused", 0),
+            ("covariance", "fed back", "reused", 0)]),
 ])
 def test_second_passes_in_order(monkeypatch, sigma, expected):
     """Gray images: two second passes; the later one is the covariance pass on the previous
-    groups with the feedback source and noise level, above sigma 37.5 after a graph Wiener pass."""
+    groups with the feedback source and noise level and no covariance EM; above sigma 37.5
+    a graph Wiener pass and two such covariance passes."""
     from libcem.denoiser import passes
 
     calls = []
 
     def record(kind):
-        def run(source, pilot, sigma2, cfg, *rest):
+        def run(source, pilot, sigma2, cfg, *rest, later=False):
             positions = rest[-1] if len(rest) in (1, 2) and rest[-1] is not None else None
             fed = "fed back" if sigma2 != sigma**2 else sigma2
-            calls.append((kind, fed, "reused" if positions is not None else None, cfg.cov_em_iter_gray))
+            calls.append((kind, fed, "reused" if positions is not None else None, cfg.cov_em_iter(1, later)))
             return pilot.clone(), torch.zeros(1, 1, dtype=torch.long)
         return run
 

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in pixels for large images (default: DenoiseConfig.tile)")
     p.add_argument("--fast", action="store_true",
-                   help="about 3x faster on colour photos for about 0.2 dB less (at sigma 15-25), "
+                   help="about 2.5x faster on colour photos for about 0.2 dB less (at sigma 15-25), "
                    "1.7x on gray ones for about 0.05 dB: sparser reference patches and one "
                    "colour second pass (for 12-megapixel photos)")
     p.add_argument("--workers", type=int, default=None,

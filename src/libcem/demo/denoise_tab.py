@@ -141,7 +141,7 @@ def build(device: str, max_megapixels: float, config: DenoiseConfig | None = Non
                 auto = gr.Checkbox(True, label="Estimate the noise level", elem_id="auto-sigma", scale=1)
                 sigma = gr.Number(label="Noise level σ (0..255 scale)", minimum=0, maximum=255, interactive=False,
                                   elem_id="sigma", scale=2)
-            fast = gr.Checkbox(False, label="Fast: about 3x faster on colour photos, about 0.2 dB softer "
+            fast = gr.Checkbox(False, label="Fast: about 2.5x faster on colour photos, about 0.2 dB softer "
                                "(for large photos)", elem_id="fast-mode")
             strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength (1 = fully denoised, 0 = the input)",
                                  elem_id="strength")

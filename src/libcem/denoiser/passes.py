@@ -197,8 +197,10 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
 
 
 def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
-                    positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pass 2: posterior mean under each group's patch covariance, the pilot's refined by EM.
+                    positions: torch.Tensor | None = None, later: bool = False,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass 2: posterior mean under each group's patch covariance, the pilot's refined by EM
+    (`cfg.cov_em_iter`: the first second pass's iterations, or a `later` pass's).
 
     Groups are matched on the pilot unless `positions` (G, K) gives them. Returns the
     estimate (C, H, W) and the groups."""
@@ -207,7 +209,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
         positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
     acc = noisy.accumulator(cfg)
     c = noisy.channels
-    em_iter = cfg.cov_em_iter_color if c > 1 else cfg.cov_em_iter_gray
+    em_iter = cfg.cov_em_iter(c, later)
     for pos in positions.split(cfg.chunk_for(positions.device)):
         g, k = pos.shape
         z = noisy.patches(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
@@ -277,7 +279,7 @@ def _run(img, sigma, cfg, params, generator, fit_only: bool):
             reuse = matched
         kind = cfg.pass2 if i == 0 else cfg.later_pass2
         if kind == "covariance":
-            est, matched = covariance_pass(source, est, sigma2, cfg, reuse)
+            est, matched = covariance_pass(source, est, sigma2, cfg, reuse, later=i > 0)
         else:
             est, matched = wiener_pass(source, est, sigma2, cfg, params, reuse)
     out = from_opponent(est[:, :h, :w])

@@ -71,6 +71,12 @@ class DenoiseConfig:
         covariance in the covariance pass to the noisy patches, starting from the pilot's
         (0: the pilot's covariance, plain NL-Bayes). Chosen on a Train400 split (gray: 2) and
         on the skimage colour crops (colour: 1); see docs/denoise.md.
+    cov_em_iter_later: EM iterations of the covariance in the later second passes (those with
+        the feedback, on the previous pass's groups). 0 since session 12: on a Train400 split
+        the same PSNR as two iterations (+0.001 / -0.000 dB at sigma 15 / 25) in 19-23% less
+        time, and on the skimage colour crops +0.000 / +0.004 dB against one iteration in 21%
+        less time; the first covariance pass keeps its EM (one iteration instead of two there
+        lost 0.013 / 0.017 dB).
     cov_prior: weight of the pilot's covariance as an inverse-Wishart prior in that EM, as a
         multiple of the group's K patches (0: maximum likelihood, made safe by stopping early).
     sigma_schedule: above `high_sigma` (0..255 scale) use `patch_high` and `pass2_high`
@@ -80,7 +86,11 @@ class DenoiseConfig:
         `cov_em_iter_high` (chosen at sigma 50 on the same split and the skimage colour crops:
         a 41x41 search window gained 0.05 dB on gray and 0.09 on colour; a later covariance
         pass with feedback 0.1 at gamma 0.7 and no covariance EM (one or two EM iterations
-        gave the same PSNR, 15-25% slower) gained 0.05 dB on gray and 0.12 on colour).
+        gave the same PSNR, 15-25% slower) gained 0.05 dB on gray and 0.12 on colour; since
+        session 12 gray images get two such later passes, three second passes in all: +0.034
+        dB on the Train400 split, better on 20 of 24 images, for 1.31x the time (four gave
+        +0.047 for 1.65x; at sigma 15 and 25 a third pass gave +0.003 and +0.021 dB, better
+        on only 11 and 13 of the 24, for 1.2x, so two stay there).
     aggregation_window_gray, aggregation_window_color: shape (beta) of the Kaiser window that
         weights each patch's pixels when the estimates are aggregated (as BM3D); 0 weights them
         alike. On a Train400 split beta 1 gained 0.006-0.012 dB at sigma 15 and 25 (better on
@@ -124,6 +134,7 @@ class DenoiseConfig:
     feedback_gamma: float = 0.6
     cov_em_iter_gray: int = 2
     cov_em_iter_color: int = 1
+    cov_em_iter_later: int = 0
     cov_prior: float = 0.0
     sigma_schedule: bool = True
     high_sigma: float = 37.5
@@ -132,7 +143,7 @@ class DenoiseConfig:
     search_radius_high: int = 20
     feedback_high: float = 0.1
     feedback_gamma_high: float = 0.7
-    pass2_repeats_gray_high: int = 2
+    pass2_repeats_gray_high: int = 3
     cov_em_iter_high: int = 0
     aggregation_window_gray: float = 1.0
     aggregation_window_color: float = 0.0
@@ -176,6 +187,7 @@ class DenoiseConfig:
             "feedback_gamma": (0 < self.feedback_gamma <= 1, "use a number in (0, 1]"),
             "cov_em_iter_gray": (self.cov_em_iter_gray >= 0, "must be >= 0"),
             "cov_em_iter_color": (self.cov_em_iter_color >= 0, "must be >= 0"),
+            "cov_em_iter_later": (self.cov_em_iter_later >= 0, "must be >= 0"),
             "cov_prior": (self.cov_prior >= 0, "must be >= 0"),
             "aggregation_window_gray": (0 <= self.aggregation_window_gray <= 20, "use 0..20"),
             "aggregation_window_color": (0 <= self.aggregation_window_color <= 20, "use 0..20"),
@@ -201,15 +213,16 @@ class DenoiseConfig:
                            feedback_gamma=self.feedback_gamma_high,
                            pass2_repeats_gray=self.pass2_repeats_gray_high,
                            cov_em_iter_gray=self.cov_em_iter_high,
-                           cov_em_iter_color=self.cov_em_iter_high)
+                           cov_em_iter_color=self.cov_em_iter_high,
+                           cov_em_iter_later=self.cov_em_iter_high)
         return self
 
     @classmethod
     def for_speed(cls, speed: str) -> "DenoiseConfig":
         """The shipped settings ("best") or the faster ones for large photos ("fast": stride 6
         instead of 4 between reference patches and one second pass on colour images instead of
-        two; since session 8, on colour images 2.9x faster for 0.22-0.25 dB at sigma 15 and
-        25; on gray ones 1.8x for 0.04 dB at sigma 15 and 25 and 0.08 dB at 50 (session 10);
+        two; since session 8, on colour images 2.4-2.9x faster for 0.21-0.25 dB at sigma 15
+        and 25; on gray ones 1.65x for 0.05-0.07 dB at sigma 15 to 50 (Set12, session 12);
         chosen on images outside Set12 and McMaster, see docs/denoise.md)."""
         return cls().at_speed(speed)
 
@@ -221,6 +234,13 @@ class DenoiseConfig:
     def chunk_for(self, device: torch.device) -> int:
         """Reference patches per batch on `device`."""
         return self.chunk if device.type == "cpu" else self.gpu_chunk
+
+    def cov_em_iter(self, channels: int, later: bool) -> int:
+        """EM iterations of the covariance in a covariance pass on an image with `channels`
+        channels (1 or 3): the first second pass's, or (`later`) a later pass's."""
+        if later:
+            return self.cov_em_iter_later
+        return self.cov_em_iter_gray if channels == 1 else self.cov_em_iter_color
 
     def aggregation_window(self, channels: int) -> float:
         """Kaiser window shape of the aggregation on an image with `channels` channels (1 or 3)."""
