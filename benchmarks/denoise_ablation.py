@@ -29,7 +29,8 @@ from libcem.denoiser import DenoiseConfig, denoise
 from libcem.denoiser.io import read_image
 from libcem.denoiser.settings import AFFINITY_HEADS, SPEEDS
 
-SESSION8_HIGH = {"later_pass2": "graph_wiener", "feedback_high": 0.0, "pass2_repeats_gray_high": 1}
+SESSION8_HIGH = {"later_pass2": "graph_wiener", "feedback_high": 0.0, "pass2_repeats_gray_high": 1,
+                 "pass2_repeats_color_high": 2}
 VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "as shipped": {},
     "pass 1 only (no second pass)": {"second_pass": False},
@@ -38,6 +39,8 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "later second passes with 2 covariance EM iterations (session 10, gray)": {"cov_em_iter_later": 2},
     "three gray second passes at every sigma": {"pass2_repeats_gray": 3, "pass2_repeats_gray_high": 3},
     "two gray second passes above sigma 37.5 (session 10)": {"pass2_repeats_gray_high": 2},
+    "two colour second passes above sigma 37.5 (session 10)": {"pass2_repeats_color_high": 2},
+    "later passes above sigma 37.5: feedback gamma 0.8": {"feedback_gamma_high": 0.8},
     "no covariance EM (the pilot's covariance: NL-Bayes)": {"cov_em_iter_gray": 0, "cov_em_iter_color": 0},
     "covariance EM, 1 iteration": {"cov_em_iter_gray": 1, "cov_em_iter_color": 1},
     "covariance EM, 2 iterations": {"cov_em_iter_gray": 2, "cov_em_iter_color": 2},

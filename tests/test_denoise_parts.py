@@ -163,7 +163,8 @@ def test_feedback_returns_part_of_the_residual_at_the_noise_left():
 
 def test_feedback_and_covariance_em_settings_are_checked():
     for bad in ({"feedback": 1.5}, {"feedback_gamma": 0.0}, {"cov_em_iter_gray": -1}, {"cov_em_iter_color": -1},
-                {"cov_prior": -1.0}, {"feedback_gamma_high": 1.5}, {"cov_em_iter_high": -1}, {"cov_em_iter_later": -1},
+                {"cov_prior": -1.0}, {"feedback_gamma_high": 1.5}, {"cov_em_iter_high": -1},
+                {"cov_em_iter_later": -1}, {"pass2_repeats_color_high": 0},
                 {"later_pass2": "wiener"}, {"group_size_gray": 1}, {"aggregation_window_gray": -1.0}):
         with pytest.raises(LibcemError, match=next(iter(bad))):
             DenoiseConfig(**bad)
@@ -177,7 +178,9 @@ def test_sigma_schedule_switches_the_high_noise_settings():
             high.search_radius) == (9, "graph_wiener", 3, 0.1, 0.7, 20)
     assert (high.cov_em_iter_gray, high.cov_em_iter_color, high.later_pass2) == (0, 0, "covariance")
     assert DenoiseConfig(cov_em_iter_high=1).at_sigma(50.0, 256).cov_em_iter(3, later=True) == 1
-    assert high.pass2_repeats_color == cfg.pass2_repeats_color
+    assert (high.pass2_repeats_color, cfg.pass2_repeats_color) == (3, 2)
+    fast = DenoiseConfig.for_speed("fast")
+    assert (fast.at_sigma(50.0, 256).pass2_repeats_color, fast.at_sigma(25.0, 256).pass2_repeats_color) == (1, 1)
     assert cfg.at_sigma(50.0, 8) is cfg  # too small for 9x9 patches
     assert DenoiseConfig(sigma_schedule=False).at_sigma(50.0, 256).patch == 7
 

@@ -13,7 +13,7 @@ AFFINITY_HEADS = ("texture", "structure", "color", "spatial")  # every affinity 
 GRAY_AFFINITY_HEADS = ("texture", "structure", "spatial")  # chroma means nothing on gray
 SPEEDS = {  # name -> changes to the shipped settings (DenoiseConfig.for_speed)
     "best": {},
-    "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 1},
+    "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 1, "pass2_repeats_color_high": 1},
 }
 
 
@@ -83,14 +83,15 @@ class DenoiseConfig:
         (chosen on a Train400 split: at sigma 50, 9x9 patches and the graph Wiener pass gained
         0.17 dB over 7x7 and the covariance pass; at 15 and 25 the latter were best), and
         `search_radius_high`, `feedback_high`, `feedback_gamma_high`, `pass2_repeats_gray_high`,
-        `cov_em_iter_high` (chosen at sigma 50 on the same split and the skimage colour crops:
+        `pass2_repeats_color_high`, `cov_em_iter_high` (chosen at sigma 50 on the same split and the skimage colour crops:
         a 41x41 search window gained 0.05 dB on gray and 0.09 on colour; a later covariance
         pass with feedback 0.1 at gamma 0.7 and no covariance EM (one or two EM iterations
         gave the same PSNR, 15-25% slower) gained 0.05 dB on gray and 0.12 on colour; since
         session 12 gray images get two such later passes, three second passes in all: +0.034
         dB on the Train400 split, better on 20 of 24 images, for 1.31x the time (four gave
         +0.047 for 1.65x; at sigma 15 and 25 a third pass gave +0.003 and +0.021 dB, better
-        on only 11 and 13 of the 24, for 1.2x, so two stay there).
+        on only 11 and 13 of the 24, for 1.2x, so two stay there); colour images too: +0.13 dB
+        on the skimage colour crops at sigma 50, better on all five, for 1.42x the time).
     aggregation_window_gray, aggregation_window_color: shape (beta) of the Kaiser window that
         weights each patch's pixels when the estimates are aggregated (as BM3D); 0 weights them
         alike. On a Train400 split beta 1 gained 0.006-0.012 dB at sigma 15 and 25 (better on
@@ -99,7 +100,7 @@ class DenoiseConfig:
     tile, overlap: images larger than tile x tile are processed in overlapping tiles.
     workers: processes that denoise the tiles of a large image on the CPU side by side (one
         torch thread each); 0 = one per CPU core (at most 8, and at most as many as the free
-        memory holds at about 2.5 GiB each for 768-pixel tiles), 1 = in this process. Small
+        memory holds at about 3.6 GiB each for 768-pixel tiles), 1 = in this process. Small
         batched matrix operations use one core well and two threads badly, so processes are
         the way to use several cores. No effect on an untiled image or a GPU.
     chunk: reference patches processed at once (bounds memory; 128 keeps a batch in the CPU
@@ -144,6 +145,7 @@ class DenoiseConfig:
     feedback_high: float = 0.1
     feedback_gamma_high: float = 0.7
     pass2_repeats_gray_high: int = 3
+    pass2_repeats_color_high: int = 3
     cov_em_iter_high: int = 0
     aggregation_window_gray: float = 1.0
     aggregation_window_color: float = 0.0
@@ -167,6 +169,7 @@ class DenoiseConfig:
             "feedback_gamma_high": (0 < self.feedback_gamma_high <= 1, "use a number in (0, 1]"),
             "cov_em_iter_high": (self.cov_em_iter_high >= 0, "must be >= 0"),
             "pass2_repeats_gray_high": (self.pass2_repeats_gray_high >= 1, "must be >= 1"),
+            "pass2_repeats_color_high": (self.pass2_repeats_color_high >= 1, "must be >= 1"),
             "group_size": (2 <= self.group_size <= (2 * self.search_radius + 1) ** 2, "use 2..(2 * search_radius + 1)^2"),
             "group_size_gray": (2 <= self.group_size_gray <= (2 * self.search_radius + 1) ** 2,
                                 "use 2..(2 * search_radius + 1)^2"),
@@ -205,13 +208,14 @@ class DenoiseConfig:
     def at_sigma(self, sigma: float, size: int) -> "DenoiseConfig":
         """The settings for noise std `sigma` (0..255 scale) on an image whose shorter side
         is `size`: above `high_sigma`, the high-noise patch, second pass, search window,
-        feedback, gray second passes and covariance EM iterations (the fields ending in
+        feedback, number of second passes and covariance EM iterations (the fields ending in
         `_high`)."""
         if self.sigma_schedule and sigma > self.high_sigma and size >= self.patch_high:
             return replace(self, patch=self.patch_high, pass2=self.pass2_high,
                            search_radius=self.search_radius_high, feedback=self.feedback_high,
                            feedback_gamma=self.feedback_gamma_high,
                            pass2_repeats_gray=self.pass2_repeats_gray_high,
+                           pass2_repeats_color=self.pass2_repeats_color_high,
                            cov_em_iter_gray=self.cov_em_iter_high,
                            cov_em_iter_color=self.cov_em_iter_high,
                            cov_em_iter_later=self.cov_em_iter_high)

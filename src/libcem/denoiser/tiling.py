@@ -95,8 +95,9 @@ def _pool(workers: int):
         yield pool
 
 
-WORKER_BYTES_PER_PIXEL = 4500  # peak memory of one tile worker per tile pixel (measured: 1.9 GiB
-# for a 707 x 639 colour tile, sigma 25, `chunk` 128)
+WORKER_BYTES_PER_PIXEL = 6500  # peak memory of one tile worker per tile pixel (measured in
+# session 12: 2.71 GiB for a 707 x 639 colour tile with the shipped settings, 2.3 GiB with
+# --fast, sigma 25, `chunk` 128)
 
 
 def default_workers(tile: int) -> int:
