@@ -83,8 +83,8 @@ class DenoiseConfig:
         (chosen on a Train400 split: at sigma 50, 9x9 patches and the graph Wiener pass gained
         0.17 dB over 7x7 and the covariance pass; at 15 and 25 the latter were best), and
         `search_radius_high`, `feedback_high`, `feedback_gamma_high`, `pass2_repeats_gray_high`,
-        `pass2_repeats_color_high`, `cov_em_iter_high` (chosen at sigma 50 on the same split and the skimage colour crops:
-        a 41x41 search window gained 0.05 dB on gray and 0.09 on colour; a later covariance
+        `pass2_repeats_color_high`, `cov_em_iter_high` (chosen at sigma 50 on the same split
+        and the skimage colour crops: a 41x41 search window gained 0.05 dB on gray and 0.09 on colour; a later covariance
         pass with feedback 0.1 at gamma 0.7 and no covariance EM (one or two EM iterations
         gave the same PSNR, 15-25% slower) gained 0.05 dB on gray and 0.12 on colour; since
         session 12 gray images get two such later passes, three second passes in all: +0.034
