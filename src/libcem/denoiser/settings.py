@@ -87,11 +87,12 @@ class DenoiseConfig:
         and the skimage colour crops: a 41x41 search window gained 0.05 dB on gray and 0.09
         on colour; a later covariance pass with feedback 0.1 at gamma 0.7 and no covariance EM
         (one or two EM iterations gave the same PSNR, 15-25% slower) gained 0.05 dB on gray
-        and 0.12 on colour; since session 12 gray images get two such later passes, three
-        second passes in all: +0.034 dB on the Train400 split, better on 20 of 24 images, for 1.31x the time (four gave
-        +0.047 for 1.65x; at sigma 15 and 25 a third pass gave +0.003 and +0.021 dB, better
-        on only 11 and 13 of the 24, for 1.2x, so two stay there); colour images too: +0.13 dB
-        on the skimage colour crops at sigma 50, better on all five, for 1.42x the time).
+        and 0.12 on colour; since session 12 there are two such later passes, three second
+        passes in all: on gray images +0.034 dB on the Train400 split, better on 20 of 24
+        images, for 1.31x the time (four gave +0.047 for 1.65x; at sigma 15 and 25 a third
+        pass gave +0.003 and +0.021 dB, better on only 11 and 13 of the 24, for 1.2x, so two
+        stay there); on colour +0.13 dB on the skimage colour crops at sigma 50, better on all
+        five, for 1.42x the time).
     aggregation_window_gray, aggregation_window_color: shape (beta) of the Kaiser window that
         weights each patch's pixels when the estimates are aggregated (as BM3D); 0 weights them
         alike. On a Train400 split beta 1 gained 0.006-0.012 dB at sigma 15 and 25 (better on
