@@ -175,7 +175,7 @@ def test_sigma_schedule_switches_the_high_noise_settings():
     assert cfg.at_sigma(25.0, 256) is cfg
     high = cfg.at_sigma(50.0, 256)
     assert (high.patch, high.pass2, high.pass2_repeats_gray, high.feedback, high.feedback_gamma,
-            high.search_radius) == (9, "graph_wiener", 3, 0.1, 0.7, 20)
+            high.search_radius) == (9, "covariance", 3, 0.1, 0.7, 20)
     assert (high.cov_em_iter_gray, high.cov_em_iter_color, high.later_pass2) == (0, 0, "covariance")
     assert DenoiseConfig(cov_em_iter_high=1).at_sigma(50.0, 256).cov_em_iter(3, later=True) == 1
     assert (high.pass2_repeats_color, cfg.pass2_repeats_color) == (3, 2)
@@ -183,6 +183,23 @@ def test_sigma_schedule_switches_the_high_noise_settings():
     assert (fast.at_sigma(50.0, 256).pass2_repeats_color, fast.at_sigma(25.0, 256).pass2_repeats_color) == (1, 1)
     assert cfg.at_sigma(50.0, 8) is cfg  # too small for 9x9 patches
     assert DenoiseConfig(sigma_schedule=False).at_sigma(50.0, 256).patch == 7
+
+
+def test_graph_wiener_pass_keeps_the_image_when_the_pilot_is_clean_and_the_noise_vanishes():
+    """The graph Wiener gain q^2 / (q^2 + sigma^2) is 1 when sigma^2 -> 0 and the pilot's
+    coefficients are the image's, so the pass returns the image (an optional second pass since
+    session 12)."""
+    from libcem.denoiser.passes import fit_group_model, wiener_pass
+
+    cfg = DenoiseConfig(patch=4, step=4, step_wiener=4, group_size=8, group_size_wiener=8, search_radius=4,
+                        em_groups=16)
+    img = torch.from_numpy(data.camera()[100:124, 100:124].astype(np.float32))[None]
+    groups = PatchGroups(img, cfg.patch, ("texture",))
+    positions = groups.match(cfg.step, cfg.search_radius, cfg.group_size)
+    params, _ = fit_group_model(groups, positions, 10.0, cfg, torch.Generator().manual_seed(0))
+    out, matched = wiener_pass(groups, img, 1e-6, cfg, params)
+    assert matched.shape == (36, 8)
+    assert torch.allclose(out, img, atol=1e-2)
 
 
 def test_second_pass_with_given_groups_equals_matching_them():
@@ -214,13 +231,13 @@ def test_a_later_covariance_pass_takes_its_own_em_iterations():
 
 @pytest.mark.parametrize("sigma, expected", [
     (20.0, [("covariance", 400.0, None, 2), ("covariance", "fed back", "reused", 0)]),
-    (50.0, [("graph_wiener", 2500.0, None, 0), ("covariance", "fed back", "reused", 0),
+    (50.0, [("covariance", 2500.0, None, 0), ("covariance", "fed back", "reused", 0),
             ("covariance", "fed back", "reused", 0)]),
 ])
 def test_second_passes_in_order(monkeypatch, sigma, expected):
     """Gray images: two second passes; the later one is the covariance pass on the previous
     groups with the feedback source and noise level and no covariance EM; above sigma 37.5
-    a graph Wiener pass and two such covariance passes."""
+    two such later passes, and no covariance EM in the first either."""
     from libcem.denoiser import passes
 
     calls = []

@@ -10,10 +10,10 @@ either the NL-Bayes estimate with each group's full patch covariance taken from 
 (`covariance`, Lebrun, Buades & Morel 2013) and refined by EM on the noisy patches, or an
 empirical Wiener filter in the estimate's graph Fourier x DCT basis with the pilot's
 coefficients as signal variances (graph Wiener).
-Later second passes (`later_pass2`: the covariance pass, also after a graph Wiener pass at high
-noise) take the previous estimate as pilot and, with `feedback`, denoise the estimate plus part
-of its residual (iterative regularisation).
-`DenoiseConfig.at_sigma` picks patch size and pass by noise level.
+Later second passes (`later_pass2`: the covariance pass) take the previous estimate as pilot
+and, with `feedback`, denoise the estimate plus part of its residual (iterative
+regularisation). `DenoiseConfig.at_sigma` picks patch size, passes and their number by noise
+level (since session 12, covariance passes only at every level by default).
 """
 
 from __future__ import annotations
