@@ -29,8 +29,8 @@ from libcem.denoiser import DenoiseConfig, denoise
 from libcem.denoiser.io import read_image
 from libcem.denoiser.settings import AFFINITY_HEADS, SPEEDS
 
-SESSION8_HIGH = {"later_pass2": "graph_wiener", "feedback_high": 0.0, "pass2_repeats_gray_high": 1,
-                 "pass2_repeats_color_high": 2}
+SESSION8_HIGH = {"pass2_high": "graph_wiener", "later_pass2": "graph_wiener", "feedback_high": 0.0,
+                 "pass2_repeats_gray_high": 1, "pass2_repeats_color_high": 2}
 VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "as shipped": {},
     "pass 1 only (no second pass)": {"second_pass": False},
@@ -38,8 +38,10 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "pass 1 only, chain graph (no attention)": {"second_pass": False, "graph": "chain"},
     "later second passes with 2 covariance EM iterations (session 10, gray)": {"cov_em_iter_later": 2},
     "three gray second passes at every sigma": {"pass2_repeats_gray": 3, "pass2_repeats_gray_high": 3},
-    "two gray second passes above sigma 37.5 (session 10)": {"pass2_repeats_gray_high": 2},
-    "two colour second passes above sigma 37.5 (session 10)": {"pass2_repeats_color_high": 2},
+    "two gray second passes above sigma 37.5 (session 10)": {"pass2_high": "graph_wiener",
+                                                             "pass2_repeats_gray_high": 2},
+    "two colour second passes above sigma 37.5 (session 10)": {"pass2_high": "graph_wiener",
+                                                               "pass2_repeats_color_high": 2},
     "later passes above sigma 37.5: feedback gamma 0.8": {"feedback_gamma_high": 0.8},
     "no covariance EM (the pilot's covariance: NL-Bayes)": {"cov_em_iter_gray": 0, "cov_em_iter_color": 0},
     "covariance EM, 1 iteration": {"cov_em_iter_gray": 1, "cov_em_iter_color": 1},
@@ -66,7 +68,7 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "pass-2 bandwidths refitted on the first estimate": {"refit_bandwidths": True},
     "no sigma schedule (7x7, covariance pass 2)": {"sigma_schedule": False},
     "pass 2 = graph Wiener at every sigma": {"pass2": "graph_wiener", "later_pass2": "graph_wiener"},
-    "pass 2 = covariance at every sigma": {"pass2_high": "covariance"},
+    "graph Wiener pass first above sigma 37.5 (sessions 8-11)": {"pass2_high": "graph_wiener"},
     "33x33 search window above sigma 37.5 (as below)": {"search_radius_high": 16},
     "--fast (stride 6, one colour second pass)": SPEEDS["fast"],
 }

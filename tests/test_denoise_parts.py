@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -224,7 +223,7 @@ def test_a_later_covariance_pass_takes_its_own_em_iterations():
     noisy = PatchGroups(pilot + 20 * torch.randn(1, 24, 24, generator=g), cfg.patch, ())
     later, _ = covariance_pass(noisy, pilot, 400.0, cfg, later=True)
     first, _ = covariance_pass(noisy, pilot, 400.0, cfg)
-    no_em, _ = covariance_pass(noisy, pilot, 400.0, replace(cfg, cov_em_iter_gray=0))
+    no_em, _ = covariance_pass(noisy, pilot, 400.0, cfg.override(cov_em_iter_gray=0))
     assert (cfg.cov_em_iter(1, later=False), cfg.cov_em_iter(1, later=True)) == (2, 0)
     assert torch.equal(later, no_em) and not torch.allclose(first, no_em)
 
