@@ -86,14 +86,15 @@ def test_estimated_sigma_within_ten_percent(sigma):
     assert abs(est / sigma - 1) < 0.10, est
 
 
-def test_block_match_equals_brute_force():
+@pytest.mark.parametrize("tile", [1, 3, 4, 8])
+def test_block_match_equals_brute_force(tile):
     g = torch.Generator().manual_seed(0)
     img = torch.rand(37, 41, generator=g) * 255
     patch, step, radius, k = 5, 2, 4, 6
     img = pad_to_grid(img[None], patch, step)[0]
-    feats = all_patches(img[None], patch)[:, 0]
+    feats = all_patches(img[None], patch)[0]
     hn, wn = img.shape[0] - patch + 1, img.shape[1] - patch + 1
-    got = block_match(feats.T.reshape(-1, hn, wn), step, radius, k)
+    got = block_match(feats.T.reshape(-1, hn, wn), step, radius, k, tile)
     rows, cols = torch.arange(0, hn, step), torch.arange(0, wn, step)
     assert got.shape == (rows.numel() * cols.numel(), k)
     for n, (r, c) in enumerate((r, c) for r in rows.tolist() for c in cols.tolist()):

@@ -296,3 +296,31 @@ def test_aggregation_is_the_window_weighted_mean_of_the_covering_patches(window)
                     den += wt
             want[y, x] = num / den
     assert torch.allclose(acc.image()[0], want, atol=1e-6)
+
+
+def test_channel_major_patches_and_aggregation_match_the_patch_by_patch_layout():
+    """The covariance pass gathers groups channel by channel and aggregates them with
+    `add_channels`: the same patches and the same image as `add` on (N, K, C, p*p)."""
+    from libcem.denoiser.passes import PatchGroups
+    from libcem.denoiser.patches import PatchAccumulator
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 12, 11, generator=g) * 255
+    patch = 4
+    groups = PatchGroups(img, patch, ())
+    hn, wn = groups.height, groups.width
+    positions = torch.randint(0, hn * wn, (5, 6), generator=g)
+    got = groups.patches(positions)  # (C * G, K, p * p)
+    for c in range(3):
+        for i in range(5):
+            for j in range(6):
+                y, x = divmod(int(positions[i, j]), wn)
+                want = img[c, y:y + patch, x:x + patch].reshape(-1)
+                assert torch.equal(got[c * 5 + i, j], want)
+    weights = torch.rand(5, generator=g) + 0.5
+    est = torch.rand(3, 5, 6, patch * patch, generator=g)
+    a = PatchAccumulator((3, 12, 11), patch, window=1.0)
+    b = PatchAccumulator((3, 12, 11), patch, window=1.0)
+    a.add(est.permute(1, 2, 0, 3), positions, weights)
+    b.add_channels(est, positions, weights)
+    assert torch.allclose(a.num, b.num, atol=1e-5) and torch.equal(a.den, b.den)

@@ -87,11 +87,12 @@ class PatchGroups:
 
     @property
     def pixels(self) -> torch.Tensor:
-        """(positions, C, p*p) every patch in pixels, computed on first use. Block matching and
-        the covariance pass work on these: an orthonormal basis changes neither distances nor
-        the covariance pass's estimate, and pixels spare the DCT there and back."""
+        """(C, positions, p*p) every patch in pixels, channel by channel, computed on first use.
+        The covariance pass works on these: an orthonormal basis does not change its estimate,
+        and pixels spare the DCT there and back; channels first, a gather of groups is already
+        laid out as the pass's per-channel batch."""
         if self._pixels is None:
-            self._pixels = all_patches(self.image, self.patch).contiguous()
+            self._pixels = all_patches(self.image, self.patch)
         return self._pixels
 
     def match(self, step: int, radius: int, k: int) -> torch.Tensor:
@@ -103,11 +104,11 @@ class PatchGroups:
 
     def coefficients(self, positions: torch.Tensor) -> torch.Tensor:
         """(G, K) positions -> (G, K, F) DCT coefficients, F = C * p * p."""
-        return self.coef[positions].flatten(2)
+        return _gather(self.coef, 0, positions).flatten(2)
 
     def patches(self, positions: torch.Tensor) -> torch.Tensor:
-        """(G, K) positions -> (G, K, F) pixel patches, F = C * p * p."""
-        return self.pixels[positions].flatten(2)
+        """(G, K) positions -> (C * G, K, p * p) pixel patches, channel by channel."""
+        return _gather(self.pixels, 1, positions).flatten(0, 1)
 
     def accumulator(self, cfg: DenoiseConfig) -> PatchAccumulator:
         """An empty aggregate of patch estimates for this image, with the aggregation window
@@ -117,12 +118,20 @@ class PatchGroups:
 
     def distances(self, positions: torch.Tensor) -> torch.Tensor:
         """(G, K) positions -> (H, G, K, K) head distances (texture on the DCT-domain patch)."""
-        lum = self.coef[positions][:, :, 0]  # orthonormal DCT keeps distances
+        lum = _gather(self.coef[:, 0], 0, positions)  # orthonormal DCT keeps distances
         return head_distances(self.affinity_heads, positions, lum[..., 1:], self.maps, self.width)
 
     def to_patches(self, coef: torch.Tensor) -> torch.Tensor:
         """(G, K, F) DCT coefficients -> (G, K, C, p*p) pixel patches."""
         return coef.reshape(*coef.shape[:2], self.channels, -1) @ self.dct
+
+
+def _gather(table: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """The rows `positions` (G, K) of `table` along `dim`, which becomes two dims (G, K).
+    `index_select` on the flat positions: 4-5x faster on a CPU than indexing with the (G, K)
+    tensor, which made the gathers 10% of a colour image's time."""
+    picked = table.index_select(dim, positions.reshape(-1))
+    return picked.unflatten(dim, positions.shape)
 
 
 def _graph(groups: PatchGroups, positions: torch.Tensor, params: em.GroupModelParams):
@@ -211,12 +220,10 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     c = noisy.channels
     em_iter = cfg.cov_em_iter(c, later)
     for pos in positions.split(cfg.chunk_for(positions.device)):
-        g, k = pos.shape
-        z = noisy.patches(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
-        q = guide.patches(pos).reshape(g, k, c, -1).transpose(1, 2).reshape(g * c, k, -1)
-        est, kept = covariance.posterior_mean(z, q, sigma2, em_iter, cfg.cov_prior)
-        weight = 1.0 / (kept.reshape(g, c).sum(1) + 1.0)
-        acc.add(est.reshape(g, c, k, -1).transpose(1, 2), pos, weight)
+        est, kept = covariance.posterior_mean(noisy.patches(pos), guide.patches(pos), sigma2,
+                                              em_iter, cfg.cov_prior)  # (C * G, K, p * p)
+        weight = 1.0 / (kept.reshape(c, -1).sum(0) + 1.0)
+        acc.add_channels(est.reshape(c, -1, *est.shape[1:]), pos, weight)
     return acc.image(), positions
 
 
