@@ -223,7 +223,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
         est, kept = covariance.posterior_mean(noisy.patches(pos), guide.patches(pos), sigma2,
                                               em_iter, cfg.cov_prior)  # (C * G, K, p * p)
         weight = 1.0 / (kept.reshape(c, -1).sum(0) + 1.0)
-        acc.add_channels(est.reshape(c, -1, *est.shape[1:]), pos, weight)
+        acc.add(est.reshape(c, *pos.shape, -1).permute(1, 2, 0, 3), pos, weight)
     return acc.image(), positions
 
 

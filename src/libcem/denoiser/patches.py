@@ -143,16 +143,6 @@ class PatchAccumulator:
         self.num.index_add_(0, flat, est.reshape(flat.numel(), -1))
         self.den.index_add_(0, flat, wk)
 
-    def add_channels(self, estimates: torch.Tensor, positions: torch.Tensor,
-                     weights: torch.Tensor) -> None:
-        """`add` for estimates laid out channel by channel: (C, N, K, p*p)."""
-        flat = positions.reshape(-1)
-        wk = weights[:, None].expand_as(positions).reshape(-1)
-        est = estimates.reshape(estimates.shape[0], flat.numel(), -1) * (wk[:, None] * self.window)
-        # a contiguous source: index_add_ of the strided transpose is 2x slower than copying it
-        self.num.index_add_(0, flat, est.transpose(0, 1).reshape(flat.numel(), -1))
-        self.den.index_add_(0, flat, wk)
-
     def image(self) -> torch.Tensor:
         """(C, H, W) weighted average; every pixel is covered by the reference grid."""
         c, h, w = self.shape
