@@ -129,7 +129,7 @@ class PatchGroups:
 def _gather(table: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:
     """The rows `positions` (G, K) of `table` along `dim`, which becomes two dims (G, K).
     `index_select` on the flat positions: 4-5x faster on a CPU than indexing with the (G, K)
-    tensor, which made the gathers 10% of a colour image's time."""
+    tensor, with which the gathers took 13% of a 256x256 colour image's time."""
     picked = table.index_select(dim, positions.reshape(-1))
     return picked.unflatten(dim, positions.shape)
 
