@@ -188,7 +188,7 @@ def test_graph_wiener_pass_keeps_the_image_when_the_pilot_is_clean_and_the_noise
     """The graph Wiener gain q^2 / (q^2 + sigma^2) is 1 when sigma^2 -> 0 and the pilot's
     coefficients are the image's, so the pass returns the image (an optional second pass since
     session 12)."""
-    from libcem.denoiser.passes import fit_group_model, wiener_pass
+    from libcem.denoiser.passes import wiener_pass
 
     cfg = DenoiseConfig(patch=4, step=4, step_wiener=4, group_size=8, group_size_wiener=8, search_radius=4,
                         em_groups=16)
@@ -300,8 +300,6 @@ def test_aggregation_is_the_window_weighted_mean_of_the_covering_patches(window)
 
 def test_patches_are_gathered_channel_by_channel():
     """The covariance pass's batch: group i's K patches of channel c at row c * G + i."""
-    from libcem.denoiser.passes import PatchGroups
-
     g = torch.Generator().manual_seed(0)
     img = torch.rand(3, 12, 11, generator=g) * 255
     patch = 4
