@@ -8,8 +8,10 @@ Protocol
   "libcem (est. sigma)", which is given no sigma.
 - Output clipped to [0, 255] and rounded to 8 bits; PSNR with peak 255, SSIM
   (scikit-image, data_range 255); seconds per image by wall clock, all methods run one
-  after the other in this process with the same thread count (--threads, default 1;
-  the `bm3d` package is single-threaded).
+  after the other in this process with the same thread count (--threads, default 1: torch's
+  threads for libcem, the profile's `num_threads` for the `bm3d` package, whose own default,
+  0, takes every core -- the speed figures before session 14 gave BM3D both cores of the
+  development CPU against libcem's one).
 - Baselines: scikit-image `denoise_nl_means` (patch 5, distance 6, h = 0.8 sigma, fast mode,
   as its documentation recommends) and `denoise_tv_chambolle` (weight = sigma / 255 on the
   [0, 1] scale); `bm3d.bm3d` / `bm3d.bm3d_rgb` (free for non-commercial use only: a
@@ -89,8 +91,18 @@ def quality(clean: np.ndarray, out: np.ndarray) -> tuple[float, float]:
     return float(psnr), float(ssim)
 
 
-def methods(color: bool, include_bm3d: bool, one_head: bool) -> dict:
-    """name -> fn(y (0..255 float), sigma) returning (estimate on 0..255, EM iterations or None)."""
+def bm3d_profile(threads: int):
+    """The `bm3d` package's default ("np") profile on `threads` threads."""
+    import bm3d
+
+    profile = bm3d.BM3DProfile()
+    profile.num_threads = threads
+    return profile
+
+
+def methods(color: bool, include_bm3d: bool, one_head: bool, threads: int = 1) -> dict:
+    """name -> fn(y (0..255 float), sigma) returning (estimate on 0..255, EM iterations or None);
+    BM3D on `threads` threads (libcem follows torch's thread count)."""
     from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
     axis = -1 if color else None
@@ -118,18 +130,19 @@ def methods(color: bool, include_bm3d: bool, one_head: bool) -> dict:
     if include_bm3d:
         import bm3d
 
+        profile = bm3d_profile(threads)
         table["BM3D" if not color else "CBM3D"] = (
-            (lambda y, s: (bm3d.bm3d_rgb(y, s), None)) if color
-            else (lambda y, s: (bm3d.bm3d(y, s), None)))
+            (lambda y, s: (bm3d.bm3d_rgb(y, s, profile), None)) if color
+            else (lambda y, s: (bm3d.bm3d(y, s, profile), None)))
     return table
 
 
 def run_set(images, sigmas, color: bool, include_bm3d: bool, one_head_sigmas=(),
-            only: list[str] | None = None) -> dict:
+            only: list[str] | None = None, threads: int = 1) -> dict:
     """{(sigma, method): Scores} over the images (methods restricted to `only` if given)."""
     results: dict = {}
     for sigma in sigmas:
-        table = methods(color, include_bm3d, sigma in one_head_sigmas)
+        table = methods(color, include_bm3d, sigma in one_head_sigmas, threads)
         table = {k: v for k, v in table.items() if only is None or k in only}
         for name, clean in images:
             y = add_noise(clean, sigma)
@@ -170,14 +183,16 @@ def em_convergence(images, sigma: float, cap: int) -> dict:
     return out
 
 
-def speed(images, sigma: float, repeats: int) -> str:
-    """libcem (known sigma) and BM3D alternated `repeats` times on each 256x256 image."""
+def speed(images, sigma: float, repeats: int, threads: int = 1) -> str:
+    """libcem (known sigma) and BM3D alternated `repeats` times on each 256x256 image, BM3D on
+    `threads` threads (libcem follows torch's thread count)."""
     import bm3d
 
+    profile = bm3d_profile(threads)
     fast = DenoiseConfig.for_speed("fast")
     runs = {"libcem": lambda y: denoise(y / 255.0, sigma / 255.0),
             "libcem --fast": lambda y: denoise(y / 255.0, sigma / 255.0, config=fast),
-            "BM3D": lambda y: bm3d.bm3d(y, sigma)}
+            "BM3D": lambda y: bm3d.bm3d(y, sigma, profile)}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _, clean in images:
         if clean.shape[:2] != (256, 256):
@@ -191,7 +206,8 @@ def speed(images, sigma: float, repeats: int) -> str:
                 per_image[name].append(time.perf_counter() - start)
         for name in runs:
             times[name].append(float(np.median(per_image[name])))
-    lines = [f"### Speed, 256x256 Set12 images at sigma {sigma:g} (median of {repeats} runs each)",
+    lines = [f"### Speed, 256x256 Set12 images at sigma {sigma:g} (median of {repeats} runs each, "
+             f"{threads} thread(s) each)",
              "", "| method | seconds per image (mean of medians) | time / BM3D's, mean (max) |",
              "|---|---|---|"]
     for name in runs:
@@ -253,7 +269,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--speed-repeats", type=int, default=0,
                    help="only time libcem against BM3D on the 256x256 Set12 images, N runs each")
     p.add_argument("--speed-sigma", type=float, default=25.0, help="noise level of the speed run")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for every method")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads for every method: torch's for libcem, BM3D's num_threads")
     p.add_argument("--out", type=Path, default=None, help="also write the tables here")
     return p.parse_args(argv)
 
@@ -270,18 +287,19 @@ def main(argv=None) -> None:
         if not has_bm3d:
             raise LibcemError("the speed comparison needs the bm3d package (pip install bm3d)")
         gray = load_images(args.data_root, "set12", args.gray_limit)
-        print(speed(gray, args.speed_sigma, args.speed_repeats))
+        print(speed(gray, args.speed_sigma, args.speed_repeats, args.threads))
         return
     if args.sigmas:
         gray = load_images(args.data_root, "set12", args.gray_limit, args.images)
-        results = run_set(gray, args.sigmas, False, has_bm3d, args.one_head_sigmas, args.methods)
+        results = run_set(gray, args.sigmas, False, has_bm3d, args.one_head_sigmas, args.methods,
+                          args.threads)
         parts.append(markdown(results, f"Set12 (grayscale, {len(gray)} images)"))
         conv_sigma = 25.0 if 25.0 in args.sigmas else args.sigmas[0]
         conv = em_convergence(gray, conv_sigma, args.em_cap)
         parts.append(convergence_markdown(conv, results, conv_sigma))
     if args.color_sigmas:
         color = load_images(args.data_root, "mcmaster", args.color_limit, args.images)
-        results = run_set(color, args.color_sigmas, True, has_bm3d, (), args.methods)
+        results = run_set(color, args.color_sigmas, True, has_bm3d, (), args.methods, args.threads)
         parts.append(markdown(results, f"McMaster (colour, {len(color)} images)"))
     text = "\n\n".join(parts) + "\n"
     print(text)

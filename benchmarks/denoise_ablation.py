@@ -71,6 +71,8 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "graph Wiener pass first above sigma 37.5 (sessions 8-11)": {"pass2_high": "graph_wiener"},
     "33x33 search window above sigma 37.5 (as below)": {"search_radius_high": 16},
     "--fast (stride 6, one colour second pass)": SPEEDS["fast"],
+    "--fast, tau = 0 (no graph diffusion)": {**SPEEDS["fast"], "graph_diffusion": False},
+    "--fast, chain graph (no attention)": {**SPEEDS["fast"], "graph": "chain"},
 }
 COLOUR_CROPS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")  # skimage.data
 

@@ -47,6 +47,10 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="processes that denoise the tiles of a large image side by side "
                    "(default: one per CPU core, at most 8 and as many as free memory holds; 1 = none)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads that share the work on one image, or on each tile of a large "
+                   "image denoised in this process (default: one per CPU core, as torch's "
+                   "thread count; the output is the same for any count)")
     p.add_argument("--noise", choices=("gaussian", "poisson-gaussian", "auto"), default="gaussian",
                    help="noise model: white Gaussian (default), signal-dependent Poisson-Gaussian "
                    "(variance a x + b, fitted: camera and phone photos), or auto (chooses)")
@@ -121,6 +125,10 @@ def _config(args: argparse.Namespace):
         if args.workers < 1:
             raise LibcemError(f"--workers must be at least 1; got {args.workers}")
         cfg = cfg.override(workers=args.workers)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise LibcemError(f"--threads must be at least 1; got {args.threads}")
+        cfg = cfg.override(threads=args.threads)
     if args.one_head and args.all_heads:
         raise LibcemError("--one-head and --all-heads exclude each other")
     if args.one_head:

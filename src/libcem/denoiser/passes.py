@@ -28,6 +28,7 @@ from libcem.denoiser import covariance, em
 from libcem.denoiser.attention import attention_weights, feature_maps, head_distances
 from libcem.denoiser.graph import spectrum
 from libcem.denoiser.noise import estimate_sigma
+from libcem.denoiser.parallel import chunk_threads, map_ordered
 from libcem.denoiser.patches import (
     PatchAccumulator,
     all_patches,
@@ -163,21 +164,31 @@ def graph_diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: e
                    cfg: DenoiseConfig) -> torch.Tensor:
     """Pass 1: each group's posterior mean under the fitted group model, aggregated: (C, H, W)."""
     acc = groups.accumulator(cfg)
-    free = None
-    for pos in positions.split(cfg.chunk_for(positions.device)):
-        z = groups.coefficients(pos)
+    _ = groups.coef  # the table the chunks share, built once before the chunk threads
+    free = em.free_mask(positions.shape[1], groups.coef.shape[1] * groups.coef.shape[2],
+                        groups.channels, positions.device)
+
+    def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lam, vec = _graph(groups, pos, params)
-        c = vec.transpose(1, 2) @ z  # (G, K, F) graph Fourier x DCT coefficients
-        if free is None:
-            free = em.free_mask(z.shape[1], z.shape[2], groups.channels, z.device)
+        c = vec.transpose(1, 2) @ groups.coefficients(pos)  # (G, K, F) graph Fourier x DCT
         scale = em.initial_scale(c, lam, params.tau, params.sigma2, free)
         for _ in range(cfg.scale_iter):  # EM on the per-group scales, global params fixed
             m, var = em.posterior(c, em.model_variance(lam, scale, params.tau), params.sigma2, free)
             scale = em.update_scale(m * m + var, lam, params.tau, free)
         m, var = em.posterior(c, em.model_variance(lam, scale, params.tau), params.sigma2, free)
         weight = params.sigma2 / var.sum((1, 2)).clamp_min(1e-12)  # inverse residual variance
-        acc.add(groups.to_patches(vec @ m), pos, weight)
+        return groups.to_patches(vec @ m), pos, weight
+
+    for est, pos, weight in _chunks(chunk, positions, cfg):
+        acc.add(est, pos, weight)
     return acc.image()
+
+
+def _chunks(fn, positions: torch.Tensor, cfg: DenoiseConfig):
+    """fn on each chunk of the groups `positions`, on `cfg.threads` threads (`parallel`),
+    the results in chunk order (so the aggregate does not depend on the thread count)."""
+    threads = chunk_threads(cfg.threads, positions.device)
+    return map_ordered(fn, positions.split(cfg.chunk_for(positions.device)), threads)
 
 
 def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
@@ -195,13 +206,18 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
         sample = positions[:: max(positions.shape[0] // 256, 1)]
         log_beta = em.initial_params(guide.distances(sample).double(), sigma2).log_beta
         params = replace(params, log_beta=log_beta)
-    for pos in positions.split(cfg.chunk_for(positions.device)):
+    _ = noisy.coef, guide.coef  # the tables the chunks share, built before the chunk threads
+
+    def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lam, vec = _graph(guide, pos, params)
         c = vec.transpose(1, 2) @ noisy.coefficients(pos)
         q = vec.transpose(1, 2) @ guide.coefficients(pos)
         gain = q * q / (q * q + sigma2)
         weight = 1.0 / (gain * gain).sum((1, 2)).clamp_min(1e-12)
-        acc.add(noisy.to_patches(vec @ (gain * c)), pos, weight)
+        return noisy.to_patches(vec @ (gain * c)), pos, weight
+
+    for est, pos, weight in _chunks(chunk, positions, cfg):
+        acc.add(est, pos, weight)
     return acc.image(), positions
 
 
@@ -219,11 +235,16 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     acc = noisy.accumulator(cfg)
     c = noisy.channels
     em_iter = cfg.cov_em_iter(c, later)
-    for pos in positions.split(cfg.chunk_for(positions.device)):
+    _ = noisy.pixels, guide.pixels  # the tables the chunks share, built before the threads
+
+    def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         est, kept = covariance.posterior_mean(noisy.patches(pos), guide.patches(pos), sigma2,
                                               em_iter, cfg.cov_prior)  # (C * G, K, p * p)
         weight = 1.0 / (kept.reshape(c, -1).sum(0) + 1.0)
-        acc.add(est.reshape(c, *pos.shape, -1).permute(1, 2, 0, 3), pos, weight)
+        return est.reshape(c, *pos.shape, -1).permute(1, 2, 0, 3), pos, weight
+
+    for est, pos, weight in _chunks(chunk, positions, cfg):
+        acc.add(est, pos, weight)
     return acc.image(), positions
 
 

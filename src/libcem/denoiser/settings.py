@@ -104,9 +104,12 @@ class DenoiseConfig:
     tile, overlap: images larger than tile x tile are processed in overlapping tiles.
     workers: processes that denoise the tiles of a large image on the CPU side by side (one
         torch thread each); 0 = one per CPU core (at most 8, and at most as many as the free
-        memory holds at about 3.6 GiB each for 768-pixel tiles), 1 = in this process. Small
-        batched matrix operations use one core well and two threads badly, so processes are
-        the way to use several cores. No effect on an untiled image or a GPU.
+        memory holds at about 3.6 GiB each for 768-pixel tiles), 1 = in this process (which
+        then shares each tile's work among `threads` threads). No effect on an untiled image
+        or a GPU.
+    threads: Python threads that run a pass's chunks of groups side by side on the CPU, each
+        with one torch thread (`parallel`; the output is the same for any count); 0 = as many
+        as torch's thread count (one per core by default, one in a tile worker), 1 = none.
     chunk: reference patches processed at once (bounds memory; 128 keeps a batch in the CPU
         cache: 1.3x faster than 1024 on a 500x500 colour image, same output).
     gpu_chunk: the same on a GPU, where large batches keep it busy.
@@ -159,6 +162,7 @@ class DenoiseConfig:
     gpu_chunk: int = 4096
     seed: int = 0
     workers: int = 0
+    threads: int = 0
 
     def __post_init__(self) -> None:
         limits = {
@@ -188,6 +192,7 @@ class DenoiseConfig:
             "chunk": (self.chunk >= 1, "must be >= 1"),
             "gpu_chunk": (self.gpu_chunk >= 1, "must be >= 1"),
             "workers": (0 <= self.workers <= 256, "use 0 (one per core) or 1..256"),
+            "threads": (0 <= self.threads <= 256, "use 0 (torch's thread count) or 1..256"),
             "pass2_repeats_gray": (self.pass2_repeats_gray >= 1, "must be >= 1"),
             "pass2_repeats_color": (self.pass2_repeats_color >= 1, "must be >= 1"),
             "feedback": (0 <= self.feedback <= 1, "use 0..1"),
