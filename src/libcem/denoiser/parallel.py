@@ -5,8 +5,10 @@ matrix operations (gathers, `eigh`, Cholesky factors, products) followed by its 
 Torch's own threads split each of those small operations, with little work per thread;
 batched LAPACK calls release Python's lock, so whole chunks on separate Python threads, each
 with one torch thread, use the cores better. On the 2-core development CPU (session 14,
-512x512 cameraman, sigma 25): 4.94 s on one torch thread, 3.82 s on two, 2.88 s with two
-chunk threads (block matching keeps torch's threads); at sigma 50 12.89, 8.47 and 7.04 s.
+`python -m benchmarks.denoise_threads`, 512x512 cameraman at sigma 25): 5.05 s on one torch
+thread, 3.76 s on two, 2.88 s with two chunk threads (block matching keeps torch's threads);
+at sigma 50, where torch's threads split the larger 9x9-patch operations well, 13.20, 7.64
+and 7.32 s.
 The results come back in chunk order and are aggregated in that order by the caller, so the
 output is bitwise the same for any number of chunk threads.
 """
