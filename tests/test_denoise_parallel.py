@@ -115,3 +115,19 @@ def test_thread_count_follows_torch_and_is_checked(torch_threads):
     assert chunk_threads(0, torch.device("cpu")) == 1
     with pytest.raises(LibcemError, match="threads"):
         DenoiseConfig(threads=-1)
+
+
+def test_tile_workers_get_no_chunk_threads_and_the_calling_process_keeps_them(monkeypatch):
+    from libcem.denoiser import api
+
+    seen = []
+
+    def fake_tiled(img, fn, tile, overlap, progress, workers):
+        seen.append((workers, fn.keywords["cfg"].threads))
+        return img.clone()
+
+    monkeypatch.setattr(api, "process_tiled", fake_tiled)
+    img = torch.rand(1, 80, 80) * 255
+    for workers in (1, 2):
+        api.denoise_float(img, 20.0, DenoiseConfig(tile=48, overlap=8, threads=3, workers=workers))
+    assert seen == [(1, 3), (2, 1)]

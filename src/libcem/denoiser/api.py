@@ -146,6 +146,8 @@ def denoise_float(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
     if info.params is None:
         return img.clone(), info
     workers = cfg.workers or default_workers(cfg.tile)
+    if workers > 1:  # each worker process uses one core: no chunk threads inside it
+        cfg = cfg.override(threads=1)
     out = process_tiled(img, partial(denoise_tile, cfg=cfg, params=info.params), cfg.tile,
                         cfg.overlap, progress, workers)
     return out, info

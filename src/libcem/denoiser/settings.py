@@ -109,7 +109,8 @@ class DenoiseConfig:
         or a GPU.
     threads: Python threads that run a pass's chunks of groups side by side on the CPU, each
         with one torch thread (`parallel`; the output is the same for any count); 0 = as many
-        as torch's thread count (one per core by default, one in a tile worker), 1 = none.
+        as torch's thread count (one per core by default), 1 = none. Tile worker processes
+        (`workers` > 1) run one each.
     chunk: reference patches processed at once (bounds memory; 128 keeps a batch in the CPU
         cache: 1.3x faster than 1024 on a 500x500 colour image, same output).
     gpu_chunk: the same on a GPU, where large batches keep it busy.
