@@ -78,6 +78,8 @@ def test_new_settings_are_checked():
     with pytest.raises(LibcemError, match="graph"):
         DenoiseConfig(graph="star")
     assert DenoiseConfig(graph="chain").heads_for(3) == ("chain",)
+    with pytest.raises(LibcemError, match="group_size_wiener_high"):
+        DenoiseConfig(search_radius_high=4, group_size_wiener_high=82)  # more than the window
 
 
 def test_fit_tensor_fits_what_denoise_tensor_fits_without_the_passes():
@@ -175,6 +177,7 @@ def test_sigma_schedule_switches_the_high_noise_settings():
     high = cfg.at_sigma(50.0, 256)
     assert (high.patch, high.pass2, high.pass2_repeats_gray, high.feedback, high.feedback_gamma,
             high.search_radius) == (9, "covariance", 3, 0.1, 0.7, 20)
+    assert (high.group_size_wiener, cfg.group_size_wiener) == (81, 64)  # K >= d = 81 at 9x9
     assert (high.cov_em_iter_gray, high.cov_em_iter_color, high.later_pass2) == (0, 0, "covariance")
     assert DenoiseConfig(cov_em_iter_high=1).at_sigma(50.0, 256).cov_em_iter(3, later=True) == 1
     assert (high.pass2_repeats_color, cfg.pass2_repeats_color) == (3, 2)

@@ -95,7 +95,11 @@ class DenoiseConfig:
         images, for 1.31x the time (four gave +0.047 for 1.65x; at sigma 15 and 25 a third
         pass gave +0.003 and +0.021 dB, better on only 11 and 13 of the 24, for 1.2x, so two
         stay there); on colour +0.13 dB on the skimage colour crops at sigma 50, better on all
-        five, for 1.42x the time).
+        five, for 1.42x the time), and `group_size_wiener_high` (session 14: K = 81, the
+        smallest K at which the covariance pass on 9x9 patches (d = 81) takes the d x d
+        Cholesky form instead of the K x K system: at sigma 50 on three Train400 draws
+        +0.018 / -0.011 / -0.011 dB against K = 64, on the colour crops +0.045 (better on all
+        five), in 0.82-0.87x the time; K = 96 gave +0.016 / -0.024 on two draws).
     aggregation_window_gray, aggregation_window_color: shape (beta) of the Kaiser window that
         weights each patch's pixels when the estimates are aggregated (as BM3D); 0 weights them
         alike. On a Train400 split beta 1 gained 0.006-0.012 dB at sigma 15 and 25 (better on
@@ -150,6 +154,7 @@ class DenoiseConfig:
     patch_high: int = 9
     pass2_high: str = "covariance"
     search_radius_high: int = 20
+    group_size_wiener_high: int = 81
     feedback_high: float = 0.1
     feedback_gamma_high: float = 0.7
     pass2_repeats_gray_high: int = 3
@@ -184,6 +189,9 @@ class DenoiseConfig:
                                 "use 2..(2 * search_radius + 1)^2"),
             "group_size_wiener": (2 <= self.group_size_wiener <= (2 * self.search_radius + 1) ** 2,
                                   "use 2..(2 * search_radius + 1)^2"),
+            "group_size_wiener_high": (
+                2 <= self.group_size_wiener_high <= (2 * self.search_radius_high + 1) ** 2,
+                "use 2..(2 * search_radius_high + 1)^2"),
             "em_max_iter": (self.em_max_iter >= 1, "must be >= 1"),
             "em_tol": (self.em_tol >= 0, "must be >= 0"),
             "em_groups": (self.em_groups >= 16, "must be >= 16"),
@@ -223,6 +231,7 @@ class DenoiseConfig:
         if self.sigma_schedule and sigma > self.high_sigma and size >= self.patch_high:
             return replace(self, patch=self.patch_high, pass2=self.pass2_high,
                            search_radius=self.search_radius_high, feedback=self.feedback_high,
+                           group_size_wiener=self.group_size_wiener_high,
                            feedback_gamma=self.feedback_gamma_high,
                            pass2_repeats_gray=self.pass2_repeats_gray_high,
                            pass2_repeats_color=self.pass2_repeats_color_high,
