@@ -179,16 +179,18 @@ def graph_diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: e
         weight = params.sigma2 / var.sum((1, 2)).clamp_min(1e-12)  # inverse residual variance
         return groups.to_patches(vec @ m), pos, weight
 
-    for est, pos, weight in _chunks(chunk, positions, cfg):
+    return _aggregate(chunk, positions, cfg, acc)
+
+
+def _aggregate(fn, positions: torch.Tensor, cfg: DenoiseConfig,
+               acc: PatchAccumulator) -> torch.Tensor:
+    """fn on each chunk of the groups `positions` -- (estimates, positions, weights) -- on
+    `cfg.threads` threads (`parallel`), added to `acc` in chunk order, so the aggregate image
+    returned does not depend on the thread count."""
+    chunks = positions.split(cfg.chunk_for(positions.device))
+    for est, pos, weight in map_ordered(fn, chunks, chunk_threads(cfg.threads, positions.device)):
         acc.add(est, pos, weight)
     return acc.image()
-
-
-def _chunks(fn, positions: torch.Tensor, cfg: DenoiseConfig):
-    """fn on each chunk of the groups `positions`, on `cfg.threads` threads (`parallel`),
-    the results in chunk order (so the aggregate does not depend on the thread count)."""
-    threads = chunk_threads(cfg.threads, positions.device)
-    return map_ordered(fn, positions.split(cfg.chunk_for(positions.device)), threads)
 
 
 def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
@@ -216,9 +218,7 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
         weight = 1.0 / (gain * gain).sum((1, 2)).clamp_min(1e-12)
         return noisy.to_patches(vec @ (gain * c)), pos, weight
 
-    for est, pos, weight in _chunks(chunk, positions, cfg):
-        acc.add(est, pos, weight)
-    return acc.image(), positions
+    return _aggregate(chunk, positions, cfg, acc), positions
 
 
 def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
@@ -243,9 +243,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
         weight = 1.0 / (kept.reshape(c, -1).sum(0) + 1.0)
         return est.reshape(c, *pos.shape, -1).permute(1, 2, 0, 3), pos, weight
 
-    for est, pos, weight in _chunks(chunk, positions, cfg):
-        acc.add(est, pos, weight)
-    return acc.image(), positions
+    return _aggregate(chunk, positions, cfg, acc), positions
 
 
 def feedback(noisy: torch.Tensor, est: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
