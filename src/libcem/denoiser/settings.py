@@ -98,8 +98,8 @@ class DenoiseConfig:
         five, for 1.42x the time), and `group_size_wiener_high` (session 14: K = 81, the
         smallest K at which the covariance pass on 9x9 patches (d = 81) takes the d x d
         Cholesky form instead of the K x K system: at sigma 50 on three Train400 draws
-        +0.018 / -0.011 / -0.011 dB against K = 64, on the colour crops +0.045 (better on all
-        five), in 0.82-0.87x the time; K = 96 gave +0.016 / -0.024 on two draws).
+        +0.017 / -0.010 / -0.010 dB against K = 64, on the colour crops +0.043 (better on all
+        five), in 0.85-0.88x the time; K = 96 gave +0.016 / -0.024 on two draws).
     aggregation_window_gray, aggregation_window_color: shape (beta) of the Kaiser window that
         weights each patch's pixels when the estimates are aggregated (as BM3D); 0 weights them
         alike. On a Train400 split beta 1 gained 0.006-0.012 dB at sigma 15 and 25 (better on
