@@ -51,6 +51,9 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
         "cov_em_iter_gray": 10, "cov_em_iter_color": 10, "cov_prior": 0.5},
     "no feedback (later second passes on the noisy image)": {"feedback": 0.0},
     "one second pass on gray images": {"pass2_repeats_gray": 1},
+    "one gray second pass, tau = 0 (no graph diffusion)": {"pass2_repeats_gray": 1,
+                                                           "graph_diffusion": False},
+    "one gray second pass, chain graph (no attention)": {"pass2_repeats_gray": 1, "graph": "chain"},
     "session 7 settings (one gray second pass, no covariance EM, no feedback)": {
         "pass2_repeats_gray": 1, "cov_em_iter_gray": 0, "cov_em_iter_color": 0, "feedback": 0.0,
         "search_radius_high": 16, "group_size_gray": 32, **SESSION8_HIGH},
