@@ -27,9 +27,8 @@ R = TypeVar("R")
 
 
 def chunk_threads(requested: int, device: torch.device) -> int:
-    """Threads for a pass's chunks: `requested`, or 0 = torch's thread count in this thread
-    (so one in a tile worker process, which has one torch thread); 1 on a GPU, where the
-    batches are large and one Python thread keeps the device busy."""
+    """Threads for a pass's chunks: `requested`, or 0 = torch's thread count in this thread;
+    1 on a GPU, where the batches are large and one Python thread keeps the device busy."""
     if device.type != "cpu":
         return 1
     return max(1, requested or torch.get_num_threads())

@@ -165,8 +165,8 @@ def graph_diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: e
     """Pass 1: each group's posterior mean under the fitted group model, aggregated: (C, H, W)."""
     acc = groups.accumulator(cfg)
     _ = groups.coef  # the table the chunks share, built once before the chunk threads
-    free = em.free_mask(positions.shape[1], groups.coef.shape[1] * groups.coef.shape[2],
-                        groups.channels, positions.device)
+    free = em.free_mask(positions.shape[1], groups.channels * groups.patch**2, groups.channels,
+                        positions.device)
 
     def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lam, vec = _graph(groups, pos, params)
