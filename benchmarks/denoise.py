@@ -23,7 +23,8 @@ Protocol
 - Columns: PSNR / SSIM / seconds per image (all images) / seconds per 256x256 image.
 
 Run `python -m benchmarks.denoise` (full) or `--quick`; writes a markdown table to stdout
-and to --out. `--speed-repeats N` only times libcem against BM3D on the 256x256 images,
+and to --out. `--speed-repeats N` only times libcem against BM3D on the 256x256 images
+(`--speed-best`: libcem --best too),
 alternating them, N runs each (medians), which is steadier on a busy machine.
 """
 
@@ -118,6 +119,7 @@ def methods(color: bool, include_bm3d: bool, one_head: bool, threads: int = 1) -
         "libcem (known sigma)": libcem_fn(None, True),
         "libcem (est. sigma)": libcem_fn(None, False),
         "libcem --fast (known sigma)": libcem_fn(DenoiseConfig.for_speed("fast"), True),
+        "libcem --best (known sigma)": libcem_fn(DenoiseConfig.for_speed("best"), True),
         "skimage NLM": lambda y, s: (255 * denoise_nl_means(
             y / 255, h=0.8 * s / 255, sigma=s / 255, patch_size=5, patch_distance=6,
             fast_mode=True, channel_axis=axis), None),
@@ -183,16 +185,18 @@ def em_convergence(images, sigma: float, cap: int) -> dict:
     return out
 
 
-def speed(images, sigma: float, repeats: int, threads: int = 1) -> str:
+def speed(images, sigma: float, repeats: int, threads: int = 1, best: bool = False) -> str:
     """libcem (known sigma) and BM3D alternated `repeats` times on each 256x256 image, BM3D on
-    `threads` threads (libcem follows torch's thread count)."""
+    `threads` threads (libcem follows torch's thread count); `best`: libcem --best too."""
     import bm3d
 
     profile = bm3d_profile(threads)
-    fast = DenoiseConfig.for_speed("fast")
+    fast, slow = DenoiseConfig.for_speed("fast"), DenoiseConfig.for_speed("best")
     runs = {"libcem": lambda y: denoise(y / 255.0, sigma / 255.0),
             "libcem --fast": lambda y: denoise(y / 255.0, sigma / 255.0, config=fast),
             "BM3D": lambda y: bm3d.bm3d(y, sigma, profile)}
+    if best:
+        runs["libcem --best"] = lambda y: denoise(y / 255.0, sigma / 255.0, config=slow)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _, clean in images:
         if clean.shape[:2] != (256, 256):
@@ -269,6 +273,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--speed-repeats", type=int, default=0,
                    help="only time libcem against BM3D on the 256x256 Set12 images, N runs each")
     p.add_argument("--speed-sigma", type=float, default=25.0, help="noise level of the speed run")
+    p.add_argument("--speed-best", action="store_true", help="time libcem --best in the speed run too")
     p.add_argument("--threads", type=int, default=1,
                    help="threads for every method: torch's for libcem, BM3D's num_threads")
     p.add_argument("--out", type=Path, default=None, help="also write the tables here")
@@ -287,7 +292,7 @@ def main(argv=None) -> None:
         if not has_bm3d:
             raise LibcemError("the speed comparison needs the bm3d package (pip install bm3d)")
         gray = load_images(args.data_root, "set12", args.gray_limit)
-        print(speed(gray, args.speed_sigma, args.speed_repeats, args.threads))
+        print(speed(gray, args.speed_sigma, args.speed_repeats, args.threads, args.speed_best))
         return
     if args.sigmas:
         gray = load_images(args.data_root, "set12", args.gray_limit, args.images)

@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     p.add_argument("--sigma", type=float, default=25.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--speed", choices=("best", "fast"), default="best")
+    p.add_argument("--speed", choices=("default", "fast", "best"), default="default")
     p.add_argument("--workers", type=int, default=0, help="tile processes (0: one per core)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -28,11 +28,11 @@ from benchmarks.denoise import add_noise
 from libcem.denoiser import DenoiseConfig, denoise
 
 CASES = (  # label, skimage image, central crop (None: whole), sigma, speed
-    ("cameraman 512x512", "camera", None, 25, "best"),
-    ("cameraman 512x512", "camera", None, 50, "best"),
-    ("astronaut 512x512 (colour)", "astronaut", None, 25, "best"),
+    ("cameraman 512x512", "camera", None, 25, "default"),
+    ("cameraman 512x512", "camera", None, 50, "default"),
+    ("astronaut 512x512 (colour)", "astronaut", None, 25, "default"),
     ("cameraman 256x256 crop", "camera", 256, 25, "fast"),
-    ("cameraman 256x256 crop", "camera", 256, 50, "best"),
+    ("cameraman 256x256 crop", "camera", 256, 50, "default"),
 )
 
 

@@ -268,7 +268,7 @@ def test_denoise_tab_in_a_browser(page, tmp_path, artifacts):
     page.locator("#add-noise input[type=number]").fill(str(int(SIGMA)))
     page.locator("#add-noise input[type=number]").press("Enter")
     info_has(page, "#denoise-info", "synthetic noise added")
-    page.locator("#fast-mode input").check()
+    page.locator("#speed").get_by_text("Fast:").click()
     page.click("#denoise-button")
     info_has(page, "#denoise-info", "PSNR against the clean photo")
     assert "fast settings" in page.locator("#denoise-info").inner_text()

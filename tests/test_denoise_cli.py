@@ -128,3 +128,17 @@ def test_threads_option_gives_the_same_image_up_to_rounding(tmp_path, capsys):
     assert np.abs(one - two).max() <= 1  # torch's own threads may round the last bit apart
     assert main(base + ["-o", str(tmp_path / "o.png"), "--threads", "0"]) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err
+
+
+def test_best_runs_the_group_axis_passes_and_excludes_fast(tmp_path, capsys):
+    clean = data.camera()[100:148, 100:148].astype(np.float64)
+    noisy = np.clip(clean + 25 * np.random.default_rng(0).standard_normal(clean.shape), 0, 255)
+    write_image(tmp_path / "in.png", np.round(noisy).astype(np.uint8))
+    base = ["denoise", str(tmp_path / "in.png"), "--sigma", "25"]
+    assert main(base + ["-o", str(tmp_path / "best.png"), "--best"]) == 0
+    assert main(base + ["-o", str(tmp_path / "default.png")]) == 0
+    best, default = (read_image(tmp_path / f).astype(np.float64) for f in ("best.png", "default.png"))
+    assert best.shape == clean.shape
+    assert ((best - clean) ** 2).mean() < 0.97 * ((default - clean) ** 2).mean()
+    assert main(base + ["-o", str(tmp_path / "o.png"), "--best", "--fast"]) == 2
+    assert "--fast and --best exclude each other" in capsys.readouterr().err

@@ -23,6 +23,11 @@ from libcem.denoiser import DenoiseConfig
 EXAMPLES = sorted((Path(__file__).parent / "examples").glob("*.png"))  # clean crops of scikit-image's CC0 samples
 ZOOMS = [2, 4, 8]
 CHANNELS = {1: "gray", 2: "gray + alpha", 3: "RGB", 4: "RGBA"}
+SPEED_CHOICES = [  # (label, DenoiseConfig.at_speed name), as --fast, the default and --best
+    ("Fast: about 2.5x faster on colour photos, about 0.2 dB softer (large photos)", "fast"),
+    ("Default", "default"),
+    ("Best: about 0.1-0.2 dB more PSNR, 3-7x slower (small photos and crops)", "best"),
+]
 
 
 @dataclass
@@ -56,23 +61,23 @@ class DenoiseTab:
                 gr.DownloadButton(value=None, visible=False))  # the zoomed crop follows (restyle)
 
     @shown
-    def denoise(self, photo: photos.Photo | None, auto: bool, sigma: float | None, fast: bool, strength: float,
+    def denoise(self, photo: photos.Photo | None, auto: bool, sigma: float | None, speed: str, strength: float,
                 factor: int, centre: tuple[float, float],
                 progress=gr.Progress()):  # noqa: B008 (how Gradio passes a progress bar)
         """Run the denoiser on the photo, with its estimated noise level (auto) or `sigma` (0..255 scale),
-        with the `--fast` settings if asked; tile by tile when the photo is large, the progress bar
-        following the tiles."""
+        with the settings of `speed` ("fast", "default" or "best", as `--fast` and `--best`); tile by tile
+        when the photo is large, the progress bar following the tiles."""
         if photo is None:
             photos.load_photo(None)  # raises: there is nothing to denoise yet
         progress(0, desc="denoising")
         start = time.perf_counter()
-        config = self.config.at_speed("fast" if fast else "best")
+        config = self.config.at_speed(speed)
         photo.denoised, used = photos.denoise_photo(
             photo.noisy, None if auto else sigma, config, self.device,
             lambda done, total: progress((done, total), desc="denoising", unit="tiles"))
         seconds = time.perf_counter() - start
         how = "estimated" if auto else "set by hand"
-        settings = ", fast settings" if fast else ""
+        settings = "" if speed == "default" else f", {speed} settings"
         note = f"Denoised with noise level σ = {used:.2f} ({how}, 0..255 scale{settings}) in {seconds:.1f} s."
         return (photo, note) + self.views(photo, strength, factor, centre, note)
 
@@ -141,8 +146,7 @@ def build(device: str, max_megapixels: float, config: DenoiseConfig | None = Non
                 auto = gr.Checkbox(True, label="Estimate the noise level", elem_id="auto-sigma", scale=1)
                 sigma = gr.Number(label="Noise level σ (0..255 scale)", minimum=0, maximum=255, interactive=False,
                                   elem_id="sigma", scale=2)
-            fast = gr.Checkbox(False, label="Fast: about 2.5x faster on colour photos, about 0.2 dB softer "
-                               "(for large photos)", elem_id="fast-mode")
+            speed = gr.Radio(SPEED_CHOICES, value="default", label="Settings", elem_id="speed")
             strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength (1 = fully denoised, 0 = the input)",
                                  elem_id="strength")
             run = gr.Button("Denoise", variant="primary", elem_id="denoise-button")
@@ -163,7 +167,7 @@ def build(device: str, max_megapixels: float, config: DenoiseConfig | None = Non
     noise.change(tab.noisy, [photo, noise], loaded, trigger_mode="always_last",
                  concurrency_id="photo").success(*restyle)
     auto.change(lambda on: gr.Number(interactive=not on), auto, sigma)
-    run.click(tab.denoise, [photo, auto, sigma, fast, strength, factor, centre],
+    run.click(tab.denoise, [photo, auto, sigma, speed, strength, factor, centre],
               [photo, note, compare, zoomed, info, download], concurrency_id="photo")
     strength.change(*restyle, trigger_mode="always_last")
     factor.change(*restyle)

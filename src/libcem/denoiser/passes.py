@@ -14,6 +14,9 @@ Later second passes (`later_pass2`: the covariance pass) take the previous estim
 and, with `feedback`, denoise the estimate plus part of its residual (iterative
 regularisation). `DenoiseConfig.at_sigma` picks patch size, passes and their number by noise
 level (since session 12, covariance passes only at every level by default).
+With `combination_passes` (the "best" speed, `--best`), group-axis Wiener passes follow
+(`combination`, after LIChI): each patch becomes a linear combination of its group's patches,
+the weights from the previous estimate, iterated on partly denoised versions of the image.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from libcem.denoiser import covariance, em
+from libcem.denoiser import combination, covariance, em
 from libcem.denoiser.attention import attention_weights, feature_maps, head_distances
 from libcem.denoiser.graph import spectrum
 from libcem.denoiser.noise import estimate_sigma
@@ -246,6 +249,68 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     return _aggregate(chunk, positions, cfg, acc), positions
 
 
+def combination_pass(source: PatchGroups, noisy: PatchGroups, pilot: torch.Tensor, sigma: float,
+                     tau: float, cfg: DenoiseConfig, positions: torch.Tensor | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One group-axis Wiener pass (`combination`): each group of `source` -- the noisy image or
+    a partly denoised version of it, whose noise std left is measured against `noisy` -- is
+    replaced by linear combinations of its patches, theta from the `pilot` image's patches.
+
+    Groups are matched on the source unless `positions` (G, K) gives them. Returns the estimate
+    (C, H, W), the next source -- the estimate with part of this source mixed back, so that a
+    fraction `tau` of the noise std is left in it -- and the groups."""
+    if positions is None:
+        positions = source.match(cfg.combination_step, cfg.combination_radius,
+                                 cfg.combination_group_size)
+    guide, c = PatchGroups(pilot, source.patch, ()), source.channels
+    acc = PatchAccumulator((2 * c, *source.shape[1:]), source.patch, pilot.device)
+    floor = max(tau, cfg.combination_noise_floor)
+    _ = source.pixels, noisy.pixels, guide.pixels  # the tables the chunks share
+
+    def members(groups: PatchGroups, pos: torch.Tensor) -> torch.Tensor:  # (G, K, C * p * p)
+        return groups.patches(pos).reshape(c, *pos.shape, -1).permute(1, 2, 0, 3).flatten(2)
+
+    def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = members(source, pos)
+        left = combination.noise_left(members(noisy, pos), z, sigma, floor)  # (G,)
+        theta = combination.group_filter(members(guide, pos), (sigma * left) ** 2)
+        est = theta @ z
+        following = est + (tau / left)[:, None, None] * (z - est)  # noise std tau * sigma
+        both = torch.cat([est.unflatten(2, (c, -1)), following.unflatten(2, (c, -1))], 2)
+        return both, pos, combination.member_weights(theta)
+
+    both = _aggregate(chunk, positions, cfg, acc)
+    return both[:c], both[c:], positions
+
+
+def combination_passes(noisy: torch.Tensor, est: torch.Tensor, sigma: float,
+                       cfg: DenoiseConfig) -> torch.Tensor:
+    """`cfg.combination_passes` (M) group-axis Wiener passes after the others, as LIChI iterates
+    them: pass m filters the source z_m (z_0 the noisy image) with the previous estimate as
+    pilot, and hands on z_(m+1) with a fraction tau_m = combination_tau (1 - (m + 1) / M) of
+    the noise std left; groups are matched again on the source every `combination_rematch`
+    passes. The last pass leaves no noise, so its source is its estimate. (C, H, W) in and out,
+    in the luminance/chroma basis: on colour images only the luminance gets the passes and the
+    chroma keeps `est` (on the skimage colour crops at sigma 25, +0.14 dB over `est` in 3.5x
+    the time; all three channels in one filter, as LIChI, lost 0.18 dB; each channel on its
+    own gained 0.17 dB in 8.5x the time)."""
+    if noisy.shape[0] > 1:  # colour: the luminance only (see the docstring)
+        return torch.cat([combination_passes(noisy[:1], est[:1], sigma, cfg), est[1:]])
+    h, w = noisy.shape[1:]
+    noisy = pad_to_grid(noisy, cfg.combination_patch, cfg.combination_step)
+    est = pad_to_grid(est, cfg.combination_patch, cfg.combination_step)
+    noisy_groups = PatchGroups(noisy, cfg.combination_patch, ())
+    source, positions, passes = noisy_groups, None, cfg.combination_passes
+    for m in range(passes):
+        tau = cfg.combination_tau * (1 - (m + 1) / passes)
+        if m % cfg.combination_rematch == 0:
+            positions = None
+        est, following, positions = combination_pass(source, noisy_groups, est, sigma, tau, cfg,
+                                                      positions)
+        source = PatchGroups(following, cfg.combination_patch, ())
+    return source.image[:, :h, :w]
+
+
 def feedback(noisy: torch.Tensor, est: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
              size: tuple[int, int], heads: tuple[str, ...]) -> tuple[PatchGroups, float]:
     """Iterative regularisation (Osher et al. 2005; as WNNM, Gu et al. 2014): the next pass
@@ -308,5 +373,7 @@ def _run(img, sigma, cfg, params, generator, fit_only: bool):
             est, matched = covariance_pass(source, est, sigma2, cfg, reuse, later=i > 0)
         else:
             est, matched = wiener_pass(source, est, sigma2, cfg, params, reuse)
+    if cfg.combination_passes > 0:
+        est = combination_passes(opp[:, :h, :w], est[:, :h, :w], params.sigma2**0.5, cfg)
     out = from_opponent(est[:, :h, :w])
     return out, DenoiseInfo(params.sigma2**0.5, params, trace, heads)

@@ -135,9 +135,10 @@ class PatchAccumulator:
         self.window = (side[:, None] * side[None, :]).reshape(-1).to(device)  # (p * p,)
 
     def add(self, estimates: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor) -> None:
-        """estimates (N, K, C, p*p) at positions (N, K), one weight per group (N,)."""
+        """estimates (N, K, C, p*p) at positions (N, K), one weight per group (N,) or per
+        patch (N, K)."""
         flat = positions.reshape(-1)
-        wk = weights[:, None].expand_as(positions).reshape(-1)
+        wk = (weights if weights.dim() == 2 else weights[:, None]).expand_as(positions).reshape(-1)
         scale = wk[:, None, None] * self.window  # (N * K, 1, p * p): group weight x window
         est = estimates.reshape(flat.numel(), -1, self.patch**2) * scale
         self.num.index_add_(0, flat, est.reshape(flat.numel(), -1))

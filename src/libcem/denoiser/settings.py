@@ -12,8 +12,9 @@ from libcem.errors import LibcemError
 AFFINITY_HEADS = ("texture", "structure", "color", "spatial")  # every affinity head, in order
 GRAY_AFFINITY_HEADS = ("texture", "structure", "spatial")  # chroma means nothing on gray
 SPEEDS = {  # name -> changes to the shipped settings (DenoiseConfig.for_speed)
-    "best": {},
+    "default": {},
     "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 1, "pass2_repeats_color_high": 1},
+    "best": {"combination_passes": 9, "combination_passes_high": 11},
 }
 
 
@@ -100,6 +101,24 @@ class DenoiseConfig:
         Cholesky form instead of the K x K system: at sigma 50 on three Train400 draws
         +0.017 / -0.010 / -0.010 dB against K = 64, on the colour crops +0.043 (better on all
         five), in 0.85-0.88x the time; K = 96 gave +0.016 / -0.024 on two draws).
+    combination_passes, combination_passes_high: group-axis Wiener passes (`combination`,
+        after LIChI) run after the others, at and below / above `high_sigma`; 0 (the
+        default): none. The "best" speed (`--best`) runs 9 and 11, LIChI's numbers: on a
+        Train400 split +0.17 / +0.21 / +0.16 dB at sigma 15 / 25 / 50 over the default, better
+        on 23 / 23 / 17 of 24 images, in 7.4x / 7.4x / 4.6x the time (12 passes at 25 and 14
+        at 50 did worse); on the skimage colour crops, where they run on the luminance only,
+        +0.12 / +0.14 / +0.19 dB in 2.5-3.5x the time.
+    combination_patch, combination_step, combination_group_size, combination_radius: their
+        patch side, reference stride, K and search window half-side (LIChI's 6, 3, 64 and 32;
+        on the Train400 split K = 48 lost 0.02-0.06 dB, K = 96 0.05 dB at sigma 25; a 33x33
+        window lost 0.02 dB at 15 for 0.92x the time).
+    combination_rematch: the groups are matched again on the pass's source every this many
+        passes (and kept in between).
+    combination_tau: the fraction of the noise std handed on by the first of those passes,
+        falling linearly to 0 at the last: 0.6 (LIChI: 0.75, which gave 0.006 dB less at sigma
+        25 and 0.008 at 50 on the Train400 split; 0.9 and 0.45 less still).
+    combination_noise_floor: the smallest noise fraction a pass assumes, which keeps its K x K
+        systems well conditioned in float32.
     aggregation_window_gray, aggregation_window_color: shape (beta) of the Kaiser window that
         weights each patch's pixels when the estimates are aggregated (as BM3D); 0 weights them
         alike. On a Train400 split beta 1 gained 0.006-0.012 dB at sigma 15 and 25 (better on
@@ -160,6 +179,15 @@ class DenoiseConfig:
     pass2_repeats_gray_high: int = 3
     pass2_repeats_color_high: int = 3
     cov_em_iter_high: int = 0
+    combination_passes: int = 0
+    combination_passes_high: int = 0
+    combination_patch: int = 6
+    combination_step: int = 3
+    combination_group_size: int = 64
+    combination_radius: int = 32
+    combination_rematch: int = 3
+    combination_tau: float = 0.6
+    combination_noise_floor: float = 0.02
     aggregation_window_gray: float = 1.0
     aggregation_window_color: float = 0.0
     tile: int = 768
@@ -210,6 +238,18 @@ class DenoiseConfig:
             "cov_em_iter_color": (self.cov_em_iter_color >= 0, "must be >= 0"),
             "cov_em_iter_later": (self.cov_em_iter_later >= 0, "must be >= 0"),
             "cov_prior": (self.cov_prior >= 0, "must be >= 0"),
+            "combination_passes": (self.combination_passes >= 0, "must be >= 0"),
+            "combination_passes_high": (self.combination_passes_high >= 0, "must be >= 0"),
+            "combination_patch": (2 <= self.combination_patch <= 32, "use 2..32"),
+            "combination_step": (1 <= self.combination_step <= self.combination_patch,
+                                 "use 1..combination_patch"),
+            "combination_radius": (1 <= self.combination_radius <= 64, "use 1..64"),
+            "combination_group_size": (
+                2 <= self.combination_group_size <= (2 * self.combination_radius + 1) ** 2,
+                "use 2..(2 * combination_radius + 1)^2"),
+            "combination_rematch": (self.combination_rematch >= 1, "must be >= 1"),
+            "combination_tau": (0 <= self.combination_tau < 1, "use a number in [0, 1)"),
+            "combination_noise_floor": (0 < self.combination_noise_floor <= 1, "use a number in (0, 1]"),
             "aggregation_window_gray": (0 <= self.aggregation_window_gray <= 20, "use 0..20"),
             "aggregation_window_color": (0 <= self.aggregation_window_color <= 20, "use 0..20"),
         }
@@ -237,12 +277,15 @@ class DenoiseConfig:
                            pass2_repeats_color=self.pass2_repeats_color_high,
                            cov_em_iter_gray=self.cov_em_iter_high,
                            cov_em_iter_color=self.cov_em_iter_high,
-                           cov_em_iter_later=self.cov_em_iter_high)
+                           cov_em_iter_later=self.cov_em_iter_high,
+                           combination_passes=self.combination_passes_high)
         return self
 
     @classmethod
     def for_speed(cls, speed: str) -> "DenoiseConfig":
-        """The shipped settings ("best") or the faster ones for large photos ("fast": stride 6
+        """The shipped settings ("default"), the slower "best" ones (group-axis Wiener passes
+        after the others, `combination_passes`; see docs/denoise.md) or the faster ones for
+        large photos ("fast": stride 6
         instead of 4 between reference patches and one second pass on colour images instead of
         two; since session 8, on colour images 2.4-2.9x faster for 0.21-0.25 dB at sigma 15
         and 25; on gray ones 1.65x for 0.05-0.07 dB at sigma 15 to 50 (Set12, session 12);
@@ -250,7 +293,7 @@ class DenoiseConfig:
         return cls().at_speed(speed)
 
     def at_speed(self, speed: str) -> "DenoiseConfig":
-        """These settings with the changes of the named speed ("best": none; see `for_speed`)."""
+        """These settings with the changes of the named speed ("default": none; see `for_speed`)."""
         check(speed in SPEEDS, "denoiser speed", f"use one of {', '.join(SPEEDS)}, got {speed!r}")
         return replace(self, **SPEEDS[speed])
 
