@@ -263,6 +263,7 @@ def combination_pass(source: PatchGroups, noisy: PatchGroups, pilot: torch.Tenso
         positions = source.match(cfg.combination_step, cfg.combination_radius,
                                  cfg.combination_group_size)
     guide, c = PatchGroups(pilot, source.patch, ()), source.channels
+    # the estimate and the next source, stacked as 2C channels: one aggregate, the same weights
     acc = PatchAccumulator((2 * c, *source.shape[1:]), source.patch, pilot.device)
     floor = max(tau, cfg.combination_noise_floor)
     _ = source.pixels, noisy.pixels, guide.pixels  # the tables the chunks share
