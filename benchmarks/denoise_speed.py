@@ -5,7 +5,7 @@ megapixels) with scikit-image, plus white Gaussian noise of std --sigma (seed 0)
 scale, as uint8. Reports wall-clock seconds of `denoise` (known sigma) with --threads torch
 threads in this process and --workers tile processes (one thread each; 0 = one per core), the
 peak resident memory of this process and of the largest worker (ru_maxrss), and the seconds
-per megapixel. `--speed fast` uses `DenoiseConfig.for_speed("fast")`. `--crop N` times only
+per megapixel. `--speed fast` and `--speed best` use `DenoiseConfig.for_speed`. `--crop N` times only
 the central N x N crop (to extrapolate on a busy machine).
 
 Run `python -m benchmarks.denoise_speed --speed fast` (full) or `--crop 1024`.
