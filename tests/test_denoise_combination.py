@@ -128,3 +128,9 @@ def test_combination_settings_are_checked():
                 {"combination_rematch": 0}, {"combination_noise_floor": 0.0}):
         with pytest.raises(LibcemError, match="combination_"):
             DenoiseConfig(**bad)
+
+
+def test_an_image_smaller_than_the_combination_patch_skips_those_passes():
+    noisy = np.random.default_rng(0).random((8, 30)).astype(np.float32)
+    wide = DenoiseConfig.for_speed("best").override(combination_patch=10)
+    assert np.array_equal(denoise(noisy, 0.1, config=wide), denoise(noisy, 0.1, config=DenoiseConfig()))

@@ -374,7 +374,7 @@ def _run(img, sigma, cfg, params, generator, fit_only: bool):
             est, matched = covariance_pass(source, est, sigma2, cfg, reuse, later=i > 0)
         else:
             est, matched = wiener_pass(source, est, sigma2, cfg, params, reuse)
-    if cfg.combination_passes > 0:
+    if cfg.combination_passes > 0 and min(h, w) >= cfg.combination_patch:
         est = combination_passes(opp[:, :h, :w], est[:, :h, :w], params.sigma2**0.5, cfg)
     out = from_opponent(est[:, :h, :w])
     return out, DenoiseInfo(params.sigma2**0.5, params, trace, heads)

@@ -110,8 +110,9 @@ class DenoiseConfig:
         +0.12 / +0.14 / +0.19 dB in 2.5-3.5x the time.
     combination_patch, combination_step, combination_group_size, combination_radius: their
         patch side, reference stride, K and search window half-side (LIChI's 6, 3, 64 and 32;
-        on the Train400 split K = 48 lost 0.02-0.06 dB, K = 96 0.05 dB at sigma 25; a 33x33
-        window lost 0.02 dB at 15 for 0.92x the time).
+        on the Train400 split K = 48 lost 0.02-0.06 dB, K = 96 0.05 dB at sigma 25 but gained
+        0.03 at 50 for 1.85x the time; a 33x33 window lost 0.02 dB at 15 for 0.92x the time;
+        stride 4 lost 0.03 dB at 25 for 0.66x the time).
     combination_rematch: the groups are matched again on the pass's source every this many
         passes (and kept in between).
     combination_tau: the fraction of the noise std handed on by the first of those passes,
