@@ -79,7 +79,7 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "--fast, chain graph (no attention)": {**SPEEDS["fast"], "graph": "chain"},
     "--best (group-axis Wiener passes after the others)": SPEEDS["best"],
     "--best, one group-axis pass (no iterations)": {"combination_passes": 1, "combination_passes_high": 1},
-    "--best, tau = 0 (every group-axis pass on the noisy image)": {**SPEEDS["best"], "combination_tau": 0.0},
+    "--best, tau = 0 (each pass hands on its estimate, no noise kept)": {**SPEEDS["best"], "combination_tau": 0.0},
     "--best, groups matched once": {**SPEEDS["best"], "combination_rematch": 100},
     "--best on the pass-1 estimate (no covariance passes)": {**SPEEDS["best"], "second_pass": False},
 }
