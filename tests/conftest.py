@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from libcem.config import build_config
 from libcem.generative.training.tokenizer import TokenizerRunConfig
@@ -52,3 +53,11 @@ def real_builds(monkeypatch):
                 built.append(sum(t.numel() for t in params))
         monkeypatch.setattr(cls, "__init__", wrapped)
     return built
+
+
+@pytest.fixture
+def torch_threads():
+    """Torch's thread count restored after the test."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

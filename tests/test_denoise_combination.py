@@ -76,14 +76,6 @@ def test_a_pass_hands_on_the_estimate_with_tau_of_the_noise_left():
     assert torch.allclose(mixed, 0.6 * est + 0.4 * noisy, atol=1e-3)
 
 
-@pytest.fixture
-def torch_threads():
-    """Torch's thread count restored after the test."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 def test_passes_bring_the_error_down_and_do_not_depend_on_the_thread_count(torch_threads):
     torch.set_num_threads(1)  # as each chunk thread: float32 sums round the same way
     cfg = DenoiseConfig(combination_passes=3, combination_radius=8, chunk=16)

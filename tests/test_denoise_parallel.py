@@ -15,14 +15,6 @@ from libcem.denoiser.parallel import chunk_threads, map_ordered, one_torch_threa
 from libcem.errors import LibcemError
 
 
-@pytest.fixture
-def torch_threads():
-    """Torch's thread count restored after the test."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("settings", [
     {},  # gray: graph diffusion, two covariance passes with feedback
     {"pass2": "graph_wiener", "later_pass2": "graph_wiener"},  # the graph Wiener pass
