@@ -82,6 +82,10 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "--best, tau = 0 (each pass hands on its estimate, no noise kept)": {**SPEEDS["best"], "combination_tau": 0.0},
     "--best, groups matched once": {**SPEEDS["best"], "combination_rematch": 100},
     "--best on the pass-1 estimate (no covariance passes)": {**SPEEDS["best"], "second_pass": False},
+    "--best on the pass-1 estimate, tau = 0 (no graph diffusion)":
+        {**SPEEDS["best"], "second_pass": False, "graph_diffusion": False},
+    "--best on the pass-1 estimate, chain graph (no attention)":
+        {**SPEEDS["best"], "second_pass": False, "graph": "chain"},
 }
 COLOUR_CROPS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")  # skimage.data
 

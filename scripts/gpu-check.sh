@@ -2,15 +2,18 @@
 # The GPU checks behind the GPU figures in the presets registry and docs/platforms.md:
 #   bash scripts/gpu-check.sh OUTDIR
 # 1. preset speed and memory (python -m benchmarks.presets), 2. the denoiser on the GPU against
-# the CPU on one image, 3. the gpu-fractals preset end to end (both stages, --time-limit), then
-# libcem eval on it. Settings: PRESET, BENCH_STEPS, TOKENIZER_MINUTES and PRIOR_MINUTES (time
-# limits of the two stages), BENCH_PRESETS. A failed part is reported and the next one still runs.
+# the CPU on one image, 2b. the denoiser on the 12-megapixel benchmark photo on the GPU, 3. the
+# gpu-fractals preset end to end (both stages, --time-limit), then libcem eval on it. Settings:
+# PRESET, BENCH_STEPS, TOKENIZER_MINUTES and PRIOR_MINUTES (time limits of the two stages),
+# BENCH_PRESETS, DENOISE_SPEEDS (of part 2b; empty skips it). A failed part is reported and the
+# next one still runs.
 set -uo pipefail
 OUT="${1:-gpu-check}"
 PRESET="${PRESET:-gpu-fractals}"
 BENCH_STEPS="${BENCH_STEPS:-100}"
 TOKENIZER_MINUTES="${TOKENIZER_MINUTES:-2}"
 PRIOR_MINUTES="${PRIOR_MINUTES:-3}"
+DENOISE_SPEEDS="${DENOISE_SPEEDS:-fast default best}"
 read -r -a BENCH_PRESETS <<<"${BENCH_PRESETS:-cpu-digits cpu-fractals gpu-fractals gpu-cifar10}"
 mkdir -p "$OUT"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
@@ -37,6 +40,12 @@ for dev in (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]:
 print(rows); json.dump(rows, open(sys.argv[1], "w"), indent=1)
 PY
 then echo "== part 2 FAILED"; fi
+
+echo "== 2b. denoiser: the 12-megapixel colour photo on the GPU (speeds: ${DENOISE_SPEEDS})"
+for speed in $DENOISE_SPEEDS; do
+  python3 -m benchmarks.denoise_speed --device cuda --speed "$speed" | tee -a "$OUT/denoise-12mp.txt" \
+    || echo "== part 2b ($speed) FAILED"
+done
 
 echo "== 3. $PRESET end to end (time limits: tokenizer $TOKENIZER_MINUTES min, prior $PRIOR_MINUTES min), then libcem eval"
 RUN=/tmp/libcem-gpu-check

@@ -41,14 +41,15 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cpu or cuda (default: the GPU if there is one)")
     p.add_argument("--tile", type=int, default=None,
-                   help="tile side in pixels for large images (default: DenoiseConfig.tile)")
+                   help="tile side in pixels for large images (default: 768 on a CPU; on a GPU the "
+                   "largest its free memory holds, the whole photo when it fits)")
     p.add_argument("--fast", action="store_true",
                    help="about 2.5x faster on colour photos for about 0.2 dB less (at sigma 15-25), "
                    "1.7x on gray ones for about 0.05 dB: sparser reference patches and one "
                    "colour second pass (for 12-megapixel photos)")
     p.add_argument("--best", action="store_true",
                    help="the highest quality: 0.15-0.24 dB above the default on Set12 (gray) and "
-                   "0.15 dB on McMaster (colour), 3-7x slower: LIChI-style passes that replace each "
+                   "0.15 dB on McMaster (colour), 2.5-5.5x slower: LIChI-style passes that replace each "
                    "patch by a linear combination of its group's patches (small images and crops)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes that denoise the tiles of a large image side by side "
@@ -128,7 +129,8 @@ def _config(args: argparse.Namespace):
         raise LibcemError("--fast and --best exclude each other")
     cfg = DenoiseConfig.for_speed("fast" if args.fast else "best" if args.best else "default")
     if args.tile is not None:
-        cfg = cfg.override(tile=args.tile, overlap=min(cfg.overlap, args.tile // 4))
+        cfg = cfg.override(tile=args.tile, gpu_tile=args.tile,
+                           overlap=min(cfg.overlap, args.tile // 4))
     if args.workers is not None:
         if args.workers < 1:
             raise LibcemError(f"--workers must be at least 1; got {args.workers}")

@@ -12,7 +12,7 @@ from libcem.denoiser import poisson_gaussian
 from libcem.denoiser.em import EMTrace
 from libcem.denoiser.passes import DenoiseInfo, denoise_tensor, fit_tensor
 from libcem.denoiser.settings import DenoiseConfig
-from libcem.denoiser.tiling import central_tile, default_workers, process_tiled
+from libcem.denoiser.tiling import central_tile, default_workers, device_tile, process_tiled
 from libcem.device import resolve_device
 from libcem.errors import LibcemError
 
@@ -132,7 +132,8 @@ def estimate_noise(img: torch.Tensor, cfg: DenoiseConfig) -> float:
 def denoise_float(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
                   progress: Callable[[int, int], None] | None = None,
                   ) -> tuple[torch.Tensor, DenoiseInfo]:
-    """Denoise (C, H, W) float32 on the 0..255 scale, in tiles when larger than cfg.tile.
+    """Denoise (C, H, W) float32 on the 0..255 scale, in tiles when larger than cfg.tile (on a
+    GPU: than `device_tile`, the whole image when its free memory holds it).
 
     For tiled images the noise level and the EM parameters are fitted once, on the central
     tile, and shared by every tile, so all tiles use one model of the image.
@@ -140,6 +141,7 @@ def denoise_float(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
     _, h, w = img.shape
     if h < cfg.patch or w < cfg.patch:
         raise LibcemError(f"image {h}x{w} is smaller than the {cfg.patch}x{cfg.patch} patch")
+    cfg = cfg.override(tile=device_tile(img.device, cfg))  # on a GPU, from its free memory
     if max(h, w) <= cfg.tile:
         return denoise_tensor(img, sigma, cfg)
     info = fit_tensor(central_tile(img, cfg.tile), sigma, cfg)  # one model for all tiles

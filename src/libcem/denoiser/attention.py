@@ -56,7 +56,7 @@ def head_distances(heads: tuple[str, ...], positions: torch.Tensor, texture: tor
     out = []
     for head in heads:  # at most four affinity heads
         if head == "chain":
-            out.append(chain_distances(*positions.shape).to(texture))
+            out.append(chain_distances(*positions.shape, texture.device).to(texture.dtype))
             continue
         if head == "texture":
             feats = texture
@@ -68,12 +68,12 @@ def head_distances(heads: tuple[str, ...], positions: torch.Tensor, texture: tor
     return torch.stack(out)
 
 
-def chain_distances(groups: int, k: int) -> torch.Tensor:
+def chain_distances(groups: int, k: int, device: torch.device | None = None) -> torch.Tensor:
     """(G, K, K) distances of a fixed chain over the members in matching order: 0 between
     neighbours, 1e6 otherwise (weights 1 and 0 at bandwidth 1). The Laplacian of a chain has the
     DCT-II as its eigenbasis, so this replaces attention by a DCT along the group (an ablation).
     """
-    idx = torch.arange(k)
+    idx = torch.arange(k, device=device)  # made on the device: no copy from the host
     far = ((idx[:, None] - idx[None, :]).abs() != 1).double() * 1e6
     return far.expand(groups, k, k)
 

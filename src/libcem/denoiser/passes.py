@@ -99,6 +99,14 @@ class PatchGroups:
             self._pixels = all_patches(self.image, self.patch)
         return self._pixels
 
+    def forget_pass1_tables(self) -> None:
+        """Free the DCT coefficients and luminance matching table (recomputed if used again):
+        after pass 1, the covariance passes read the noisy image's pixels only. With this and
+        the noisy tables freed at the first feedback pass, the peak memory of a colour image
+        at sigma 50 with 4096-group batches fell from 5,330 to 3,300 bytes per pixel
+        (session 16, docs/denoise.md)."""
+        self._coef = self._lum = None
+
     def match(self, step: int, radius: int, k: int) -> torch.Tensor:
         """Block matching on the luminance patches: positions (N, K) of each reference's group."""
         k = min(k, min(self.height, radius + 1) * min(self.width, radius + 1))
@@ -138,19 +146,27 @@ def _gather(table: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Ten
     return picked.unflatten(dim, positions.shape)
 
 
-def _graph(groups: PatchGroups, positions: torch.Tensor, params: em.GroupModelParams):
-    """Graph Fourier basis of each group: eigenvalues (G, K), eigenvectors (G, K, K)."""
-    dists = groups.distances(positions)
-    weights = attention_weights(dists, params.log_beta.to(dists), params.logit_pi.to(dists))
-    return spectrum(weights)
+def _graph(groups: PatchGroups, positions: torch.Tensor, heads: tuple[torch.Tensor, torch.Tensor]):
+    """Graph Fourier basis of each group: eigenvalues (G, K), eigenvectors (G, K, K). heads:
+    the bandwidths' logs and mixing logits, already on the groups' device (`_heads_on`)."""
+    return spectrum(attention_weights(groups.distances(positions), *heads))
+
+
+def _heads_on(params: em.GroupModelParams, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head parameters (kept on the host by EM) as float32 on `device`, copied once per
+    pass, not in every chunk: on a GPU each copy from the host waits for the device."""
+    return params.log_beta.to(device, torch.float32), params.logit_pi.to(device, torch.float32)
 
 
 def fit_group_model(groups: PatchGroups, positions: torch.Tensor, sigma: float, cfg: DenoiseConfig,
               generator: torch.Generator) -> tuple[em.GroupModelParams, em.EMTrace]:
-    """EM on `cfg.em_groups` groups drawn with `generator` (float64 for a clean objective)."""
+    """EM on `cfg.em_groups` groups drawn with `generator` (float64 for a clean objective), on
+    the host: the sample is small, and EM's stopping test, tau's bisection and the heads'
+    line search read numbers every iteration, each a wait for a GPU, so the sample is copied
+    off the device once and the EM loop runs without a host-device synchronisation."""
     pick = torch.randperm(positions.shape[0], generator=generator)[:cfg.em_groups]
     sub = positions[pick.to(positions.device)]
-    z, dists = groups.coefficients(sub).double(), groups.distances(sub).double()
+    z, dists = groups.coefficients(sub).double().cpu(), groups.distances(sub).double().cpu()
     free = em.free_mask(z.shape[1], z.shape[2], groups.channels, z.device)
     start = em.initial_params(dists, sigma**2)
     if cfg.graph == "chain":  # weights exactly 1 (neighbours) and 0 (others)
@@ -170,9 +186,10 @@ def graph_diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: e
     _ = groups.coef  # the table the chunks share, built once before the chunk threads
     free = em.free_mask(positions.shape[1], groups.channels * groups.patch**2, groups.channels,
                         positions.device)
+    heads = _heads_on(params, positions.device)
 
     def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        lam, vec = _graph(groups, pos, params)
+        lam, vec = _graph(groups, pos, heads)
         c = vec.transpose(1, 2) @ groups.coefficients(pos)  # (G, K, F) graph Fourier x DCT
         scale = em.initial_scale(c, lam, params.tau, params.sigma2, free)
         for _ in range(cfg.scale_iter):  # EM on the per-group scales, global params fixed
@@ -212,9 +229,10 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
         log_beta = em.initial_params(guide.distances(sample).double(), sigma2).log_beta
         params = replace(params, log_beta=log_beta)
     _ = noisy.coef, guide.coef  # the tables the chunks share, built before the chunk threads
+    heads = _heads_on(params, positions.device)
 
     def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        lam, vec = _graph(guide, pos, params)
+        lam, vec = _graph(guide, pos, heads)
         c = vec.transpose(1, 2) @ noisy.coefficients(pos)
         q = vec.transpose(1, 2) @ guide.coefficients(pos)
         gain = q * q / (q * q + sigma2)
@@ -359,9 +377,11 @@ def _run(img, sigma, cfg, params, generator, fit_only: bool):
     if fit_only:
         return None, DenoiseInfo(params.sigma2**0.5, params, trace, heads)
     est = graph_diffusion_pass(groups, positions, params, cfg)
+    groups.forget_pass1_tables()
     repeats = cfg.pass2_repeats_color if img.shape[0] > 1 else cfg.pass2_repeats_gray
     passes = repeats if cfg.second_pass else 0
     source, sigma2, matched = groups, params.sigma2, None
+    del groups  # held by `source` only, so a feedback pass's new source frees its tables
     for i in range(passes):  # each pass uses the previous estimate as its pilot
         reuse = None
         if i > 0 and cfg.feedback > 0:

@@ -105,8 +105,8 @@ class DenoiseConfig:
         after LIChI) run after the others, at and below / above `high_sigma`; 0 (the
         default): none. The "best" speed (`--best`) runs 9 and 11, LIChI's numbers: on a
         Train400 split +0.17 / +0.21 / +0.16 dB at sigma 15 / 25 / 50 over the default, better
-        on 23 / 23 / 17 of 24 images, in 7.4x / 7.4x / 4.6x the time (12 passes at 25 and 14
-        at 50 did worse); on the skimage colour crops, where they run on the luminance only,
+        on 23 / 23 / 17 of 24 images, in 7.4x / 7.4x / 4.6x the time (5.3x at 25 since
+        session 16's faster filter; 12 passes at 25 and 14 at 50 did worse); on the skimage colour crops, where they run on the luminance only,
         +0.12 / +0.14 / +0.19 dB in 2.5-3.5x the time.
     combination_patch, combination_step, combination_group_size, combination_radius: their
         patch side, reference stride, K and search window half-side (LIChI's 6, 3, 64 and 32;
@@ -125,7 +125,10 @@ class DenoiseConfig:
         alike. On a Train400 split beta 1 gained 0.006-0.012 dB at sigma 15 and 25 (better on
         20-21 of 24 images; 0.000 at 50) and beta 2 lost 0.01 at 50; on the skimage colour
         crops beta 1 gave +0.000 / -0.005 / -0.017 dB at sigma 15 / 25 / 50, so colour keeps 0.
-    tile, overlap: images larger than tile x tile are processed in overlapping tiles.
+    tile, overlap: images larger than tile x tile are processed in overlapping tiles (on a CPU).
+    gpu_tile: the tile side on a GPU; 0 = the largest square whose passes fit in the GPU's free
+        memory (`tiling.device_tile`): a photo that fits is denoised whole, its groups in
+        batches of `gpu_chunk`, with no loop over tiles.
     workers: processes that denoise the tiles of a large image on the CPU side by side (one
         torch thread each); 0 = one per CPU core (at most 8, and at most as many as the free
         memory holds at about 3.6 GiB each for 768-pixel tiles), 1 = in this process (which
@@ -193,6 +196,7 @@ class DenoiseConfig:
     aggregation_window_color: float = 0.0
     tile: int = 768
     overlap: int = 48
+    gpu_tile: int = 0
     chunk: int = 128
     gpu_chunk: int = 4096
     seed: int = 0
@@ -229,6 +233,9 @@ class DenoiseConfig:
             "overlap": (0 <= 2 * self.overlap < self.tile, "use 0 <= 2 * overlap < tile"),
             "chunk": (self.chunk >= 1, "must be >= 1"),
             "gpu_chunk": (self.gpu_chunk >= 1, "must be >= 1"),
+            "gpu_tile": (self.gpu_tile == 0 or (self.gpu_tile >= 4 * self.patch
+                                                and 2 * self.overlap < self.gpu_tile),
+                         "use 0 (from the GPU's free memory) or a side >= 4 * patch and > 2 * overlap"),
             "workers": (0 <= self.workers <= 256, "use 0 (one per core) or 1..256"),
             "threads": (0 <= self.threads <= 256, "use 0 (torch's thread count) or 1..256"),
             "pass2_repeats_gray": (self.pass2_repeats_gray >= 1, "must be >= 1"),

@@ -115,6 +115,38 @@ def default_workers(tile: int) -> int:
     return max(1, min(workers, available // (WORKER_BYTES_PER_PIXEL * tile * tile)))
 
 
+# Peak memory of whole-image passes in 4096-group batches (`gpu_chunk`): a part per pixel and
+# the batches' working set, measured on the CPU for colour images at sigma 50, the largest case
+# (session 16: 3,300 bytes per pixel and 2.52 GiB; sigma 25 and `--best` take less).
+GPU_BYTES_PER_PIXEL = 3400
+GPU_FIXED_BYTES = 2_800_000_000
+GPU_MEMORY_FRACTION = 0.7  # of the free memory: room for the caching allocator's fragmentation
+GPU_MIN_TILE = 512
+
+
+def tile_for_memory(free_bytes: int) -> int:
+    """The side of the largest square tile whose passes fit in `free_bytes` of GPU memory:
+    GPU_MEMORY_FRACTION of it, less the batches' working set, at GPU_BYTES_PER_PIXEL (at least
+    GPU_MIN_TILE, below which tiles waste most of their area on overlaps)."""
+    usable = GPU_MEMORY_FRACTION * free_bytes - GPU_FIXED_BYTES
+    return max(GPU_MIN_TILE, math.isqrt(int(max(usable, 0.0) // GPU_BYTES_PER_PIXEL)))
+
+
+def device_tile(device: torch.device, cfg) -> int:
+    """Tile side for an image on `device`: `cfg.tile` on a CPU (where tiles are the unit of
+    work of the worker processes) and on devices whose free memory torch does not report;
+    on a CUDA GPU `cfg.gpu_tile`, or when it is 0 the largest tile its free memory holds, so
+    a photo that fits is denoised whole: one pass over all its groups, no loop over tiles."""
+    if device.type == "cpu":
+        return cfg.tile
+    if cfg.gpu_tile:
+        return cfg.gpu_tile
+    if device.type == "cuda":  # free on the device, plus what torch holds cached but unused
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return tile_for_memory(torch.cuda.mem_get_info(device)[0] + cached)
+    return cfg.tile
+
+
 def central_tile(img: torch.Tensor, tile: int) -> torch.Tensor:
     """The tile x tile crop at the centre of img (C, H, W) (the whole image if smaller)."""
     _, h, w = img.shape
