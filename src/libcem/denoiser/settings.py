@@ -106,8 +106,9 @@ class DenoiseConfig:
         default): none. The "best" speed (`--best`) runs 9 and 11, LIChI's numbers: on a
         Train400 split +0.17 / +0.21 / +0.16 dB at sigma 15 / 25 / 50 over the default, better
         on 23 / 23 / 17 of 24 images, in 7.4x / 7.4x / 4.6x the time (5.3x at 25 since
-        session 16's faster filter; 12 passes at 25 and 14 at 50 did worse); on the skimage colour crops, where they run on the luminance only,
-        +0.12 / +0.14 / +0.19 dB in 2.5-3.5x the time.
+        session 16's faster filter; 12 passes at 25 and 14 at 50 did worse); on the skimage
+        colour crops, where they run on the luminance only, +0.12 / +0.14 / +0.19 dB in
+        2.5-3.5x the time.
     combination_patch, combination_step, combination_group_size, combination_radius: their
         patch side, reference stride, K and search window half-side (LIChI's 6, 3, 64 and 32;
         on the Train400 split K = 48 lost 0.02-0.06 dB, K = 96 0.05 dB at sigma 25 but gained
@@ -131,7 +132,7 @@ class DenoiseConfig:
         batches of `gpu_chunk`, with no loop over tiles.
     workers: processes that denoise the tiles of a large image on the CPU side by side (one
         torch thread each); 0 = one per CPU core (at most 8, and at most as many as the free
-        memory holds at about 3.6 GiB each for 768-pixel tiles), 1 = in this process (which
+        memory holds at about 2.7 GiB each for 768-pixel tiles), 1 = in this process (which
         then shares each tile's work among `threads` threads). No effect on an untiled image
         or a GPU.
     threads: Python threads that run a pass's chunks of groups side by side on the CPU, each

@@ -95,9 +95,10 @@ def _pool(workers: int):
         yield pool
 
 
-WORKER_BYTES_PER_PIXEL = 6500  # peak memory of one tile worker per tile pixel (measured in
+WORKER_BYTES_PER_PIXEL = 5000  # peak memory of one tile worker per tile pixel (measured in
 # session 12: 2.71 GiB for a 707 x 639 colour tile with the shipped settings, 2.3 GiB with
-# --fast, sigma 25, `chunk` 128; session 13: 2.47 and 2.27 GiB)
+# --fast, sigma 25, `chunk` 128; session 13: 2.47 and 2.27 GiB; session 16, with the pass-1
+# tables freed: 1.96 GiB, 4,650 bytes per pixel)
 
 
 def default_workers(tile: int) -> int:
