@@ -76,6 +76,21 @@ def test_denoise_photo_estimates_sigma_improves_psnr_and_reports_tiles():
         photos.denoise_photo(noisy, -1.0)
 
 
+def test_denoise_photo_with_correlated_noise():
+    from scipy.signal import fftconvolve
+
+    clean = data.camera()[:96, 64:160]
+    w = np.random.default_rng(0).standard_normal((98, 98))
+    blotchy = fftconvolve(w, np.outer([1, 2, 1], [1, 2, 1]) / 6.0, mode="valid") * 20  # std 20
+    noisy = np.clip(np.round(clean + blotchy), 0, 255).astype(np.uint8)
+    white, _ = photos.denoise_photo(noisy, None)
+    out, used = photos.denoise_photo(noisy, None, noise="correlated")
+    assert used == pytest.approx(20, rel=0.15)  # the white-noise estimate sees about 4
+    assert photos.psnr_db(out, clean) > photos.psnr_db(white, clean) + 4
+    with pytest.raises(LibcemError, match="gaussian or correlated"):
+        photos.denoise_photo(noisy, None, noise="poisson")
+
+
 def test_strength_blends_input_and_output():
     noisy, denoised = np.full((8, 8), 100, np.uint8), np.full((8, 8), 200, np.uint8)
     assert np.array_equal(photos.blend(noisy, denoised, 0.0), noisy)
@@ -248,8 +263,9 @@ def test_denoise_tab_in_a_browser(page, tmp_path, artifacts):
     info_has(page, "#denoise-info", "noisy.png")
     estimate = float(page.locator("#sigma input").input_value())
     assert abs(estimate - SIGMA) < 2.5
+    page.locator("#noise-model").get_by_text("Blotches:").click()  # the correlated-noise model
     page.click("#denoise-button")
-    info_has(page, "#denoise-info", "Denoised with noise level")
+    info_has(page, "#denoise-info", "correlated noise")
     page.locator("#compare img").first.wait_for()
     with page.expect_download() as download:
         page.click("#download")
@@ -268,10 +284,12 @@ def test_denoise_tab_in_a_browser(page, tmp_path, artifacts):
     page.locator("#add-noise input[type=number]").fill(str(int(SIGMA)))
     page.locator("#add-noise input[type=number]").press("Enter")
     info_has(page, "#denoise-info", "synthetic noise added")
+    page.locator("#noise-model").get_by_text("Grain:").click()  # back to the white-noise model
     page.locator("#speed").get_by_text("Fast:").click()
     page.click("#denoise-button")
     info_has(page, "#denoise-info", "PSNR against the clean photo")
     assert "fast settings" in page.locator("#denoise-info").inner_text()
+    assert "correlated" not in page.locator("#denoise-info").inner_text()
     text = page.locator("#denoise-info").inner_text()
     before, after = map(float, re.search(r"noisy ([\d.]+) dB → result ([\d.]+) dB", text).groups())
     assert after > before + 4

@@ -11,6 +11,7 @@ EPILOG = """examples:
   libcem denoise photos/ -o clean/                   every PNG/JPEG/TIFF in the folder
   libcem denoise crop.png -o clean.png --best        highest quality, several times slower
   libcem denoise phone.jpg -o clean.jpg --noise auto --strength 0.8   keep a little grain
+  libcem denoise photo.png -o clean.png --noise correlated   blotchy (demosaiced) noise
 
 Gray, gray+alpha, RGB and RGBA images in 8 or 16 bits keep their format; alpha is copied.
 Images larger than --tile are processed in overlapping tiles (memory stays bounded).
@@ -23,13 +24,14 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "denoise",
         help="denoise images with the patch-graph EM denoiser (no training)",
-        description="Remove white Gaussian or signal-dependent (camera) noise with the patch-graph\n"
-        "diffusion denoiser: groups of similar patches on affinity-weighted graphs, graph\n"
-        "diffusion with per-group scales fitted by EM, then a second pass on groups matched on\n"
-        "that estimate (a Bayes estimate under each group's patch covariance, fitted by EM on the\n"
-        "noisy patches from the estimate's, with part of the residual fed back). --best adds\n"
-        "passes that replace each patch by a linear combination of its group's patches. The noise\n"
-        "level is estimated unless --sigma gives it. See docs/denoise.md.",
+        description="Remove white Gaussian, signal-dependent (camera) or correlated noise with\n"
+        "the patch-graph diffusion denoiser: groups of similar patches on affinity-weighted\n"
+        "graphs, graph diffusion with per-group scales fitted by EM, then a second pass on\n"
+        "groups matched on that estimate (a Bayes estimate under each group's patch covariance,\n"
+        "fitted by EM on the noisy patches from the estimate's, with part of the residual fed\n"
+        "back). --best adds passes that replace each patch by a linear combination of its\n"
+        "group's patches. The noise level is estimated unless --sigma gives it; with --noise\n"
+        "correlated, the noise's correlation between neighbouring pixels too. See docs/denoise.md.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,9 +60,14 @@ def register(subparsers) -> None:
                    help="threads that share the work on one image, or on each tile of a large "
                    "image denoised in this process (default: one per CPU core, as torch's "
                    "thread count; the output is the same for any count)")
-    p.add_argument("--noise", choices=("gaussian", "poisson-gaussian", "auto"), default="gaussian",
+    p.add_argument("--noise", choices=("gaussian", "poisson-gaussian", "auto", "correlated"),
+                   default="gaussian",
                    help="noise model: white Gaussian (default), signal-dependent Poisson-Gaussian "
-                   "(variance a x + b, fitted: camera and phone photos), or auto (chooses)")
+                   "(variance a x + b, fitted: camera and phone photos), auto (chooses between "
+                   "those two), or correlated (Gaussian noise smoothed over neighbouring pixels, "
+                   "as demosaicing leaves it: blotches a white-noise model leaves; its "
+                   "correlation is fitted, --sigma may give its std; --best's extra passes are "
+                   "skipped)")
     p.add_argument("--strength", type=float, default=1.0,
                    help="1 removes the noise (default); lower keeps part of it as grain (0..1)")
     p.add_argument("--one-head", action="store_true",
@@ -100,10 +107,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sigma is not None and not 0 <= args.sigma <= 255:
         raise LibcemError(f"--sigma is on the 0..255 scale; got {args.sigma}")
-    if args.sigma is not None and args.noise != "gaussian":
+    if args.sigma is not None and args.noise not in ("gaussian", "correlated"):
         raise LibcemError("--sigma sets Gaussian noise; leave it out with --noise "
                           f"{args.noise} (the noise parameters are fitted)")
     cfg = _config(args)
+    if args.best and args.noise == "correlated":
+        print("note: --best's group-axis passes assume white noise; with --noise correlated "
+              "they are skipped", file=sys.stderr)
     pairs = _pairs(args.input, args.output)
     if not args.input.is_dir():
         _denoise_file(*pairs[0], args, cfg)
@@ -166,6 +176,9 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
     model = "" if info.noise_params is None else (
         f", Poisson-Gaussian a {info.noise_params[0] * scale:.3f} "
         f"b {info.noise_params[1] * scale**2:.2f}")
+    if info.noise_correlation is not None:
+        right, below = info.noise_correlation.neighbour_correlation()
+        model = f", correlated noise: neighbour correlation {right:.2f} across, {below:.2f} down"
     tqdm.write(f"{src} -> {dst}: sigma {info.sigma * scale:.2f} (0..255 scale){model}, "
                f"EM iterations {info.trace.iterations}")
 

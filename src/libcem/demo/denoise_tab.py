@@ -28,6 +28,10 @@ SPEED_CHOICES = [  # (label, DenoiseConfig.at_speed name), as --fast, the defaul
     ("Default", "default"),
     ("Best: about 0.1-0.2 dB more PSNR, 2.5-5.5x slower (small photos and crops)", "best"),
 ]
+NOISE_CHOICES = [  # (label, noise model of photos.denoise_photo), as --noise gaussian / correlated
+    ("Grain: white noise", "gaussian"),
+    ("Blotches: correlated noise (demosaiced or smoothed; its correlation is fitted)", "correlated"),
+]
 
 
 @dataclass
@@ -61,12 +65,13 @@ class DenoiseTab:
                 gr.DownloadButton(value=None, visible=False))  # the zoomed crop follows (restyle)
 
     @shown
-    def denoise(self, photo: photos.Photo | None, auto: bool, sigma: float | None, speed: str, strength: float,
-                factor: int, centre: tuple[float, float],
+    def denoise(self, photo: photos.Photo | None, auto: bool, sigma: float | None, model: str, speed: str,
+                strength: float, factor: int, centre: tuple[float, float],
                 progress=gr.Progress()):  # noqa: B008 (how Gradio passes a progress bar)
         """Run the denoiser on the photo, with its estimated noise level (auto) or `sigma` (0..255 scale),
-        with the settings of `speed` ("fast", "default" or "best", as `--fast` and `--best`); tile by tile
-        when the photo is large, the progress bar following the tiles."""
+        the noise `model` ("gaussian" or "correlated", as `--noise`) and the settings of `speed` ("fast",
+        "default" or "best", as `--fast` and `--best`); tile by tile when the photo is large, the progress
+        bar following the tiles."""
         if photo is None:
             photos.load_photo(None)  # raises: there is nothing to denoise yet
         progress(0, desc="denoising")
@@ -74,10 +79,12 @@ class DenoiseTab:
         config = self.config.at_speed(speed)
         photo.denoised, used = photos.denoise_photo(
             photo.noisy, None if auto else sigma, config, self.device,
-            lambda done, total: progress((done, total), desc="denoising", unit="tiles"))
+            lambda done, total: progress((done, total), desc="denoising", unit="tiles"), model)
         seconds = time.perf_counter() - start
         how = "estimated" if auto else "set by hand"
         settings = "" if speed == "default" else f", {speed} settings"
+        if model == "correlated":
+            settings += ", correlated noise" + (" (--best's extra passes skipped)" if speed == "best" else "")
         note = f"Denoised with noise level σ = {used:.2f} ({how}, 0..255 scale{settings}) in {seconds:.1f} s."
         return (photo, note) + self.views(photo, strength, factor, centre, note)
 
@@ -146,6 +153,7 @@ def build(device: str, max_megapixels: float, config: DenoiseConfig | None = Non
                 auto = gr.Checkbox(True, label="Estimate the noise level", elem_id="auto-sigma", scale=1)
                 sigma = gr.Number(label="Noise level σ (0..255 scale)", minimum=0, maximum=255, interactive=False,
                                   elem_id="sigma", scale=2)
+            model = gr.Radio(NOISE_CHOICES, value="gaussian", label="Noise", elem_id="noise-model")
             speed = gr.Radio(SPEED_CHOICES, value="default", label="Settings", elem_id="speed")
             strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength (1 = fully denoised, 0 = the input)",
                                  elem_id="strength")
@@ -167,7 +175,7 @@ def build(device: str, max_megapixels: float, config: DenoiseConfig | None = Non
     noise.change(tab.noisy, [photo, noise], loaded, trigger_mode="always_last",
                  concurrency_id="photo").success(*restyle)
     auto.change(lambda on: gr.Number(interactive=not on), auto, sigma)
-    run.click(tab.denoise, [photo, auto, sigma, speed, strength, factor, centre],
+    run.click(tab.denoise, [photo, auto, sigma, model, speed, strength, factor, centre],
               [photo, note, compare, zoomed, info, download], concurrency_id="photo")
     strength.change(*restyle, trigger_mode="always_last")
     factor.change(*restyle)

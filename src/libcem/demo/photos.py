@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from libcem.denoiser import DenoiseConfig
-from libcem.denoiser.api import denoise_float
+from libcem.denoiser.api import denoise_correlated, denoise_float
 from libcem.denoiser.api import estimate_noise as denoiser_estimate
 from libcem.denoiser.io import read_image, write_image
 from libcem.errors import LibcemError
@@ -119,14 +119,20 @@ def estimate_noise(img: np.ndarray, cfg: DenoiseConfig | None = None) -> float:
 
 def denoise_photo(img: np.ndarray, sigma: float | None, cfg: DenoiseConfig | None = None,
                   device: str | torch.device = "cpu",
-                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
+                  progress: Callable[[int, int], None] | None = None,
+                  noise: str = "gaussian") -> tuple[np.ndarray, float]:
     """Denoise with noise std `sigma` (0..255 scale; None: estimate). Returns the result and the sigma used.
 
-    Photos larger than cfg.tile are denoised tile by tile; `progress(done, total)` follows the tiles.
+    noise: "gaussian" (white) or "correlated" (its correlation between neighbouring pixels fitted
+    too, as `libcem denoise --noise correlated`). Photos larger than cfg.tile are denoised tile by
+    tile; `progress(done, total)` follows the tiles.
     """
     if sigma is not None and not (np.isfinite(sigma) and 0 <= sigma <= SCALE):
         raise LibcemError(f"the noise level is on the 0..255 scale; got {sigma}")
-    out, info = denoise_float(to_work(img, device), sigma, cfg or DenoiseConfig(), progress)
+    if noise not in ("gaussian", "correlated"):
+        raise LibcemError(f"noise must be gaussian or correlated, got {noise!r}")
+    run = denoise_correlated if noise == "correlated" else denoise_float
+    out, info = run(to_work(img, device), sigma, cfg or DenoiseConfig(), progress)
     return from_work(out, img), float(info.sigma)
 
 

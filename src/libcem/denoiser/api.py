@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from libcem.denoiser import poisson_gaussian
+from libcem.denoiser.correlated import NoiseCorrelation
 from libcem.denoiser.em import EMTrace
 from libcem.denoiser.passes import DenoiseInfo, denoise_tensor, fit_tensor
 from libcem.denoiser.settings import DenoiseConfig
@@ -17,7 +18,7 @@ from libcem.device import resolve_device
 from libcem.errors import LibcemError
 
 INTERNAL_PEAK = 255.0  # the denoiser works on the 0..255 scale whatever the input's dtype
-NOISE_MODELS = ("gaussian", "poisson-gaussian", "auto")
+NOISE_MODELS = ("gaussian", "poisson-gaussian", "auto", "correlated")
 
 
 def _numpy_dtype(dtype) -> np.dtype:
@@ -82,9 +83,12 @@ def check_noise(noise: str, sigma: float | None, noise_params, strength: float) 
     """One-line errors for a bad noise model, a sigma given with it, or a bad strength."""
     if noise not in NOISE_MODELS:
         raise LibcemError(f"noise must be one of {', '.join(NOISE_MODELS)}, got {noise!r}")
-    if noise != "gaussian" and sigma is not None:
+    if noise not in ("gaussian", "correlated") and sigma is not None:
         raise LibcemError("sigma describes Gaussian noise; for noise='poisson-gaussian' give "
                           "noise_params=(a, b) (variance a x + b) or nothing (estimated)")
+    if noise_params is not None and noise == "correlated":
+        raise LibcemError("noise_params are (a, b) of Poisson-Gaussian noise; correlated noise "
+                          "takes sigma (its std) or nothing (fitted)")
     if noise_params is not None and (len(noise_params) != 2 or not all(
             np.isfinite(v) and v >= 0 for v in noise_params)):
         raise LibcemError(f"noise_params must be two finite numbers (a, b) >= 0, "
@@ -129,35 +133,68 @@ def estimate_noise(img: torch.Tensor, cfg: DenoiseConfig) -> float:
     return estimate_sigma(to_opponent(tile), generator=torch.Generator().manual_seed(cfg.seed))
 
 
+def check_size(img: torch.Tensor, cfg: DenoiseConfig) -> tuple[int, int, int]:
+    """The shape (C, H, W) of an image at least one patch large, else a one-line error."""
+    _, h, w = img.shape
+    if h < cfg.patch or w < cfg.patch:
+        raise LibcemError(f"image {h}x{w} is smaller than the {cfg.patch}x{cfg.patch} patch")
+    return tuple(img.shape)
+
+
+def denoise_correlated(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
+                       progress: Callable[[int, int], None] | None = None,
+                       ) -> tuple[torch.Tensor, DenoiseInfo]:
+    """Spatially correlated Gaussian noise (`correlated`): its autocovariance fitted on the
+    image (its central tile when tiled), rescaled to std `sigma` when given, then the passes
+    with that noise model."""
+    from libcem.denoiser.correlated import estimate_correlation
+    from libcem.denoiser.patches import to_opponent
+
+    _, h, w = check_size(img, cfg)
+    tile = central_tile(img, cfg.tile) if max(h, w) > cfg.tile else img
+    corr = estimate_correlation(to_opponent(tile), generator=torch.Generator().manual_seed(cfg.seed))
+    if sigma is not None and corr.variance > 0:
+        corr = corr.scaled(sigma**2 / corr.variance)
+    if (sigma is not None and sigma <= 0) or corr.variance <= 0:
+        return img.clone(), DenoiseInfo(0.0, None, EMTrace(), ())
+    # no graph diffusion under correlated noise: a group's nearby members share noise, and the
+    # attention graph links most strongly the members whose noise looks alike, so smoothing
+    # along it kept noise (tau = 0 was +0.08 / +0.11 dB on Train400 at std 25 / 15, better on
+    # 8-9 of 10 images, and +0.00-0.11 dB on three skimage colour crops; docs/denoise.md)
+    out, info = denoise_float(img, None, cfg.override(graph_diffusion=False), progress, noise=corr)
+    info.noise_correlation = corr
+    return out, info
+
+
 def denoise_float(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
                   progress: Callable[[int, int], None] | None = None,
-                  ) -> tuple[torch.Tensor, DenoiseInfo]:
+                  noise: NoiseCorrelation | None = None) -> tuple[torch.Tensor, DenoiseInfo]:
     """Denoise (C, H, W) float32 on the 0..255 scale, in tiles when larger than cfg.tile (on a
-    GPU: than `device_tile`, the whole image when its free memory holds it).
+    GPU: than `device_tile`, the whole image when its free memory holds it). noise: the
+    autocovariance of correlated noise (None: white).
 
     For tiled images the noise level and the EM parameters are fitted once, on the central
     tile, and shared by every tile, so all tiles use one model of the image.
     """
-    _, h, w = img.shape
-    if h < cfg.patch or w < cfg.patch:
-        raise LibcemError(f"image {h}x{w} is smaller than the {cfg.patch}x{cfg.patch} patch")
+    _, h, w = check_size(img, cfg)
     cfg = cfg.override(tile=device_tile(img.device, cfg))  # on a GPU, from its free memory
     if max(h, w) <= cfg.tile:
-        return denoise_tensor(img, sigma, cfg)
-    info = fit_tensor(central_tile(img, cfg.tile), sigma, cfg)  # one model for all tiles
+        return denoise_tensor(img, sigma, cfg, noise=noise)
+    info = fit_tensor(central_tile(img, cfg.tile), sigma, cfg, noise)  # one model for all tiles
     if info.params is None:
         return img.clone(), info
     workers = cfg.workers or default_workers(cfg.tile)
     if workers > 1:  # each worker process uses one core: no chunk threads inside it
         cfg = cfg.override(threads=1)
-    out = process_tiled(img, partial(denoise_tile, cfg=cfg, params=info.params), cfg.tile,
-                        cfg.overlap, progress, workers)
+    out = process_tiled(img, partial(denoise_tile, cfg=cfg, params=info.params, noise=noise),
+                        cfg.tile, cfg.overlap, progress, workers)
     return out, info
 
 
-def denoise_tile(tile: torch.Tensor, cfg: DenoiseConfig, params) -> torch.Tensor:
+def denoise_tile(tile: torch.Tensor, cfg: DenoiseConfig, params,
+                 noise: NoiseCorrelation | None = None) -> torch.Tensor:
     """One tile (C, h, w) with the model fitted on the central tile (run in tile workers)."""
-    return denoise_tensor(tile, None, cfg, params=params)[0]
+    return denoise_tensor(tile, None, cfg, params=params, noise=noise)[0]
 
 
 def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None = None,
@@ -173,8 +210,10 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
         None estimates it.
     noise: "gaussian" (white, one sigma), "poisson-gaussian" (variance a x + b, as in camera
         and phone photos; (a, b) estimated unless noise_params gives them in the image's units)
-        or "auto" (poisson-gaussian when the fitted variance grows by half from the darkest to
-        the brightest tenth of the image, else gaussian).
+        "auto" (poisson-gaussian when the fitted variance grows by half from the darkest to
+        the brightest tenth of the image, else gaussian), or "correlated" (Gaussian noise
+        smoothed over neighbouring pixels, as demosaicing leaves it: its autocovariance is
+        fitted from the image; sigma, when given, is its std).
     strength: 1 removes the noise; lower values keep part of it (grain): the result is
         noisy + strength * (denoised - noisy).
     progress: called as progress(tiles done, tiles) while a large image's tiles are denoised.
@@ -198,6 +237,8 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
     cfg = config or DenoiseConfig()
     if noise == "gaussian":
         out, info = denoise_float(work, None if sigma is None else sigma * scale, cfg, progress)
+    elif noise == "correlated":
+        out, info = denoise_correlated(work, None if sigma is None else sigma * scale, cfg, progress)
     else:
         params = None if noise_params is None else (noise_params[0] * scale,
                                                     noise_params[1] * scale**2)

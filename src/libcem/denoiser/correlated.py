@@ -1,0 +1,175 @@
+"""Spatially correlated (coloured) Gaussian noise: its autocovariance fitted from the image, and
+what the passes need of it.
+
+Demosaicing and in-camera filtering smooth a sensor's noise over neighbouring pixels, so the
+noise of a real photo is not white: its neighbours are correlated, its power sits at low and
+middle frequencies. A white-noise estimate then sees only the small high-frequency part and the
+blotches stay. The model here is stationary Gaussian noise with autocovariance r(dy, dx) for
+|dy|, |dx| <= `LAG` (zero beyond), the same in each channel of the luminance/chroma basis.
+
+Fit (`estimate_correlation`): 8x8 patches with their best plane removed (R, a projection), so
+that weak texture leaves little signal; for pure noise the residual y = R n has covariance
+M = R T(r) R, T(r) the Toeplitz patch covariance. Iterated: keep the patches whose Mahalanobis
+energy under the current M is below the median of its chi-square law (a test that texture in
+any direction fails); the kept patches' covariance, divided by the known shrink factor of that
+truncation (`_truncation_factor`), is fitted by least squares with R T(r) R, linear in r.
+Directions where the noise is nearly absent (below `FLOOR` of the largest) are left out of the
+test. On 256x256 crops of the cameraman and the astronaut with white, binomial 3x3 and
+horizontal pair noise at std 10 and 25, every lag came within 0.08 of the variance
+(`tests/test_denoise_correlated.py` checks 0.1).
+
+Use in the passes (see `PatchGroups`): in the DCT-domain passes each coefficient f is scaled by
+sqrt(r0 / var_f), var_f its noise variance, so that its noise variance is r0 (the per-group
+scales the EM fits absorb the scaling of the signal); the covariance pass works on patches
+whitened by W = sqrt(r0) Sigma^-1/2 (Sigma the patch noise covariance), where its Gaussian
+model is exactly the one with noise Sigma, and maps its estimate back with W^-1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from libcem.denoiser.noise import sample_patches
+
+LAG = 3  # autocovariance support: |dy|, |dx| <= LAG
+FIT_PATCH = 8  # patch side of the fit
+FLOOR = 1e-2  # noise variances below FLOOR x r0 (per DCT coefficient, per eigen-direction) are raised to it
+TEST_FLOOR = 1e-3  # directions with less noise than this fraction of the largest are not tested
+START_QUANTILE = 0.3  # the first guess keeps the patches below this quantile of plane-residual energy
+KEEP_LEVEL = 0.5  # quantile of the pure-noise chi-square law below which a patch is kept
+FIT_ITERATIONS = 6
+
+
+def _lags(lag: int) -> list[tuple[int, int]]:
+    """(0, 0), then one of each pair of opposite lags (dy, dx), |dy|, |dx| <= lag."""
+    return [(0, 0)] + [(dy, dx) for dy in range(lag + 1) for dx in range(-lag, lag + 1)
+                       if dy > 0 or dx > 0]
+
+
+@lru_cache(maxsize=8)
+def _lag_basis(patch: int, lag: int) -> torch.Tensor:
+    """(L, d, d) float64: entry (i, j) of matrix l is 1 when pixel j - pixel i is lag l or -l."""
+    y, x = torch.meshgrid(torch.arange(patch), torch.arange(patch), indexing="ij")
+    dy = y.reshape(-1)[None, :] - y.reshape(-1)[:, None]
+    dx = x.reshape(-1)[None, :] - x.reshape(-1)[:, None]
+    return torch.stack([(((dy == a) & (dx == b)) | ((dy == -a) & (dx == -b))).double()
+                        for a, b in _lags(lag)])
+
+
+def _plane_residual(patch: int) -> torch.Tensor:
+    """(d, d) the projection that removes a patch's best plane a + b y + c x."""
+    y, x = torch.meshgrid(torch.arange(patch, dtype=torch.float64) - (patch - 1) / 2,
+                          torch.arange(patch, dtype=torch.float64) - (patch - 1) / 2, indexing="ij")
+    q, _ = torch.linalg.qr(torch.stack([torch.ones(patch * patch, dtype=torch.float64),
+                                        y.reshape(-1), x.reshape(-1)], 1))
+    return torch.eye(patch * patch, dtype=torch.float64) - q @ q.T
+
+
+def _chi2_cdf(x: float, dof: int) -> float:
+    return float(torch.special.gammainc(torch.tensor(dof / 2, dtype=torch.float64),
+                                        torch.tensor(x / 2, dtype=torch.float64)))
+
+
+def _chi2_quantile(p: float, dof: int) -> float:
+    lo, hi = 0.0, 10.0 * dof + 100.0
+    for _ in range(80):  # bisection on the monotone CDF
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _chi2_cdf(mid, dof) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _truncation_factor(limit: float, dof: int) -> float:
+    """E[u u^T | |u|^2 < limit] = kappa I for u ~ N(0, I_dof): kappa = P(chi2_(dof+2) < limit) /
+    P(chi2_dof < limit), since E[|u|^2; |u|^2 < t] = dof P(chi2_(dof+2) < t)."""
+    return _chi2_cdf(limit, dof + 2) / _chi2_cdf(limit, dof)
+
+
+@dataclass(frozen=True)
+class NoiseCorrelation:
+    """Stationary noise autocovariance r(dy, dx), (2 LAG + 1, 2 LAG + 1) float64, on the
+    working 0..255 scale; the centre is the noise variance r0."""
+
+    autocov: torch.Tensor
+
+    @property
+    def variance(self) -> float:
+        lag = self.autocov.shape[0] // 2
+        return float(self.autocov[lag, lag])
+
+    def patch_covariance(self, patch: int) -> torch.Tensor:
+        """(p*p, p*p) float64 noise covariance of a p x p patch, its eigenvalues raised to at
+        least FLOOR x r0 (positive definite even where the fitted r is not)."""
+        lag = self.autocov.shape[0] // 2
+        basis = _lag_basis(patch, min(lag, patch - 1))
+        values = torch.stack([self.autocov[lag + a, lag + b] for a, b in _lags(min(lag, patch - 1))])
+        cov = (basis * values[:, None, None]).sum(0)
+        ev, vec = torch.linalg.eigh(cov)
+        return (vec * ev.clamp_min(FLOOR * self.variance)) @ vec.T
+
+    def whitening(self, patch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, W^-1), float32 (p*p, p*p): a patch row z becomes z W, whose noise is white with
+        variance r0; W = sqrt(r0) Sigma^-1/2, symmetric."""
+        ev, vec = torch.linalg.eigh(self.patch_covariance(patch))
+        root = (ev / self.variance).sqrt()
+        w, w_inv = (vec / root) @ vec.T, (vec * root) @ vec.T
+        return w.to(device, torch.float32), w_inv.to(device, torch.float32)
+
+    def dct_scale(self, dct: torch.Tensor) -> torch.Tensor:
+        """(p*p,) float32: sqrt(r0 / var_f), var_f the noise variance of DCT coefficient f (the
+        rows of `dct`), so that each scaled coefficient's noise variance is r0."""
+        patch = math.isqrt(dct.shape[0])
+        d = dct.double().cpu()
+        var = ((d @ self.patch_covariance(patch)) * d).sum(1).clamp_min(FLOOR * self.variance)
+        return (self.variance / var).sqrt().to(dct.device, torch.float32)
+
+    def neighbour_correlation(self) -> tuple[float, float]:
+        """r(0, 1) / r0 and r(1, 0) / r0: the noise's correlation with the next pixel across
+        and down (0 for white noise)."""
+        lag, r0 = self.autocov.shape[0] // 2, max(self.variance, 1e-12)
+        return float(self.autocov[lag, lag + 1]) / r0, float(self.autocov[lag + 1, lag]) / r0
+
+    def scaled(self, factor: float) -> NoiseCorrelation:
+        """The same correlation, variance times `factor` (the image scaled by sqrt(factor))."""
+        return NoiseCorrelation(self.autocov * factor)
+
+
+def estimate_correlation(img: torch.Tensor, max_patches: int = 60000,
+                         generator: torch.Generator | None = None) -> NoiseCorrelation:
+    """The noise autocovariance of a (C, H, W) image (channels pooled), fitted from its
+    weak-texture patches (module docstring)."""
+    patch = min(FIT_PATCH, img.shape[1], img.shape[2])
+    lag = min(LAG, patch - 2)
+    y = sample_patches(img, patch, max_patches, generator).double() @ _plane_residual(patch)
+    residual, basis = _plane_residual(patch), _lag_basis(patch, lag)
+    design = (residual @ basis @ residual).flatten(1).T  # (d*d, L): S = sum_l r_l R B_l R
+    normal = design.T @ design
+    energy = (y * y).sum(1)
+    keep = energy <= energy.quantile(START_QUANTILE)  # a first guess: the flattest patches
+    rotation, stretch = None, None
+    r = torch.zeros(basis.shape[0], dtype=torch.float64)
+    for _ in range(FIT_ITERATIONS):
+        if int(keep.sum()) < 4 * patch * patch:
+            break
+        kept = y[keep] if rotation is None else y[keep] @ rotation
+        cov = kept.T @ kept / kept.shape[0]
+        if rotation is not None:  # undo the truncation's shrink in the tested directions
+            cov = rotation @ (cov * stretch[:, None] * stretch[None, :]) @ rotation.T
+        r = torch.linalg.solve(normal, design.T @ cov.reshape(-1))
+        model = residual @ (basis * r[:, None, None]).sum(0) @ residual
+        ev, rotation = torch.linalg.eigh(model)
+        tested = ev >= TEST_FLOOR * ev.max().clamp_min(1e-12)
+        dof = int(tested.sum())
+        limit = _chi2_quantile(KEEP_LEVEL, dof)
+        mahalanobis = ((y @ rotation[:, tested]) ** 2 / ev[tested]).sum(1)
+        keep = mahalanobis < limit
+        stretch = torch.where(tested, _truncation_factor(limit, dof) ** -0.5, 1.0).double()
+    size = 2 * LAG + 1
+    autocov = torch.zeros(size, size, dtype=torch.float64)
+    for (a, b), value in zip(_lags(lag), r):
+        autocov[LAG + a, LAG + b] = autocov[LAG - a, LAG - b] = value
+    autocov[LAG, LAG] = autocov[LAG, LAG].clamp_min(0.0)
+    return NoiseCorrelation(autocov)

@@ -1,0 +1,141 @@
+"""Spatially correlated noise (`noise="correlated"`): the autocovariance fit, the whitening
+and DCT scaling it gives the passes, and the denoiser with it against the white-noise model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.signal import fftconvolve
+from skimage import data
+
+from libcem.cli import main
+from libcem.denoiser import DenoiseConfig, denoise
+from libcem.denoiser.correlated import (
+    NoiseCorrelation,
+    _truncation_factor,
+    estimate_correlation,
+)
+from libcem.denoiser.passes import denoise_tensor
+from libcem.denoiser.patches import dct_matrix
+from libcem.errors import LibcemError
+
+BINOMIAL = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 6.0  # unit energy: 36 / 36
+HORIZONTAL = np.array([[1.0, 1.0]]) / np.sqrt(2.0)
+
+
+def autocov_of(k: np.ndarray, sigma: float, lag: int = 3) -> torch.Tensor:
+    """The exact autocovariance of white noise filtered by k, times sigma^2."""
+    full = fftconvolve(k, k[::-1, ::-1]) * sigma**2
+    out = np.zeros((2 * lag + 1, 2 * lag + 1))
+    cy, cx = full.shape[0] // 2, full.shape[1] // 2
+    for dy in range(-lag, lag + 1):
+        for dx in range(-lag, lag + 1):
+            if abs(dy) <= cy and abs(dx) <= cx:
+                out[lag + dy, lag + dx] = full[cy + dy, cx + dx]
+    return torch.tensor(out)
+
+
+def noisy_camera(k: np.ndarray, sigma: float, size: int = 128,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    clean = data.camera()[:size, 64:64 + size].astype(np.float64)
+    w = np.random.default_rng(seed).standard_normal((size + k.shape[0] - 1, size + k.shape[1] - 1))
+    return clean, clean + fftconvolve(w, k, mode="valid") * sigma
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / np.mean((a - np.clip(b, 0, 255)) ** 2)))
+
+
+@pytest.mark.parametrize("k, sigma", [(BINOMIAL, 20.0), (HORIZONTAL, 15.0), (np.ones((1, 1)), 20.0)])
+def test_autocovariance_fitted_within_a_tenth_of_the_variance(k, sigma):
+    _, noisy = noisy_camera(k, sigma, size=192)
+    fit = estimate_correlation(torch.tensor(noisy, dtype=torch.float32)[None],
+                               generator=torch.Generator().manual_seed(0))
+    truth = autocov_of(k, sigma)
+    assert torch.allclose(fit.autocov, truth, atol=0.1 * sigma**2)
+    assert fit.variance == pytest.approx(sigma**2, rel=0.1)
+
+
+def test_truncation_factor_matches_sampling():
+    dof, limit = 61, 60.3
+    u = torch.randn(400000, dof, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kept = u[(u * u).sum(1) < limit]
+    assert float((kept * kept).mean()) == pytest.approx(_truncation_factor(limit, dof), rel=0.01)
+
+
+def test_patch_covariance_whitening_and_dct_scale():
+    noise = NoiseCorrelation(autocov_of(BINOMIAL, 10.0))
+    cov = noise.patch_covariance(7)
+    assert cov[0, 1] == pytest.approx(100.0 * 24 / 36, rel=1e-3)  # r(0, 1); the floor moves it a little
+    assert cov[0, 8] == pytest.approx(100.0 * 16 / 36, rel=1e-3)  # r(1, 1)
+    assert torch.linalg.eigvalsh(cov).min() >= 0.01 * 100.0 - 1e-9  # raised to the floor
+    w, w_inv = noise.whitening(7)
+    eye = torch.eye(49, dtype=torch.float64)
+    assert torch.allclose(w.double() @ cov @ w.double(), 100.0 * eye, atol=1e-2)
+    assert torch.allclose(w @ w_inv, torch.eye(49), atol=1e-4)
+    d = dct_matrix(7)
+    var = ((d.double() @ cov) * d.double()).sum(1)
+    scaled = noise.dct_scale(d).double() ** 2 * var
+    assert torch.allclose(scaled, torch.full((49,), 100.0, dtype=torch.float64), rtol=1e-4)
+    assert noise.neighbour_correlation() == pytest.approx((24 / 36, 24 / 36))
+
+
+def test_white_autocovariance_gives_the_white_noise_result():
+    clean = torch.tensor(data.camera()[:96, :96], dtype=torch.float32)[None]
+    noisy = clean + 20 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    white = torch.zeros(7, 7, dtype=torch.float64)
+    white[3, 3] = 400.0
+    cfg = DenoiseConfig()
+    a, _ = denoise_tensor(noisy, 20.0, cfg)
+    b, info = denoise_tensor(noisy, None, cfg, noise=NoiseCorrelation(white))
+    assert info.sigma == pytest.approx(20.0)
+    # the same passes up to float rounding (W and the DCT scales are I and 1 to 1e-7), which
+    # can flip a near tie in block matching and move a few pixels
+    assert float((a - b).abs().mean()) < 0.05 and float((a - b).abs().max()) < 1.0
+    err_a, err_b = float(((a - clean) ** 2).mean()), float(((b - clean) ** 2).mean())
+    assert err_b == pytest.approx(err_a, rel=0.005)
+
+
+def test_correlated_model_beats_the_white_model_on_correlated_noise():
+    clean, noisy = noisy_camera(BINOMIAL, 20.0)
+    white = denoise(noisy.astype(np.float32))
+    corr, info = denoise(noisy.astype(np.float32), noise="correlated", return_info=True)
+    assert psnr(clean, corr) > psnr(clean, white) + 4.0  # the white model sees sigma ~4
+    assert info.sigma == pytest.approx(20.0, rel=0.1)
+    right, down = info.noise_correlation.neighbour_correlation()
+    assert right == pytest.approx(2 / 3, abs=0.1) and down == pytest.approx(2 / 3, abs=0.1)
+
+
+def test_correlated_noise_in_units_tiles_and_given_sigma():
+    clean, noisy = noisy_camera(BINOMIAL, 20.0, size=160)
+    whole = denoise(noisy.astype(np.float32), noise="correlated")
+    tiled = denoise(noisy.astype(np.float32), noise="correlated",
+                    config=DenoiseConfig().override(tile=128, overlap=16, workers=1))
+    assert abs(psnr(clean, tiled) - psnr(clean, whole)) < 0.3
+    out, info = denoise((noisy / 255).astype(np.float32), 20 / 255, noise="correlated", return_info=True)
+    assert info.sigma == pytest.approx(20 / 255)
+    assert info.noise_correlation.variance == pytest.approx((20 / 255) ** 2)
+    assert psnr(clean, out * 255) > psnr(clean, noisy) + 5.0
+
+
+def test_correlated_noise_errors():
+    img = np.zeros((32, 32), np.float32)
+    with pytest.raises(LibcemError, match="noise_params"):
+        denoise(img, noise="correlated", noise_params=(1.0, 0.0))
+    with pytest.raises(LibcemError, match="smaller than"):
+        denoise(img[:5, :5], noise="correlated")
+    flat, info = denoise(img, 0.0, noise="correlated", return_info=True)  # sigma 0: nothing to do
+    assert np.array_equal(flat, img) and info.sigma == 0.0
+
+
+def test_cli_correlated(tmp_path, capsys):
+    _, noisy = noisy_camera(BINOMIAL, 20.0, size=96)
+    Image.fromarray(np.clip(noisy, 0, 255).round().astype(np.uint8)).save(tmp_path / "in.png")
+    args = ["denoise", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--noise", "correlated"]
+    assert main(args) == 0
+    assert "neighbour correlation" in capsys.readouterr().out
+    assert main(args + ["--sigma", "20", "--best"]) == 0
+    assert "skipped" in capsys.readouterr().err
+    assert np.asarray(Image.open(tmp_path / "out.png")).shape == (96, 96)
