@@ -10,6 +10,7 @@ import torch
 from skimage import data
 
 from libcem.denoiser import DenoiseConfig, em, passes, tiling
+from libcem.denoiser.correlated import NoiseCorrelation
 from libcem.denoiser.passes import PatchGroups
 from libcem.denoiser.patches import pad_to_grid, to_opponent
 
@@ -41,14 +42,25 @@ def test_the_reads_are_refused(monkeypatch):
         bool(torch.ones(()) > 0)
 
 
-@pytest.mark.parametrize("colour", [False, True])
-def test_the_passes_read_no_number_back_from_a_tensor(monkeypatch, colour):
+def _binomial_noise() -> NoiseCorrelation:
+    """The autocovariance of white noise smoothed by [1 2 1]^T [1 2 1] / 6, std 25."""
+    k = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
+    line = torch.nn.functional.conv1d(k.view(1, 1, -1), k.view(1, 1, -1), padding=2).view(-1)
+    autocov = torch.zeros(7, 7, dtype=torch.float64)
+    autocov[1:6, 1:6] = torch.outer(line, line) / 36 * 625
+    return NoiseCorrelation(autocov)
+
+
+@pytest.mark.parametrize("colour, correlated", [(False, False), (True, False), (True, True)])
+def test_the_passes_read_no_number_back_from_a_tensor(monkeypatch, colour, correlated):
     """Pass 1 with its per-group scale EM, the covariance pass with its covariance EM, the graph
     Wiener pass and a group-axis Wiener pass run with every host read refused: on a GPU none
-    of their chunk loops waits for the device."""
+    of their chunk loops waits for the device (with correlated noise too: its scales and
+    whitening are made once per image, not per pass)."""
     cfg = DenoiseConfig(threads=1, search_radius=8, combination_radius=8)
     img = _noisy(colour)
-    groups = PatchGroups(img, cfg.patch, cfg.heads_for(img.shape[0]))
+    noise = _binomial_noise() if correlated else None
+    groups = PatchGroups(img, cfg.patch, cfg.heads_for(img.shape[0]), noise)
     positions = groups.match(cfg.step, cfg.search_radius, 16)
     params, _ = passes.fit_group_model(groups, positions, 25.0, cfg, torch.Generator().manual_seed(0))
     _no_reads(monkeypatch)

@@ -28,7 +28,7 @@ model is exactly the one with noise Sigma, and maps its estimate back with W^-1.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -94,6 +94,16 @@ class NoiseCorrelation:
     working 0..255 scale; the centre is the noise variance r0."""
 
     autocov: torch.Tensor
+    # the passes' tables by (kind, patch, device), made once: every PatchGroups of an image asks
+    _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def tables(self, dct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(dct_scale, W, W^-1) for patches of the side `dct` (p*p, p*p) is made for, on its
+        device, computed on first use."""
+        key = (dct.shape[0], str(dct.device))
+        if key not in self._tables:
+            self._tables[key] = (self.dct_scale(dct), *self.whitening(math.isqrt(dct.shape[0]), dct.device))
+        return self._tables[key]
 
     @property
     def variance(self) -> float:

@@ -85,8 +85,10 @@ class PatchGroups:
         # correlated noise (`correlated`): DCT coefficients scaled and pixel patches whitened
         # so that their noise is white with variance r0; None: white noise, nothing changes
         self.noise = noise
-        self._scale = None if noise is None else noise.dct_scale(self.dct).repeat(self.channels)
-        self._whiten = None if noise is None else noise.whitening(patch, img.device)
+        self._scale, self._whiten = None, None
+        if noise is not None:
+            scale, w, w_inv = noise.tables(self.dct)
+            self._scale, self._whiten = scale.repeat(self.channels), (w, w_inv)
         self._coef: torch.Tensor | None = None
         self._lum: torch.Tensor | None = None  # (p * p, positions) luminance patches, for matching
         self._pixels: torch.Tensor | None = None
