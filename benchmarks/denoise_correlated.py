@@ -76,6 +76,16 @@ def true_psd(shape: tuple[int, int], k: np.ndarray, sigma: float) -> np.ndarray:
     return np.abs(np.fft.fft2(padded)) ** 2 * (sigma / 255) ** 2 * padded.size
 
 
+def write_picture(path: Path, images: list[np.ndarray], side: int = 192) -> None:
+    """The central side x side crops of images in [0, 1], side by side, as an 8-bit PNG."""
+    from PIL import Image
+
+    h, w = images[0].shape[:2]
+    top, left = (h - side) // 2, (w - side) // 2
+    crops = [np.clip(np.round(x[top:top + side, left:left + side] * 255), 0, 255) for x in images]
+    Image.fromarray(np.concatenate(crops, 1).astype(np.uint8)).save(path)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.denoise_correlated", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,6 +101,9 @@ def main(argv=None) -> None:
                    "demosaiced image")
     p.add_argument("--limit", type=int, default=None, help="first N images")
     p.add_argument("--no-bm3d", action="store_true", help="leave BM3D out")
+    p.add_argument("--picture", type=Path, default=None,
+                   help="also write a PNG of the first image's central 192x192 crop at the first "
+                   "kernel and sigma: noisy | white model | correlated")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if not hasattr(np, "trapz"):  # the bm3d package still calls np.trapz, gone in NumPy 2
@@ -117,11 +130,15 @@ def main(argv=None) -> None:
                     y = clean.astype(np.float64) + correlated_noise(clean.shape, k, sigma)
                 out = denoise(y / 255)
                 psnr.setdefault("white", []).append(quality(clean, out * 255)[0])
+                white = out
                 start = time.perf_counter()
                 out, info = denoise(y / 255, noise="correlated", return_info=True)
                 seconds = time.perf_counter() - start
                 psnr.setdefault("correlated", []).append(quality(clean, out * 255)[0])
                 fitted.append(info.noise_correlation.neighbour_correlation()[0])
+                if args.picture is not None:
+                    write_picture(args.picture, [y / 255, white, out])
+                    args.picture = None
                 if not (args.no_bm3d or colour):
                     import bm3d
 
