@@ -130,6 +130,22 @@ def test_correlated_noise_errors():
     assert np.array_equal(flat, img) and info.sigma == 0.0
 
 
+def test_flat_and_tiny_images():
+    """A flat image has no noise to fit: it comes back as it is (with a sigma given, the white
+    noise of that sigma is assumed and the image stays flat); an image too small for the fit
+    falls back to white noise of the white estimate's std."""
+    flat = np.full((64, 64), 100, np.uint8)
+    out, info = denoise(flat, noise="correlated", return_info=True)
+    assert np.array_equal(out, flat) and info.sigma == 0.0
+    out, info = denoise(flat, 10.0, noise="correlated", return_info=True)
+    assert np.array_equal(out, flat) and info.sigma == pytest.approx(10.0)
+    _, noisy = noisy_camera(np.ones((1, 1)), 20.0, size=24)
+    out, info = denoise(noisy.astype(np.float32), noise="correlated", return_info=True)
+    assert estimate_correlation(torch.tensor(noisy, dtype=torch.float32)[None]).variance == 0.0
+    assert info.sigma == pytest.approx(20.0, rel=0.25)
+    assert info.noise_correlation.neighbour_correlation() == (0.0, 0.0)
+
+
 def test_cli_correlated(tmp_path, capsys):
     _, noisy = noisy_camera(BINOMIAL, 20.0, size=96)
     Image.fromarray(np.clip(noisy, 0, 255).round().astype(np.uint8)).save(tmp_path / "in.png")

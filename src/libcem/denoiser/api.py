@@ -147,15 +147,17 @@ def denoise_correlated(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfi
     """Spatially correlated Gaussian noise (`correlated`): its autocovariance fitted on the
     image (its central tile when tiled), rescaled to std `sigma` when given, then the passes
     with that noise model."""
-    from libcem.denoiser.correlated import estimate_correlation
+    from libcem.denoiser.correlated import estimate_correlation, white
     from libcem.denoiser.patches import to_opponent
 
     _, h, w = check_size(img, cfg)
     tile = central_tile(img, cfg.tile) if max(h, w) > cfg.tile else img
     corr = estimate_correlation(to_opponent(tile), generator=torch.Generator().manual_seed(cfg.seed))
-    if sigma is not None and corr.variance > 0:
+    if corr.variance <= 0:  # nothing to fit on (a flat or tiny image): white noise
+        corr = white(estimate_noise(img, cfg) if sigma is None else sigma)
+    elif sigma is not None:
         corr = corr.scaled(sigma**2 / corr.variance)
-    if (sigma is not None and sigma <= 0) or corr.variance <= 0:
+    if corr.variance <= 0:
         return img.clone(), DenoiseInfo(0.0, None, EMTrace(), ())
     # no graph diffusion under correlated noise: a group's nearby members share noise, and the
     # attention graph links most strongly the members whose noise looks alike, so smoothing

@@ -42,6 +42,7 @@ TEST_FLOOR = 1e-3  # directions with less noise than this fraction of the larges
 START_QUANTILE = 0.3  # the first guess keeps the patches below this quantile of plane-residual energy
 KEEP_LEVEL = 0.5  # quantile of the pure-noise chi-square law below which a patch is kept
 FIT_ITERATIONS = 6
+NO_NOISE_VARIANCE = 1e-6  # a fitted variance below this (0..255 scale) is no noise at all
 
 
 def _lags(lag: int) -> list[tuple[int, int]]:
@@ -153,8 +154,8 @@ def estimate_correlation(img: torch.Tensor, max_patches: int = 60000,
     weak-texture patches (module docstring)."""
     patch = min(FIT_PATCH, img.shape[1], img.shape[2])
     lag = min(LAG, patch - 2)
-    y = sample_patches(img, patch, max_patches, generator).double() @ _plane_residual(patch)
     residual, basis = _plane_residual(patch), _lag_basis(patch, lag)
+    y = sample_patches(img, patch, max_patches, generator).double() @ residual
     design = (residual @ basis @ residual).flatten(1).T  # (d*d, L): S = sum_l r_l R B_l R
     normal = design.T @ design
     energy = (y * y).sum(1)
@@ -181,5 +182,13 @@ def estimate_correlation(img: torch.Tensor, max_patches: int = 60000,
     autocov = torch.zeros(size, size, dtype=torch.float64)
     for (a, b), value in zip(_lags(lag), r):
         autocov[LAG + a, LAG + b] = autocov[LAG - a, LAG - b] = value
-    autocov[LAG, LAG] = autocov[LAG, LAG].clamp_min(0.0)
+    if autocov[LAG, LAG] < NO_NOISE_VARIANCE:  # a flat image, or too few patches to fit
+        autocov.zero_()
+    return NoiseCorrelation(autocov)
+
+
+def white(sigma: float) -> NoiseCorrelation:
+    """White noise of std sigma as a NoiseCorrelation."""
+    autocov = torch.zeros(2 * LAG + 1, 2 * LAG + 1, dtype=torch.float64)
+    autocov[LAG, LAG] = sigma**2
     return NoiseCorrelation(autocov)
