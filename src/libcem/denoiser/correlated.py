@@ -75,7 +75,9 @@ def _chi2_cdf(x: float, dof: int) -> float:
                                         torch.tensor(x / 2, dtype=torch.float64)))
 
 
-def _chi2_quantile(p: float, dof: int) -> float:
+def _chi2_quantile_exact(p: float, dof: int) -> float:
+    """The chi-square quantile by bisection on the exact CDF, at any level and any dof (the
+    white estimate's `noise._chi2_quantile` is Wilson-Hilferty's approximation at two levels)."""
     lo, hi = 0.0, 10.0 * dof + 100.0
     for _ in range(80):  # bisection on the monotone CDF
         mid = (lo + hi) / 2
@@ -174,7 +176,7 @@ def estimate_correlation(img: torch.Tensor, max_patches: int = 60000,
         ev, rotation = torch.linalg.eigh(model)
         tested = ev >= TEST_FLOOR * ev.max().clamp_min(1e-12)
         dof = int(tested.sum())
-        limit = _chi2_quantile(KEEP_LEVEL, dof)
+        limit = _chi2_quantile_exact(KEEP_LEVEL, dof)
         mahalanobis = ((y @ rotation[:, tested]) ** 2 / ev[tested]).sum(1)
         keep = mahalanobis < limit
         stretch = torch.where(tested, _truncation_factor(limit, dof) ** -0.5, 1.0).double()
