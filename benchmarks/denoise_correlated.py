@@ -14,10 +14,13 @@ correlation against the true one; time as a ratio to BM3D's, image by image.
 
 `--bayer` runs a camera's path instead (`bayer_demosaic`): McMaster through an RGGB mosaic,
 white noise on the raw samples, bilinear demosaicing, PSNR against the noise-free demosaiced
-image (the noise is then neither stationary nor filtered by one kernel).
+image (the noise is then neither stationary nor filtered by one kernel). With `--gain` the raw
+noise grows with the signal (variance gain x + sigma^2, as a sensor's) and every noise model is
+compared, `camera` among them (`camera_rows`).
 
 Run `python -m benchmarks.denoise_correlated` (defaults: sigma 15 and 25, both kernels), and
-`python -m benchmarks.denoise_correlated --bayer --sigmas 10 20`.
+`python -m benchmarks.denoise_correlated --bayer --sigmas 10 20`, and
+`python -m benchmarks.denoise_correlated --bayer --gain 1 --sigmas 2 4`.
 """
 
 from __future__ import annotations
@@ -53,20 +56,56 @@ def correlated_noise(shape: tuple[int, int], k: np.ndarray, sigma: float, seed: 
     return fftconvolve(w, k, mode="valid") * sigma
 
 
-def bayer_demosaic(rgb: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
-    """A camera's path in miniature: the RGB image sampled through an RGGB Bayer mosaic, white
-    noise of std sigma added to the raw samples (generator seeded `seed`), then bilinear
-    demosaicing. With sigma 0 it gives the target the denoiser should reach."""
+def bayer_demosaic(rgb: np.ndarray, sigma: float, seed: int = 0, gain: float = 0.0) -> np.ndarray:
+    """A camera's path in miniature: the RGB image sampled through an RGGB Bayer mosaic, noise
+    of variance gain x + sigma^2 added to each raw sample x (generator seeded `seed`; gain 0:
+    white noise of std sigma), then bilinear demosaicing. With no noise it gives the target
+    the denoiser should reach."""
     from scipy.signal import convolve2d
 
     h, w, _ = rgb.shape
     mask = np.zeros((h, w, 3))
     mask[0::2, 0::2, 0] = mask[1::2, 1::2, 2] = mask[0::2, 1::2, 1] = mask[1::2, 0::2, 1] = 1
-    raw = (rgb * mask).sum(2) + sigma * np.random.default_rng(seed).standard_normal((h, w))
+    mosaic = (rgb * mask).sum(2)
+    std = np.sqrt(np.maximum(gain * mosaic + sigma**2, 0.0))
+    raw = mosaic + std * np.random.default_rng(seed).standard_normal((h, w))
     green = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]]) / 4.0
     red_blue = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 4.0
     return np.stack([convolve2d(raw * mask[:, :, c], k, mode="same", boundary="symm")
                      for c, k in enumerate((red_blue, green, red_blue))], 2)
+
+
+def camera_rows(images: list[tuple[str, np.ndarray]], gains: list[float], sigmas: list[float],
+                picture: Path | None = None) -> None:
+    """`--gain`: the Bayer path with signal-dependent raw noise (variance gain x + sigma^2),
+    the input clipped and rounded to 8 bits as a camera writes it; each noise model of
+    `denoise` on it, mean PSNR, and the (a, b) that `camera` fitted (image units, per RGB
+    pixel after demosaicing). `picture`: the first image's crops, noisy | correlated | camera."""
+    models = ("gaussian", "poisson-gaussian", "correlated", "camera")
+    print("| raw noise variance | " + " | ".join(models) + " | camera better than correlated "
+          "| fitted (a, b), mean |\n|---|---|---|---|---|---|---|")
+    for gain in gains:
+        for sigma in sigmas:
+            psnr: dict[str, list[float]] = {m: [] for m in models}
+            fitted = []
+            for _, clean in images:
+                x = clean.astype(np.float64)
+                y = np.clip(np.round(bayer_demosaic(x, sigma, gain=gain)), 0, 255)
+                target = np.clip(np.round(bayer_demosaic(x, 0.0)), 0, 255)
+                outs = {}
+                for model in models:
+                    out, info = denoise(y.astype(np.uint8), noise=model, return_info=True)
+                    psnr[model].append(quality(target, out.astype(np.float64))[0])
+                    outs[model] = out / 255.0
+                    if model == "camera":
+                        fitted.append(info.noise_params)
+                if picture is not None:
+                    write_picture(picture, [y / 255.0, outs["correlated"], outs["camera"]])
+                    picture = None
+            better = int(np.sum(np.array(psnr["camera"]) > np.array(psnr["correlated"])))
+            a, b = np.mean(fitted, 0)
+            print(f"| {gain:g} x + {sigma**2:g} | " + " | ".join(f"{np.mean(psnr[m]):.2f}" for m in models)
+                  + f" | {better} of {len(images)} | ({a:.2f}, {b:.1f}) |", flush=True)
 
 
 def true_psd(shape: tuple[int, int], k: np.ndarray, sigma: float) -> np.ndarray:
@@ -99,17 +138,26 @@ def main(argv=None) -> None:
                    help="instead of the kernels: McMaster through a Bayer mosaic, noise on the raw "
                    "samples, bilinear demosaicing (`bayer_demosaic`); PSNR against the noise-free "
                    "demosaiced image")
+    p.add_argument("--gain", type=float, nargs="+", default=None,
+                   help="with --bayer: signal-dependent raw noise of variance gain x + sigma^2, "
+                   "every noise model compared (`camera_rows`)")
     p.add_argument("--limit", type=int, default=None, help="first N images")
     p.add_argument("--no-bm3d", action="store_true", help="leave BM3D out")
     p.add_argument("--picture", type=Path, default=None,
                    help="also write a PNG of the first image's central 192x192 crop at the first "
-                   "kernel and sigma: noisy | white model | correlated")
+                   "kernel and sigma: noisy | white model | correlated (with --gain: noisy | "
+                   "correlated | camera)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if not hasattr(np, "trapz"):  # the bm3d package still calls np.trapz, gone in NumPy 2
         np.trapz = np.trapezoid
     images = load_images(args.data_root, "mcmaster" if args.bayer else args.set, args.limit)
     colour = args.bayer or args.set == "mcmaster"
+    if args.gain:
+        if not args.bayer:
+            p.error("--gain needs --bayer")
+        camera_rows(images, args.gain, args.sigmas, args.picture)
+        return
     print("| kernel | sigma | white model | correlated model | BM3D, true spectrum | "
           "neighbour correlation fitted (true) | time / BM3D |\n|---|---|---|---|---|---|---|")
     for name in ["bayer"] if args.bayer else args.kernels:

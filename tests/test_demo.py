@@ -87,8 +87,24 @@ def test_denoise_photo_with_correlated_noise():
     out, used = photos.denoise_photo(noisy, None, noise="correlated")
     assert used == pytest.approx(20, rel=0.15)  # the white-noise estimate sees about 4
     assert photos.psnr_db(out, clean) > photos.psnr_db(white, clean) + 4
-    with pytest.raises(LibcemError, match="gaussian or correlated"):
+    with pytest.raises(LibcemError, match="gaussian, correlated or camera"):
         photos.denoise_photo(noisy, None, noise="poisson")
+
+
+def test_denoise_photo_with_camera_noise():
+    from scipy.signal import fftconvolve
+
+    clean = data.camera()[:128, 64:192].astype(np.float64)  # dark coat to bright sky
+    w = fftconvolve(np.random.default_rng(0).standard_normal((130, 130)),
+                    np.outer([1, 2, 1], [1, 2, 1]) / 6.0, mode="valid")
+    noisy = np.clip(np.round(clean + np.sqrt(clean + 16) * w), 0, 255).astype(np.uint8)
+    out, used = photos.denoise_photo(noisy, None, noise="camera")
+    corr, _ = photos.denoise_photo(noisy, None, noise="correlated")
+    ref = clean.astype(np.uint8)
+    assert photos.psnr_db(out, ref) > photos.psnr_db(corr, ref) + 1
+    assert used == pytest.approx(np.sqrt(clean.mean() + 16), rel=0.25)  # std at the mean level
+    with pytest.raises(LibcemError, match="fitted"):
+        photos.denoise_photo(noisy, 10.0, noise="camera")
 
 
 def test_strength_blends_input_and_output():
@@ -276,6 +292,9 @@ def test_denoise_tab_in_a_browser(page, tmp_path, artifacts):
     noisy = read_image(noisy_path)
     assert out.shape == clean.shape and out.dtype == np.uint8
     assert photos.psnr_db(out, clean) > photos.psnr_db(noisy, clean) + 4
+    page.locator("#noise-model").get_by_text("Camera:").click()  # correlated and signal-dependent
+    page.click("#denoise-button")
+    info_has(page, "#denoise-info", "camera noise")
 
     # a bundled clean example with synthetic noise: the page measures the PSNR against the clean photo
     page.locator("#photo-file button[aria-label=Clear]").click()

@@ -12,6 +12,7 @@ EPILOG = """examples:
   libcem denoise crop.png -o clean.png --best        highest quality, several times slower
   libcem denoise phone.jpg -o clean.jpg --noise auto --strength 0.8   keep a little grain
   libcem denoise photo.png -o clean.png --noise correlated   blotchy (demosaiced) noise
+  libcem denoise phone.png -o clean.png --noise camera       blotches brighter in bright areas
 
 Gray, gray+alpha, RGB and RGBA images in 8 or 16 bits keep their format; alpha is copied.
 Images larger than --tile are processed in overlapping tiles (memory stays bounded).
@@ -60,14 +61,16 @@ def register(subparsers) -> None:
                    help="threads that share the work on one image, or on each tile of a large "
                    "image denoised in this process (default: one per CPU core, as torch's "
                    "thread count; the output is the same for any count)")
-    p.add_argument("--noise", choices=("gaussian", "poisson-gaussian", "auto", "correlated"),
+    p.add_argument("--noise", choices=("gaussian", "poisson-gaussian", "auto", "correlated", "camera"),
                    default="gaussian",
                    help="noise model: white Gaussian (default), signal-dependent Poisson-Gaussian "
-                   "(variance a x + b, fitted: camera and phone photos), auto (chooses between "
-                   "those two), or correlated (Gaussian noise smoothed over neighbouring pixels, "
+                   "(variance a x + b, fitted: a raw sensor's noise), auto (chooses between "
+                   "those two), correlated (Gaussian noise smoothed over neighbouring pixels, "
                    "as demosaicing leaves it: blotches a white-noise model leaves; its "
-                   "correlation is fitted, --sigma may give its std; --best's extra passes are "
-                   "skipped)")
+                   "correlation is fitted, --sigma may give its std), or camera (both: "
+                   "blotches that grow with brightness, as in a photo from a phone or camera; "
+                   "a, b and the correlation fitted). With correlated and camera, --best's "
+                   "extra passes are skipped")
     p.add_argument("--strength", type=float, default=1.0,
                    help="1 removes the noise (default); lower keeps part of it as grain (0..1)")
     p.add_argument("--one-head", action="store_true",
@@ -111,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
         raise LibcemError("--sigma sets Gaussian noise; leave it out with --noise "
                           f"{args.noise} (the noise parameters are fitted)")
     cfg = _config(args)
-    if args.best and args.noise == "correlated":
-        print("note: --best's group-axis passes assume white noise; with --noise correlated "
-              "they are skipped", file=sys.stderr)
+    if args.best and args.noise in ("correlated", "camera"):
+        print("note: --best's group-axis passes assume white noise; with --noise "
+              f"{args.noise} they are skipped", file=sys.stderr)
     pairs = _pairs(args.input, args.output)
     if not args.input.is_dir():
         _denoise_file(*pairs[0], args, cfg)
@@ -178,7 +181,7 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
         f"b {info.noise_params[1] * scale**2:.2f}")
     if info.noise_correlation is not None:
         right, below = info.noise_correlation.neighbour_correlation()
-        model = f", correlated noise: neighbour correlation {right:.2f} across, {below:.2f} down"
+        model += f", correlated noise: neighbour correlation {right:.2f} across, {below:.2f} down"
     tqdm.write(f"{src} -> {dst}: sigma {info.sigma * scale:.2f} (0..255 scale){model}, "
                f"EM iterations {info.trace.iterations}")
 

@@ -28,9 +28,10 @@ SPEED_CHOICES = [  # (label, DenoiseConfig.at_speed name), as --fast, the defaul
     ("Default", "default"),
     ("Best: about 0.1-0.2 dB more PSNR, 2.5-5.5x slower (small photos and crops)", "best"),
 ]
-NOISE_CHOICES = [  # (label, noise model of photos.denoise_photo), as --noise gaussian / correlated
+NOISE_CHOICES = [  # (label, noise model of photos.denoise_photo), as --noise gaussian / correlated / camera
     ("Grain: white noise", "gaussian"),
     ("Blotches: correlated noise (demosaiced or smoothed; its correlation is fitted)", "correlated"),
+    ("Camera: blotches that grow with brightness (phone or camera photos; all fitted)", "camera"),
 ]
 
 
@@ -69,7 +70,7 @@ class DenoiseTab:
                 strength: float, factor: int, centre: tuple[float, float],
                 progress=gr.Progress()):  # noqa: B008 (how Gradio passes a progress bar)
         """Run the denoiser on the photo, with its estimated noise level (auto) or `sigma` (0..255 scale),
-        the noise `model` ("gaussian" or "correlated", as `--noise`) and the settings of `speed` ("fast",
+        the noise `model` ("gaussian", "correlated" or "camera", as `--noise`) and the settings of `speed` ("fast",
         "default" or "best", as `--fast` and `--best`); tile by tile when the photo is large, the progress
         bar following the tiles."""
         if photo is None:
@@ -83,8 +84,10 @@ class DenoiseTab:
         seconds = time.perf_counter() - start
         how = "estimated" if auto else "set by hand"
         settings = "" if speed == "default" else f", {speed} settings"
-        if model == "correlated":
-            settings += ", correlated noise" + (" (--best's extra passes skipped)" if speed == "best" else "")
+        if model in ("correlated", "camera"):
+            settings += f", {model} noise" + (" (--best's extra passes skipped)" if speed == "best" else "")
+        if model == "camera":
+            how = "fitted; at the photo's mean brightness"
         note = f"Denoised with noise level σ = {used:.2f} ({how}, 0..255 scale{settings}) in {seconds:.1f} s."
         return (photo, note) + self.views(photo, strength, factor, centre, note)
 

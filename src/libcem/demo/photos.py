@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from libcem.denoiser import DenoiseConfig
-from libcem.denoiser.api import denoise_correlated, denoise_float
+from libcem.denoiser.api import denoise_camera, denoise_correlated, denoise_float
 from libcem.denoiser.api import estimate_noise as denoiser_estimate
 from libcem.denoiser.io import read_image, write_image
 from libcem.errors import LibcemError
@@ -123,16 +123,25 @@ def denoise_photo(img: np.ndarray, sigma: float | None, cfg: DenoiseConfig | Non
                   noise: str = "gaussian") -> tuple[np.ndarray, float]:
     """Denoise with noise std `sigma` (0..255 scale; None: estimate). Returns the result and the sigma used.
 
-    noise: "gaussian" (white) or "correlated" (its correlation between neighbouring pixels fitted
-    too, as `libcem denoise --noise correlated`). Photos larger than cfg.tile are denoised tile by
-    tile; `progress(done, total)` follows the tiles.
+    noise: "gaussian" (white), "correlated" (its correlation between neighbouring pixels fitted
+    too, as `libcem denoise --noise correlated`) or "camera" (also growing with brightness, as
+    `--noise camera`; its level is always fitted, and the sigma returned is the noise std at the
+    photo's mean level). Photos larger than cfg.tile are denoised tile by tile;
+    `progress(done, total)` follows the tiles.
     """
     if sigma is not None and not (np.isfinite(sigma) and 0 <= sigma <= SCALE):
         raise LibcemError(f"the noise level is on the 0..255 scale; got {sigma}")
-    if noise not in ("gaussian", "correlated"):
-        raise LibcemError(f"noise must be gaussian or correlated, got {noise!r}")
-    run = denoise_correlated if noise == "correlated" else denoise_float
-    out, info = run(to_work(img, device), sigma, cfg or DenoiseConfig(), progress)
+    if noise not in ("gaussian", "correlated", "camera"):
+        raise LibcemError(f"noise must be gaussian, correlated or camera, got {noise!r}")
+    if noise == "camera" and sigma is not None:
+        raise LibcemError("camera noise grows with brightness, so its level is fitted from the "
+                          "photo: tick 'Estimate the noise level'")
+    cfg = cfg or DenoiseConfig()
+    if noise == "camera":
+        out, info = denoise_camera(to_work(img, device), None, cfg, progress)
+    else:
+        run = denoise_correlated if noise == "correlated" else denoise_float
+        out, info = run(to_work(img, device), sigma, cfg, progress)
     return from_work(out, img), float(info.sigma)
 
 

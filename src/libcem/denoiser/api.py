@@ -18,7 +18,7 @@ from libcem.device import resolve_device
 from libcem.errors import LibcemError
 
 INTERNAL_PEAK = 255.0  # the denoiser works on the 0..255 scale whatever the input's dtype
-NOISE_MODELS = ("gaussian", "poisson-gaussian", "auto", "correlated")
+NOISE_MODELS = ("gaussian", "poisson-gaussian", "auto", "correlated", "camera")
 
 
 def _numpy_dtype(dtype) -> np.dtype:
@@ -84,7 +84,7 @@ def check_noise(noise: str, sigma: float | None, noise_params, strength: float) 
     if noise not in NOISE_MODELS:
         raise LibcemError(f"noise must be one of {', '.join(NOISE_MODELS)}, got {noise!r}")
     if noise not in ("gaussian", "correlated") and sigma is not None:
-        raise LibcemError("sigma describes Gaussian noise; for noise='poisson-gaussian' give "
+        raise LibcemError(f"sigma describes Gaussian noise; for noise={noise!r} give "
                           "noise_params=(a, b) (variance a x + b) or nothing (estimated)")
     if noise_params is not None and noise == "correlated":
         raise LibcemError("noise_params are (a, b) of Poisson-Gaussian noise; correlated noise "
@@ -144,14 +144,43 @@ def check_size(img: torch.Tensor, cfg: DenoiseConfig) -> tuple[int, int, int]:
 def denoise_correlated(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
                        progress: Callable[[int, int], None] | None = None,
                        ) -> tuple[torch.Tensor, DenoiseInfo]:
-    """Spatially correlated Gaussian noise (`correlated`): its autocovariance fitted on the
-    image (its central tile when tiled), rescaled to std `sigma` when given, then the passes
-    with that noise model."""
+    """Stationary spatially correlated Gaussian noise (`correlated`): its autocovariance fitted
+    on the image (its central tile when tiled), rescaled to std `sigma` when given, then the
+    passes with that noise model."""
+    _, h, w = check_size(img, cfg)
+    tile = central_tile(img, cfg.tile) if max(h, w) > cfg.tile else img
+    return _correlated_stationary(img, tile, sigma, cfg, progress)
+
+
+def denoise_camera(img: torch.Tensor, params: tuple[float, float] | None, cfg: DenoiseConfig,
+                   progress: Callable[[int, int], None] | None = None,
+                   ) -> tuple[torch.Tensor, DenoiseInfo]:
+    """Noise as a demosaiced photo has it (`camera`): variance a x + b and correlated between
+    neighbouring pixels. (a, b) fitted (`poisson_gaussian.estimate_correlated`, on the central
+    tile when tiled) unless `params` gives them; the variance is stabilised
+    (`_correlated_signal_dependent`) and the autocovariance fitted on the result. With a = 0
+    this is the stationary `correlated` model."""
+    _, h, w = check_size(img, cfg)
+    tile = central_tile(img, cfg.tile) if max(h, w) > cfg.tile else img
+    given = params is not None
+    if params is None:
+        params = poisson_gaussian.estimate_correlated(
+            tile, generator=torch.Generator().manual_seed(cfg.seed))
+    if params[0] <= 0:  # no signal dependence: the stationary model (given b: its variance)
+        out, info = _correlated_stationary(img, tile, params[1]**0.5 if given else None, cfg,
+                                           progress)
+        info.noise_params = (0.0, info.sigma**2)
+        return out, info
+    return _correlated_signal_dependent(img, params, cfg, progress, rescale=not given)
+
+
+def _correlated_stationary(img: torch.Tensor, tile: torch.Tensor, sigma: float | None,
+                           cfg: DenoiseConfig, progress) -> tuple[torch.Tensor, DenoiseInfo]:
+    """Stationary correlated noise: the autocovariance fitted on `tile` (img's central tile),
+    rescaled to std `sigma` when given, then the passes with that noise model."""
     from libcem.denoiser.correlated import estimate_correlation, white
     from libcem.denoiser.patches import to_opponent
 
-    _, h, w = check_size(img, cfg)
-    tile = central_tile(img, cfg.tile) if max(h, w) > cfg.tile else img
     corr = estimate_correlation(to_opponent(tile), generator=torch.Generator().manual_seed(cfg.seed))
     if corr.variance <= 0:  # nothing to fit on (a flat or tiny image): white noise
         corr = white(estimate_noise(img, cfg) if sigma is None else sigma)
@@ -165,6 +194,32 @@ def denoise_correlated(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfi
     # 8-9 of 10 images, and +0.00-0.11 dB on three skimage colour crops; docs/denoise.md)
     out, info = denoise_float(img, None, cfg.override(graph_diffusion=False), progress, noise=corr)
     info.noise_correlation = corr
+    return out, info
+
+
+def _correlated_signal_dependent(img: torch.Tensor, params: tuple[float, float],
+                                 cfg: DenoiseConfig, progress, rescale: bool,
+                                 ) -> tuple[torch.Tensor, DenoiseInfo]:
+    """Correlated noise of variance a x + b: the generalised Anscombe transform makes it
+    stationary (scaled to the noise std at the image's mean level), the stationary path
+    denoises it, the inverse transform maps back. With `rescale` (fitted (a, b)) the stationary
+    fit's variance corrects the overall scale of (a, b): it is 1 (in transform units) when
+    they are right, and the transform's shape depends on b / a only."""
+    a, b = params
+    level = float(poisson_gaussian.noise_std_map(img.mean(), a, b))
+    _, h, w = img.shape
+    z = poisson_gaussian.anscombe(img, a, b) * level
+    tile = central_tile(z, cfg.tile) if max(h, w) > cfg.tile else z
+    est, info = _correlated_stationary(z, tile, None if rescale else level, cfg, progress)
+    if info.noise_correlation is None:  # nothing to fit: the transformed image is flat
+        return img.clone(), info
+    factor = info.noise_correlation.variance / level**2  # 1 when (a, b) are right
+    a, b = a * factor, b * factor
+    out = poisson_gaussian.inverse_anscombe(est / (level * factor**0.5), a, b)
+    info.noise_correlation = info.noise_correlation.scaled(1 / factor)  # at the mean level
+    info.sigma = float(poisson_gaussian.noise_std_map(img.mean(), a, b))
+    info.noise_params = (a, b)
+    info.noise_map = poisson_gaussian.noise_std_map(out, a, b)
     return out, info
 
 
@@ -215,7 +270,9 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
         "auto" (poisson-gaussian when the fitted variance grows by half from the darkest to
         the brightest tenth of the image, else gaussian), or "correlated" (Gaussian noise
         smoothed over neighbouring pixels, as demosaicing leaves it: its autocovariance is
-        fitted from the image; sigma, when given, is its std).
+        fitted from the image; sigma, when given, is its std), or "camera" (both: variance
+        a x + b and correlated, as in a demosaiced photo; (a, b) fitted unless noise_params
+        gives them).
     strength: 1 removes the noise; lower values keep part of it (grain): the result is
         noisy + strength * (denoised - noisy).
     progress: called as progress(tiles done, tiles) while a large image's tiles are denoised.
@@ -244,7 +301,10 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
     else:
         params = None if noise_params is None else (noise_params[0] * scale,
                                                     noise_params[1] * scale**2)
-        out, info = denoise_signal_dependent(work, noise == "auto", params, cfg, progress)
+        if noise == "camera":
+            out, info = denoise_camera(work, params, cfg, progress)
+        else:
+            out, info = denoise_signal_dependent(work, noise == "auto", params, cfg, progress)
     out = work + strength * (out - work)
     info.to_image_units(scale)
     out = out.permute(1, 2, 0) / scale  # (H, W, C')

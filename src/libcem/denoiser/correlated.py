@@ -156,8 +156,22 @@ def estimate_correlation(img: torch.Tensor, max_patches: int = 60000,
     weak-texture patches (module docstring)."""
     patch = min(FIT_PATCH, img.shape[1], img.shape[2])
     lag = min(LAG, patch - 2)
+    r = fit_lags(sample_patches(img, patch, max_patches, generator).double(), patch, lag)
+    size = 2 * LAG + 1
+    autocov = torch.zeros(size, size, dtype=torch.float64)
+    for (a, b), value in zip(_lags(lag), r):
+        autocov[LAG + a, LAG + b] = autocov[LAG - a, LAG - b] = value
+    if autocov[LAG, LAG] < NO_NOISE_VARIANCE:  # a flat image, or too few patches to fit
+        autocov.zero_()
+    return NoiseCorrelation(autocov)
+
+
+def fit_lags(samples: torch.Tensor, patch: int, lag: int) -> torch.Tensor:
+    """The autocovariance at the lags `_lags(lag)` (first: the variance r0), float64, fitted
+    to patches (n, patch * patch) float64 by the truncated least squares of the module
+    docstring; zeros when too few patches pass the test."""
     residual, basis = _plane_residual(patch), _lag_basis(patch, lag)
-    y = sample_patches(img, patch, max_patches, generator).double() @ residual
+    y = samples @ residual
     design = (residual @ basis @ residual).flatten(1).T  # (d*d, L): S = sum_l r_l R B_l R
     normal = design.T @ design
     energy = (y * y).sum(1)
@@ -172,21 +186,33 @@ def estimate_correlation(img: torch.Tensor, max_patches: int = 60000,
         if rotation is not None:  # undo the truncation's shrink in the tested directions
             cov = rotation @ (cov * stretch[:, None] * stretch[None, :]) @ rotation.T
         r = torch.linalg.solve(normal, design.T @ cov.reshape(-1))
-        model = residual @ (basis * r[:, None, None]).sum(0) @ residual
-        ev, rotation = torch.linalg.eigh(model)
-        tested = ev >= TEST_FLOOR * ev.max().clamp_min(1e-12)
-        dof = int(tested.sum())
+        energy, dof, rotation, tested = _mahalanobis(y, r, residual, basis)
         limit = _chi2_quantile_exact(KEEP_LEVEL, dof)
-        mahalanobis = ((y @ rotation[:, tested]) ** 2 / ev[tested]).sum(1)
-        keep = mahalanobis < limit
+        keep = energy < limit
         stretch = torch.where(tested, _truncation_factor(limit, dof) ** -0.5, 1.0).double()
-    size = 2 * LAG + 1
-    autocov = torch.zeros(size, size, dtype=torch.float64)
-    for (a, b), value in zip(_lags(lag), r):
-        autocov[LAG + a, LAG + b] = autocov[LAG - a, LAG - b] = value
-    if autocov[LAG, LAG] < NO_NOISE_VARIANCE:  # a flat image, or too few patches to fit
-        autocov.zero_()
-    return NoiseCorrelation(autocov)
+    return r
+
+
+def _mahalanobis(y: torch.Tensor, r: torch.Tensor, residual: torch.Tensor, basis: torch.Tensor):
+    """Energy (n,) of plane-residual patches y under the noise model r (chi-square with `dof`
+    degrees for pure noise), over the directions with at least TEST_FLOOR of the largest noise
+    variance; also the model's eigenvectors and which of them are `tested`."""
+    model = residual @ (basis * r[:, None, None]).sum(0) @ residual
+    ev, rotation = torch.linalg.eigh(model)
+    tested = ev >= TEST_FLOOR * ev.max().clamp_min(1e-12)
+    energy = ((y @ rotation[:, tested]) ** 2 / ev[tested]).sum(1)
+    return energy, int(tested.sum()), rotation, tested
+
+
+def energy_quantile_variance(samples: torch.Tensor, r: torch.Tensor, patch: int, lag: int,
+                             quantile: float) -> float:
+    """The noise variance of patches (n, patch * patch) float64 whose noise has the shape of
+    the autocovariance r (lags `_lags(lag)`): their Mahalanobis energy under r scaled to unit
+    variance, at `quantile`, over the chi-square law's quantile. A low quantile lets textured
+    patches go (texture only adds energy)."""
+    residual, basis = _plane_residual(patch), _lag_basis(patch, lag)
+    energy, dof, _, _ = _mahalanobis(samples @ residual, r / r[0], residual, basis)
+    return float(energy.quantile(quantile)) / _chi2_quantile_exact(quantile, dof)
 
 
 def white(sigma: float) -> NoiseCorrelation:

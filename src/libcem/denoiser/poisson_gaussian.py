@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from libcem.denoiser.correlated import FIT_PATCH, LAG, energy_quantile_variance, fit_lags
 from libcem.denoiser.noise import sample_patches, weak_texture_sigma
 
 LEVEL_BINS = 16  # level bins of the (level, variance) fit
@@ -34,16 +35,44 @@ def estimate(img: torch.Tensor, patch: int = 7, max_patches: int = 80000,
     return fit_line(torch.tensor(levels), torch.tensor(variances))
 
 
-def fit_line(levels: torch.Tensor, variances: torch.Tensor,
-             iterations: int = 30) -> tuple[float, float]:
-    """(a, b) of variance = a level + b with a, b >= 0, least absolute deviations (IRLS)."""
+def estimate_correlated(img: torch.Tensor, max_patches: int = 60000, quantile: float = 0.05,
+                        envelope: float = 0.1, generator: torch.Generator | None = None) -> tuple[float, float]:
+    """(a, b) of Var[y | x] = a x + b when the noise is also spatially correlated (demosaiced).
+    The weak-texture PCA estimate of `estimate` sees only the noise's weakest direction, which
+    demosaicing nearly empties; here the correlation's shape is fitted on the whole image
+    (`correlated.fit_lags`), and each level bin's variance is read off its patches' energy
+    under that shape at a low quantile (`correlated.energy_quantile_variance`)."""
+    patch = min(FIT_PATCH, img.shape[1], img.shape[2])
+    lag = min(LAG, patch - 2)
+    samples = sample_patches(img, patch, max_patches, generator).double()
+    unclipped = ((samples > img.min()) & (samples < img.max())).all(1)
+    if int(unclipped.sum()) >= LEVEL_BINS * 4 * patch * patch:  # clipping shrinks the noise
+        samples = samples[unclipped]
+    r = fit_lags(samples, patch, lag)
+    if r[0] <= 0:
+        return 0.0, 0.0
+    order = samples.mean(1).argsort()
+    levels, variances = [], []
+    for part in order.chunk(LEVEL_BINS):
+        levels.append(float(samples[part].mean()))
+        variances.append(energy_quantile_variance(samples[part], r, patch, lag, quantile))
+    return fit_line(torch.tensor(levels), torch.tensor(variances), quantile=envelope)
+
+
+def fit_line(levels: torch.Tensor, variances: torch.Tensor, iterations: int = 30,
+             quantile: float = 0.5) -> tuple[float, float]:
+    """(a, b) of variance = a level + b with a, b >= 0: least absolute deviations (IRLS), or
+    with `quantile` below 0.5 a quantile regression, a line with that fraction of the points
+    below it (a lower envelope: texture only inflates a level's variance)."""
     x, v = levels.double(), variances.double()
     design = torch.stack([x, torch.ones_like(x)], 1)
     weight = torch.ones_like(v)
-    for _ in range(iterations):  # iteratively reweighted least squares for the L1 fit
+    for _ in range(iterations):  # iteratively reweighted least squares for the check loss
         sw = weight.sqrt()[:, None]
         a, b = torch.linalg.lstsq(design * sw, v[:, None] * sw).solution[:, 0].tolist()
-        weight = 1.0 / (v - a * x - b).abs().clamp_min(1e-6 * float(v.mean()))
+        resid = v - a * x - b
+        side = torch.where(resid >= 0, quantile, 1.0 - quantile)
+        weight = side / resid.abs().clamp_min(1e-6 * float(v.mean()))
     if b < 0:  # pure Poisson: the weighted line through the origin
         a, b = float((weight * x * v).sum() / (weight * x * x).sum()), 0.0
     if a < 0:  # no signal dependence: the median variance
