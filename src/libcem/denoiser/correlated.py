@@ -186,7 +186,11 @@ def fit_lags(samples: torch.Tensor, patch: int, lag: int) -> torch.Tensor:
         if rotation is not None:  # undo the truncation's shrink in the tested directions
             cov = rotation @ (cov * stretch[:, None] * stretch[None, :]) @ rotation.T
         r = torch.linalg.solve(normal, design.T @ cov.reshape(-1))
+        if r[0] < NO_NOISE_VARIANCE:  # the test kept only exactly flat patches: no noise here
+            break
         energy, dof, rotation, tested = _mahalanobis(y, r, residual, basis)
+        if dof == 0:  # a model with no noise in any direction tests nothing
+            break
         limit = _chi2_quantile_exact(KEEP_LEVEL, dof)
         keep = energy < limit
         stretch = torch.where(tested, _truncation_factor(limit, dof) ** -0.5, 1.0).double()

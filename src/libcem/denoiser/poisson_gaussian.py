@@ -16,7 +16,13 @@ import math
 
 import torch
 
-from libcem.denoiser.correlated import FIT_PATCH, LAG, energy_quantile_variance, fit_lags
+from libcem.denoiser.correlated import (
+    FIT_PATCH,
+    LAG,
+    NO_NOISE_VARIANCE,
+    energy_quantile_variance,
+    fit_lags,
+)
 from libcem.denoiser.noise import sample_patches, weak_texture_sigma
 
 LEVEL_BINS = 16  # level bins of the (level, variance) fit
@@ -49,7 +55,7 @@ def estimate_correlated(img: torch.Tensor, max_patches: int = 60000, quantile: f
     if int(unclipped.sum()) >= LEVEL_BINS * 4 * patch * patch:  # clipping shrinks the noise
         samples = samples[unclipped]
     r = fit_lags(samples, patch, lag)
-    if r[0] <= 0:
+    if r[0] < NO_NOISE_VARIANCE:  # no noise found (a flat or clean image)
         return 0.0, 0.0
     order = samples.mean(1).argsort()
     levels, variances = [], []
