@@ -94,10 +94,15 @@ def anscombe(y: torch.Tensor, a: float, b: float) -> torch.Tensor:
 
 
 def inverse_anscombe(d: torch.Tensor, a: float, b: float) -> torch.Tensor:
-    """Closed-form approximate exact unbiased inverse of `anscombe` (Makitalo & Foi 2011)."""
+    """Closed-form approximate exact unbiased inverse of `anscombe` (Makitalo & Foi 2011).
+
+    Below 2 sqrt(3/8), the transform of zero counts and the least that any expectation of it
+    can be, the inverse is zero counts: the closed form passes through 0 there, dips below
+    it and grows without bound as d falls to 0 (a denoised value of 0.3 came back as 14
+    counts, 1e-3 as 7.6e8, a white pixel in a black shadow)."""
     if a <= 0:
         return d * math.sqrt(b)
-    d = d.clamp_min(1e-3)
+    d = d.clamp_min(2.0 * math.sqrt(0.375))
     r = math.sqrt(1.5)
     unbiased = 0.25 * d**2 + 0.25 * r / d - 1.375 / d**2 + 0.625 * r / d**3 - 0.125
     return a * unbiased - b / a
