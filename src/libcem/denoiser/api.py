@@ -156,8 +156,9 @@ def denoise_camera(img: torch.Tensor, params: tuple[float, float] | None, cfg: D
                    progress: Callable[[int, int], None] | None = None,
                    ) -> tuple[torch.Tensor, DenoiseInfo]:
     """Noise as a demosaiced photo has it (`camera`): variance a x + b and correlated between
-    neighbouring pixels. (a, b) fitted (`poisson_gaussian.estimate_correlated`, on the central
-    tile when tiled) unless `params` gives them; the variance is stabilised
+    neighbouring pixels. (a, b) fitted (`poisson_gaussian.estimate_correlated`, on patches
+    drawn from the whole image, so that its every brightness counts, not only the central
+    tile's) unless `params` gives them; the variance is stabilised
     (`_correlated_signal_dependent`) and the autocovariance fitted on the result. With a = 0
     this is the stationary `correlated` model."""
     _, h, w = check_size(img, cfg)
@@ -165,7 +166,7 @@ def denoise_camera(img: torch.Tensor, params: tuple[float, float] | None, cfg: D
     given = params is not None
     if params is None:
         params = poisson_gaussian.estimate_correlated(
-            tile, generator=torch.Generator().manual_seed(cfg.seed))
+            img, generator=torch.Generator().manual_seed(cfg.seed))
     if params[0] <= 0:  # no signal dependence: the stationary model (given b: its variance)
         out, info = _correlated_stationary(img, tile, params[1]**0.5 if given else None, cfg,
                                            progress)
