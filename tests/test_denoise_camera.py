@@ -83,3 +83,16 @@ def test_cli_camera(tmp_path, capsys):
     assert np.asarray(Image.open(tmp_path / "out.png")).shape == (96, 96)
     assert main(args + ["--sigma", "10"]) != 0  # a one-line error, no traceback
     assert "--sigma sets Gaussian noise" in capsys.readouterr().err
+
+
+def test_camera_in_tiles():
+    from libcem.denoiser import DenoiseConfig
+
+    clean = data.camera()[:128, 64:192].astype(np.float64)
+    noisy = np.clip(np.round(camera_noise(clean, 1.0, 16.0)), 0, 255).astype(np.uint8)
+    cfg = DenoiseConfig(tile=64, overlap=8, workers=1)
+    tiled, info = denoise(noisy, noise="camera", config=cfg, return_info=True)
+    whole = denoise(noisy, noise="camera")
+    assert tiled.shape == noisy.shape and info.noise_params[0] > 0
+    assert psnr(clean, tiled) > psnr(clean, noisy) + 5
+    assert abs(psnr(clean, tiled) - psnr(clean, whole)) < 1.0  # the tiles share one model
