@@ -169,7 +169,8 @@ def estimate_correlation(img: torch.Tensor, max_patches: int = 60000,
 def fit_lags(samples: torch.Tensor, patch: int, lag: int) -> torch.Tensor:
     """The autocovariance at the lags `_lags(lag)` (first: the variance r0), float64, fitted
     to patches (n, patch * patch) float64 by the truncated least squares of the module
-    docstring; zeros when too few patches pass the test."""
+    docstring; zeros when no patches pass the test, r0 below NO_NOISE_VARIANCE when the test
+    kept only exactly flat patches (a clean 8-bit image: no noise)."""
     residual, basis = _plane_residual(patch), _lag_basis(patch, lag)
     y = samples @ residual
     design = (residual @ basis @ residual).flatten(1).T  # (d*d, L): S = sum_l r_l R B_l R
@@ -189,8 +190,8 @@ def fit_lags(samples: torch.Tensor, patch: int, lag: int) -> torch.Tensor:
         if r[0] < NO_NOISE_VARIANCE:  # the test kept only exactly flat patches: no noise here
             break
         energy, dof, rotation, tested = _mahalanobis(y, r, residual, basis)
-        if dof == 0:  # a model with no noise in any direction tests nothing
-            break
+        if dof == 0:  # a model with no noise in any direction: no noise found
+            return torch.zeros_like(r)
         limit = _chi2_quantile_exact(KEEP_LEVEL, dof)
         keep = energy < limit
         stretch = torch.where(tested, _truncation_factor(limit, dof) ** -0.5, 1.0).double()

@@ -5,7 +5,9 @@ Fit (after Foi, Trimeche, Katkovnik & Egiazarian, IEEE TIP 2008, with the weak-t
 estimate of `noise` per level): patches are sorted by their mean into equal-count level bins;
 each bin's noise variance is estimated from its weak-texture patches; (a, b) is the
 least-absolute-deviation line through (level, variance), with a, b >= 0 (texture can only
-inflate a bin's variance; the L1 fit lets such bins go).
+inflate a bin's variance; the L1 fit lets such bins go). When the noise is also spatially
+correlated (`camera`), `estimate_correlated` reads each bin's variance under the fitted
+correlation instead, and fits a lower envelope.
 Transform: generalised Anscombe (Murtagh, Starck & Bijaoui 1995); inverse: the closed-form
 approximation of the exact unbiased inverse (Makitalo & Foi, IEEE TIP 2011 and 2013).
 """
@@ -42,12 +44,18 @@ def estimate(img: torch.Tensor, patch: int = 7, max_patches: int = 80000,
 
 
 def estimate_correlated(img: torch.Tensor, max_patches: int = 60000, quantile: float = 0.05,
-                        envelope: float = 0.1, generator: torch.Generator | None = None) -> tuple[float, float]:
+                        envelope: float = 0.1, generator: torch.Generator | None = None,
+                        ) -> tuple[float, float]:
     """(a, b) of Var[y | x] = a x + b when the noise is also spatially correlated (demosaiced).
+
     The weak-texture PCA estimate of `estimate` sees only the noise's weakest direction, which
-    demosaicing nearly empties; here the correlation's shape is fitted on the whole image
-    (`correlated.fit_lags`), and each level bin's variance is read off its patches' energy
-    under that shape at a low quantile (`correlated.energy_quantile_variance`)."""
+    demosaicing nearly empties. Here the correlation's shape is fitted on the whole image
+    (`correlated.fit_lags`); each level bin's variance is its patches' energy under that shape
+    at a low `quantile` (`correlated.energy_quantile_variance`: a twentieth of a bin need be
+    flat), and the line is a lower envelope, a quantile regression at `envelope` (a textured
+    bin's variance is only ever too high). Patches with a clipped pixel are left out. Both
+    quantiles were chosen on skimage crops through a simulated camera (docs/denoise.md,
+    "Camera noise"): the median line followed the texture of the middle levels."""
     patch = min(FIT_PATCH, img.shape[1], img.shape[2])
     lag = min(LAG, patch - 2)
     samples = sample_patches(img, patch, max_patches, generator).double()
