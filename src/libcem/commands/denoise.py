@@ -25,14 +25,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "denoise",
         help="denoise images with the patch-graph EM denoiser (no training)",
-        description="Remove white Gaussian, signal-dependent (camera) or correlated noise with\n"
-        "the patch-graph diffusion denoiser: groups of similar patches on affinity-weighted\n"
+        description="Remove white Gaussian, signal-dependent or correlated noise, or both (a camera's),\n"
+        "with the patch-graph diffusion denoiser: groups of similar patches on affinity-weighted\n"
         "graphs, graph diffusion with per-group scales fitted by EM, then a second pass on\n"
         "groups matched on that estimate (a Bayes estimate under each group's patch covariance,\n"
         "fitted by EM on the noisy patches from the estimate's, with part of the residual fed\n"
         "back). --best adds passes that replace each patch by a linear combination of its\n"
         "group's patches. The noise level is estimated unless --sigma gives it; with --noise\n"
-        "correlated, the noise's correlation between neighbouring pixels too. See docs/denoise.md.",
+        "correlated or camera, the noise's correlation between neighbouring pixels too. See\n"
+        "docs/denoise.md.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
