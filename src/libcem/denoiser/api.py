@@ -128,9 +128,8 @@ def estimate_noise(img: torch.Tensor, cfg: DenoiseConfig) -> float:
     from libcem.denoiser.noise import estimate_sigma
     from libcem.denoiser.patches import to_opponent
 
-    _, h, w = img.shape
-    tile = central_tile(img, cfg.tile) if max(h, w) > cfg.tile else img
-    return estimate_sigma(to_opponent(tile), generator=torch.Generator().manual_seed(cfg.seed))
+    return estimate_sigma(to_opponent(central_tile(img, cfg.tile)),
+                          generator=torch.Generator().manual_seed(cfg.seed))
 
 
 def check_size(img: torch.Tensor, cfg: DenoiseConfig) -> tuple[int, int, int]:
@@ -147,42 +146,12 @@ def denoise_correlated(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfi
     """Stationary spatially correlated Gaussian noise (`correlated`): its autocovariance fitted
     on the image (its central tile when tiled), rescaled to std `sigma` when given, then the
     passes with that noise model."""
-    _, h, w = check_size(img, cfg)
-    tile = central_tile(img, cfg.tile) if max(h, w) > cfg.tile else img
-    return _correlated_stationary(img, tile, sigma, cfg, progress)
-
-
-def denoise_camera(img: torch.Tensor, params: tuple[float, float] | None, cfg: DenoiseConfig,
-                   progress: Callable[[int, int], None] | None = None,
-                   ) -> tuple[torch.Tensor, DenoiseInfo]:
-    """Noise as a demosaiced photo has it (`camera`): variance a x + b and correlated between
-    neighbouring pixels. (a, b) fitted (`poisson_gaussian.estimate_correlated`, on patches
-    drawn from the whole image, so that its every brightness counts, not only the central
-    tile's) unless `params` gives them; the variance is stabilised
-    (`_correlated_signal_dependent`) and the autocovariance fitted on the result. With a = 0
-    this is the stationary `correlated` model."""
-    _, h, w = check_size(img, cfg)
-    tile = central_tile(img, cfg.tile) if max(h, w) > cfg.tile else img
-    given = params is not None
-    if params is None:
-        params = poisson_gaussian.estimate_correlated(
-            img, generator=torch.Generator().manual_seed(cfg.seed))
-    if params[0] <= 0:  # no signal dependence: the stationary model (given b: its variance)
-        out, info = _correlated_stationary(img, tile, params[1]**0.5 if given else None, cfg,
-                                           progress)
-        info.noise_params = (0.0, info.sigma**2)
-        return out, info
-    return _correlated_signal_dependent(img, params, cfg, progress, rescale=not given)
-
-
-def _correlated_stationary(img: torch.Tensor, tile: torch.Tensor, sigma: float | None,
-                           cfg: DenoiseConfig, progress) -> tuple[torch.Tensor, DenoiseInfo]:
-    """Stationary correlated noise: the autocovariance fitted on `tile` (img's central tile),
-    rescaled to std `sigma` when given, then the passes with that noise model."""
     from libcem.denoiser.correlated import estimate_correlation, white
     from libcem.denoiser.patches import to_opponent
 
-    corr = estimate_correlation(to_opponent(tile), generator=torch.Generator().manual_seed(cfg.seed))
+    check_size(img, cfg)
+    corr = estimate_correlation(to_opponent(central_tile(img, cfg.tile)),
+                                generator=torch.Generator().manual_seed(cfg.seed))
     if corr.variance <= 0:  # nothing to fit on (a flat or tiny image): white noise
         corr = white(estimate_noise(img, cfg) if sigma is None else sigma)
     elif sigma is not None:
@@ -198,20 +167,39 @@ def _correlated_stationary(img: torch.Tensor, tile: torch.Tensor, sigma: float |
     return out, info
 
 
+def denoise_camera(img: torch.Tensor, params: tuple[float, float] | None, cfg: DenoiseConfig,
+                   progress: Callable[[int, int], None] | None = None,
+                   ) -> tuple[torch.Tensor, DenoiseInfo]:
+    """Noise as a demosaiced photo has it (`camera`): variance a x + b and correlated between
+    neighbouring pixels. (a, b) fitted (`poisson_gaussian.estimate_correlated`, on patches
+    drawn from the whole image, so that its every brightness counts, not only the central
+    tile's) unless `params` gives them; the variance is stabilised
+    (`_correlated_signal_dependent`) and the autocovariance fitted on the result. With a = 0
+    this is the stationary `correlated` model."""
+    check_size(img, cfg)
+    given = params is not None
+    if params is None:
+        params = poisson_gaussian.estimate_correlated(
+            img, generator=torch.Generator().manual_seed(cfg.seed))
+    if params[0] <= 0:  # no signal dependence: the stationary model (given b: its variance)
+        out, info = denoise_correlated(img, params[1]**0.5 if given else None, cfg, progress)
+        info.noise_params = (0.0, info.sigma**2)
+        return out, info
+    return _correlated_signal_dependent(img, params, cfg, progress, rescale=not given)
+
+
 def _correlated_signal_dependent(img: torch.Tensor, params: tuple[float, float],
                                  cfg: DenoiseConfig, progress, rescale: bool,
                                  ) -> tuple[torch.Tensor, DenoiseInfo]:
     """Correlated noise of variance a x + b: the generalised Anscombe transform makes it
-    stationary (scaled to the noise std at the image's mean level), the stationary path
+    stationary (scaled to the noise std at the image's mean level), `denoise_correlated`
     denoises it, the inverse transform maps back. With `rescale` (fitted (a, b)) the stationary
     fit's variance corrects the overall scale of (a, b): it is 1 (in transform units) when
     they are right, and the transform's shape depends on b / a only."""
     a, b = params
     level = float(poisson_gaussian.noise_std_map(img.mean(), a, b))
-    _, h, w = img.shape
     z = poisson_gaussian.anscombe(img, a, b) * level
-    tile = central_tile(z, cfg.tile) if max(h, w) > cfg.tile else z
-    est, info = _correlated_stationary(z, tile, None if rescale else level, cfg, progress)
+    est, info = denoise_correlated(z, None if rescale else level, cfg, progress)
     if info.noise_correlation is None:  # nothing to fit: the transformed image is flat
         return img.clone(), info
     factor = info.noise_correlation.variance / level**2  # 1 when (a, b) are right
