@@ -21,11 +21,13 @@ compared, `camera` among them (`camera_rows`).
 Run `python -m benchmarks.denoise_correlated` (defaults: sigma 15 and 25, both kernels), and
 `python -m benchmarks.denoise_correlated --bayer --sigmas 10 20`, and
 `python -m benchmarks.denoise_correlated --bayer --gain 1 --sigmas 2 4`.
+`--jpeg 95 90` saves each noisy input as a JPEG first (4:2:0 chroma unless `--subsampling`).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 
 from benchmarks.denoise import DEFAULT_DATA, bm3d_profile, load_images, quality
-from libcem.denoiser import denoise
+from libcem.denoiser import DenoiseConfig, denoise
 
 
 def kernel(name: str) -> np.ndarray:
@@ -76,36 +78,65 @@ def bayer_demosaic(rgb: np.ndarray, sigma: float, seed: int = 0, gain: float = 0
 
 
 def camera_rows(images: list[tuple[str, np.ndarray]], gains: list[float], sigmas: list[float],
-                picture: Path | None = None) -> None:
+                picture: Path | None = None, jpeg: list[int] | None = None,
+                subsampling: str = "4:2:0", config: DenoiseConfig | None = None) -> None:
     """`--gain`: the Bayer path with signal-dependent raw noise (variance gain x + sigma^2),
     the input clipped and rounded to 8 bits as a camera writes it; each noise model of
     `denoise` on it, mean PSNR, and the (a, b) that `camera` fitted (image units, per RGB
-    pixel after demosaicing). `picture`: the first image's crops, noisy | correlated | camera."""
+    pixel after demosaicing). `picture`: the first image's crops, noisy | correlated | camera.
+    `jpeg` (qualities, a row each; chroma `subsampling` "4:4:4" or "4:2:0"): the noisy input is
+    saved as a JPEG first, as a phone or camera saves it; the PSNR of the input and of `camera`
+    against the clean image saved the same way (what is left to reach once the compression's
+    own loss is set aside) is printed too. `config`: the denoiser's settings (default: shipped)."""
     models = ("gaussian", "poisson-gaussian", "correlated", "camera")
-    print("| raw noise variance | " + " | ".join(models) + " | camera better than correlated "
-          "| fitted (a, b), mean |\n|---|---|---|---|---|---|---|")
-    for gain in gains:
-        for sigma in sigmas:
-            psnr: dict[str, list[float]] = {m: [] for m in models}
-            fitted = []
-            for _, clean in images:
-                x = clean.astype(np.float64)
-                y = np.clip(np.round(bayer_demosaic(x, sigma, gain=gain)), 0, 255)
-                target = np.clip(np.round(bayer_demosaic(x, 0.0)), 0, 255)
-                outs = {}
-                for model in models:
-                    out, info = denoise(y.astype(np.uint8), noise=model, return_info=True)
-                    psnr[model].append(quality(target, out.astype(np.float64))[0])
-                    outs[model] = out / 255.0
-                    if model == "camera":
-                        fitted.append(info.noise_params)
-                if picture is not None:
-                    write_picture(picture, [y / 255.0, outs["correlated"], outs["camera"]])
-                    picture = None
-            better = int(np.sum(np.array(psnr["camera"]) > np.array(psnr["correlated"])))
-            a, b = np.mean(fitted, 0)
-            print(f"| {gain:g} x + {sigma**2:g} | " + " | ".join(f"{np.mean(psnr[m]):.2f}" for m in models)
-                  + f" | {better} of {len(images)} | ({a:.2f}, {b:.1f}) |", flush=True)
+    print("| raw noise variance | JPEG | noisy | " + " | ".join(models) + " | camera better than "
+          "correlated | fitted (a, b), mean | noisy / camera against the clean JPEG |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
+    for gain, sigma, compress in itertools.product(gains, sigmas, jpeg or [None]):
+        psnr: dict[str, list[float]] = {m: [] for m in ("noisy", *models, "noisy jpeg", "camera jpeg")}
+        fitted = []
+        for _, clean in images:
+            x = clean.astype(np.float64)
+            y = np.clip(np.round(bayer_demosaic(x, sigma, gain=gain)), 0, 255)
+            target = np.clip(np.round(bayer_demosaic(x, 0.0)), 0, 255)
+            target_jpeg = target
+            if compress is not None:
+                y = jpeg_round_trip(y, compress, subsampling)
+                target_jpeg = jpeg_round_trip(target, compress, subsampling)
+            psnr["noisy"].append(quality(target, y)[0])
+            psnr["noisy jpeg"].append(quality(target_jpeg, y)[0])
+            outs = {}
+            for model in models:
+                out, info = denoise(y.astype(np.uint8), noise=model, return_info=True, config=config)
+                psnr[model].append(quality(target, out.astype(np.float64))[0])
+                outs[model] = out / 255.0
+                if model == "camera":
+                    psnr["camera jpeg"].append(quality(target_jpeg, out.astype(np.float64))[0])
+                    fitted.append(info.noise_params)
+            if picture is not None:
+                write_picture(picture, [y / 255.0, outs["correlated"], outs["camera"]])
+                picture = None
+        better = int(np.sum(np.array(psnr["camera"]) > np.array(psnr["correlated"])))
+        a, b = np.mean(fitted, 0)
+        compressed = "-" if compress is None else f"quality {compress}, {subsampling}"
+        print(f"| {gain:g} x + {sigma**2:g} | {compressed} | " + " | ".join(
+            f"{np.mean(psnr[m]):.2f}" for m in ("noisy", *models)) + f" | {better} of "
+            f"{len(images)} | ({a:.2f}, {b:.1f}) | {np.mean(psnr['noisy jpeg']):.2f} / "
+            f"{np.mean(psnr['camera jpeg']):.2f} |", flush=True)
+
+
+def jpeg_round_trip(rgb: np.ndarray, quality_: int, subsampling: str) -> np.ndarray:
+    """An 8-bit RGB image (float array) saved as a JPEG by Pillow at `quality_` with chroma
+    `subsampling` ("4:4:4" or "4:2:0", the one phones use) and read back, as float."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(np.round(rgb), 0, 255).astype(np.uint8)).save(
+        buf, "JPEG", quality=quality_, subsampling=subsampling)
+    buf.seek(0)
+    return np.asarray(Image.open(buf), dtype=np.float64)
 
 
 def true_psd(shape: tuple[int, int], k: np.ndarray, sigma: float) -> np.ndarray:
@@ -141,6 +172,15 @@ def main(argv=None) -> None:
     p.add_argument("--gain", type=float, nargs="+", default=None,
                    help="with --bayer: signal-dependent raw noise of variance gain x + sigma^2, "
                    "every noise model compared (`camera_rows`)")
+    p.add_argument("--jpeg", type=int, nargs="+", default=None, metavar="QUALITY",
+                   help="with --gain: save the noisy input as a JPEG of each quality first "
+                   "(Pillow), as a phone or camera saves it")
+    p.add_argument("--subsampling", default="4:2:0", choices=("4:2:0", "4:4:4"),
+                   help="with --jpeg: the JPEG's chroma subsampling (default 4:2:0, as phones "
+                   "save photos)")
+    p.add_argument("--one-noise-fit", action="store_true",
+                   help="with --gain: one noise correlation for the three luminance/chroma "
+                   "channels (noise_per_channel=False, as before session 19)")
     p.add_argument("--limit", type=int, default=None, help="first N images")
     p.add_argument("--no-bm3d", action="store_true", help="leave BM3D out")
     p.add_argument("--picture", type=Path, default=None,
@@ -156,8 +196,11 @@ def main(argv=None) -> None:
     if args.gain:
         if not args.bayer:
             p.error("--gain needs --bayer")
-        camera_rows(images, args.gain, args.sigmas, args.picture)
+        config = DenoiseConfig(noise_per_channel=not args.one_noise_fit)
+        camera_rows(images, args.gain, args.sigmas, args.picture, args.jpeg, args.subsampling, config)
         return
+    if args.jpeg:
+        p.error("--jpeg needs --bayer --gain")
     print("| kernel | sigma | white model | correlated model | BM3D, true spectrum | "
           "neighbour correlation fitted (true) | time / BM3D |\n|---|---|---|---|---|---|---|")
     for name in ["bayer"] if args.bayer else args.kernels:

@@ -4,6 +4,8 @@ denoiser with it against the models that assume only one of the two."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -83,6 +85,24 @@ def test_cli_camera(tmp_path, capsys):
     assert np.asarray(Image.open(tmp_path / "out.png")).shape == (96, 96)
     assert main(args + ["--sigma", "10"]) != 0  # a one-line error, no traceback
     assert "--sigma sets Gaussian noise" in capsys.readouterr().err
+
+
+def test_cli_camera_on_a_colour_jpeg(tmp_path, capsys):
+    """A phone's JPEG (4:2:0 chroma): the line printed gives the noise per luminance/chroma
+    channel, the chroma's weaker, and EXIF survives."""
+    clean = data.astronaut()[100:196, 180:276].astype(np.float64)
+    noisy = np.stack([camera_noise(clean[..., c], 1.0, 4.0, seed=c) for c in range(3)], 2)
+    exif = Image.Exif()
+    exif[0x010F] = "libcem test camera"  # Make
+    Image.fromarray(np.clip(np.round(noisy), 0, 255).astype(np.uint8)).save(
+        tmp_path / "in.jpg", quality=95, subsampling="4:2:0", exif=exif)
+    args = ["denoise", str(tmp_path / "in.jpg"), "-o", str(tmp_path / "out.jpg"), "--noise", "camera"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    stds = [float(v) for v in re.search(r"chroma / chroma ([\d.]+) / ([\d.]+) / ([\d.]+)", printed).groups()]
+    assert stds[1] < stds[0] and stds[2] < stds[0]
+    out = Image.open(tmp_path / "out.jpg")
+    assert out.size == (96, 96) and out.getexif()[0x010F] == "libcem test camera"
 
 
 def test_camera_in_tiles():

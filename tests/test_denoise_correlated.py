@@ -3,6 +3,8 @@ and DCT scaling it gives the passes, and the denoiser with it against the white-
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -13,12 +15,13 @@ from skimage import data
 from libcem.cli import main
 from libcem.denoiser import DenoiseConfig, denoise
 from libcem.denoiser.correlated import (
+    FLOOR,
     NoiseCorrelation,
     _truncation_factor,
     estimate_correlation,
 )
 from libcem.denoiser.passes import denoise_tensor
-from libcem.denoiser.patches import dct_matrix
+from libcem.denoiser.patches import dct_matrix, to_opponent
 from libcem.errors import LibcemError
 
 BINOMIAL = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 6.0  # unit energy: 36 / 36
@@ -173,3 +176,92 @@ def test_clean_images_are_left_alone(name):
     for model in ("correlated", "camera"):
         out = denoise(clean, noise=model)
         assert np.abs(out.astype(np.int64) - clean).max() <= 1
+
+
+def test_per_channel_fit_recovers_each_channels_noise():
+    """Different noise in luminance and chroma (as a JPEG's chroma subsampling leaves it): one
+    autocovariance per channel, each within a tenth of its own variance; the shared fit is one
+    level for all three."""
+    clean = torch.tensor(data.camera()[:192, 64:256], dtype=torch.float32)
+    stds = (20.0, 10.0, 5.0)
+    channels = [clean * (1.0 if c == 0 else 0.2) + torch.tensor(
+        noisy_camera(BINOMIAL, 1.0, size=192, seed=c)[1] - noisy_camera(BINOMIAL, 0.0, size=192)[1],
+        dtype=torch.float32) * s for c, s in enumerate(stds)]
+    img = torch.stack(channels)
+    fit = estimate_correlation(img, generator=torch.Generator().manual_seed(0), per_channel=True)
+    assert fit.per_channel and fit.autocov.shape == (3, 7, 7)
+    for c, s in enumerate(stds):
+        assert torch.allclose(fit.autocov[c], autocov_of(BINOMIAL, s), atol=0.1 * s**2)
+    assert fit.variance == pytest.approx(np.mean(np.square(stds)), rel=0.1)
+    assert fit.neighbour_correlation() == pytest.approx((2 / 3, 2 / 3), abs=0.1)  # the luminance's
+    shared = estimate_correlation(img, generator=torch.Generator().manual_seed(0))
+    assert not shared.per_channel and shared.autocov.shape == (7, 7)
+
+
+def test_clipped_patches_are_left_out_of_the_per_channel_fit():
+    """A saturated highlight flattens the noise; its patches would pull the fit down."""
+    clean = np.full((192, 192, 3), 250.0)
+    clean[96:] = np.stack([data.camera()[:96, 64:256].astype(np.float64) * 0.5 + 40] * 3, 2)
+    noise = np.stack([noisy_camera(BINOMIAL, 1.0, size=192, seed=c)[1]
+                      - noisy_camera(BINOMIAL, 0.0, size=192)[1] for c in range(3)], 2) * 12.0
+    rgb = torch.tensor(np.clip(clean + noise, 0, 255), dtype=torch.float32).permute(2, 0, 1)
+    clipped = ((rgb <= rgb.min()) | (rgb >= rgb.max())).any(0)
+    opp = to_opponent(rgb)
+    fits = {mask is not None: estimate_correlation(opp, generator=torch.Generator().manual_seed(0),
+                                                   per_channel=True, clipped=mask)
+            for mask in (None, clipped)}
+    assert fits[True].variance == pytest.approx(144.0, rel=0.15)
+    assert fits[False].variance < 0.8 * 144.0
+
+
+def test_per_channel_tables_equal_the_shared_ones_when_the_channels_agree():
+    r = autocov_of(BINOMIAL, 10.0)
+    shared, per = NoiseCorrelation(r), NoiseCorrelation(torch.stack([r, r, r]))
+    assert per.variance == pytest.approx(shared.variance)
+    d = dct_matrix(7)
+    for a, b in zip(shared.tables(d), per.tables(d)):
+        assert a.shape[0] == 1 and b.shape[0] == 3
+        assert torch.allclose(a.expand_as(b), b)
+    img = torch.tensor(data.astronaut()[100:164, 180:244], dtype=torch.float32).permute(2, 0, 1)
+    noisy = img + 10 * torch.randn(img.shape, generator=torch.Generator().manual_seed(0))
+    a, _ = denoise_tensor(noisy, None, DenoiseConfig(), noise=shared)
+    b, _ = denoise_tensor(noisy, None, DenoiseConfig(), noise=per)
+    assert torch.allclose(a, b, atol=1e-3)
+
+
+def test_per_channel_noise_fit_helps_on_a_jpeg_with_subsampled_chroma():
+    """Camera-like noise saved as a JPEG with 4:2:0 chroma (as phones save photos): the chroma
+    noise is then weaker and smoother than the luminance's, which one shared fit cannot
+    follow. PSNR against the clean image saved the same way."""
+    def jpeg(x: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(np.round(x), 0, 255).astype(np.uint8)).save(
+            buf, "JPEG", quality=95, subsampling="4:2:0")
+        return np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+
+    clean = data.astronaut()[100:228, 180:308].astype(np.float64)
+    rng = np.random.default_rng(0)
+    n = np.stack([fftconvolve(rng.standard_normal((130, 130)), BINOMIAL, mode="valid")
+                  for _ in range(3)], 2)
+    noisy, target = jpeg(clean + np.sqrt(clean + 4) * n), jpeg(clean).astype(np.float64)
+    scores = {per: psnr(target, denoise(noisy, noise="camera",
+                                        config=DenoiseConfig(noise_per_channel=per)))
+              for per in (False, True)}
+    assert scores[True] > scores[False] + 1.5  # measured 33.99 against 30.88 (noisy 28.77)
+
+
+def test_a_channel_with_almost_no_noise_is_not_amplified_past_the_floor():
+    """A JPEG at quality 75 keeps almost no chroma noise (McMaster: chroma variance down to
+    1/1,800 of the luminance's). Whitening such a channel to the common level amplified its
+    signal hundreds of times, and a float32 Cholesky factorisation of the covariance pass
+    failed; the noise floor is now a fraction of the common level, so at most 10x."""
+    r = autocov_of(BINOMIAL, 10.0)
+    per = NoiseCorrelation(torch.stack([r, r * 1e-4, r * 1e-4]))
+    scale, w, _ = per.tables(dct_matrix(7))
+    assert float(scale.max()) <= FLOOR**-0.5 * 1.001
+    assert float(torch.linalg.eigvalsh(w[1].double()).max()) <= FLOOR**-0.5 * 1.001
+    img = torch.tensor(data.astronaut()[100:164, 180:244], dtype=torch.float32).permute(2, 0, 1)
+    noisy = img + 10 * torch.randn(img.shape, generator=torch.Generator().manual_seed(0))
+    out, _ = denoise_tensor(noisy, None, DenoiseConfig(), noise=per)
+    assert torch.isfinite(out).all()
+    assert float((out - img).square().mean()) < float((noisy - img).square().mean())

@@ -10,7 +10,7 @@ EPILOG = """examples:
   libcem denoise noisy.png -o clean.png --sigma 25   noise std on the 0..255 scale
   libcem denoise photos/ -o clean/                   every PNG/JPEG/TIFF in the folder
   libcem denoise crop.png -o clean.png --best        highest quality, several times slower
-  libcem denoise phone.jpg -o clean.jpg --noise auto --strength 0.8   keep a little grain
+  libcem denoise phone.jpg -o clean.jpg --noise camera --strength 0.8   a phone's JPEG, some grain kept
   libcem denoise photo.png -o clean.png --noise correlated   blotchy (demosaiced) noise
   libcem denoise phone.png -o clean.png --noise camera       blotches brighter in bright areas
 
@@ -69,9 +69,10 @@ def register(subparsers) -> None:
                    "those two), correlated (Gaussian noise smoothed over neighbouring pixels, "
                    "as demosaicing leaves it: blotches a white-noise model leaves; its "
                    "correlation is fitted, --sigma may give its std), or camera (both: "
-                   "blotches that grow with brightness, as in a photo from a phone or camera; "
-                   "a, b and the correlation fitted). With correlated and camera, --best's "
-                   "extra passes are skipped")
+                   "blotches that grow with brightness, as in a photo from a phone or camera, "
+                   "JPEGs included; a, b and the correlation fitted, on colour images one "
+                   "correlation per luminance/chroma channel). With correlated and camera, "
+                   "--best's extra passes are skipped")
     p.add_argument("--strength", type=float, default=1.0,
                    help="1 removes the noise (default); lower keeps part of it as grain (0..1)")
     p.add_argument("--one-head", action="store_true",
@@ -183,6 +184,9 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
     if info.noise_correlation is not None:
         right, below = info.noise_correlation.neighbour_correlation()
         model += f", correlated noise: neighbour correlation {right:.2f} across, {below:.2f} down"
+        if info.noise_correlation.per_channel:
+            stds = " / ".join(f"{s * scale:.2f}" for s in info.noise_correlation.channel_stds())
+            model += f", std in luminance / chroma / chroma {stds}"
     tqdm.write(f"{src} -> {dst}: sigma {info.sigma * scale:.2f} (0..255 scale){model}, "
                f"EM iterations {info.trace.iterations}")
 

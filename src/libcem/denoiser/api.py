@@ -150,8 +150,10 @@ def denoise_correlated(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfi
     from libcem.denoiser.patches import to_opponent
 
     check_size(img, cfg)
-    corr = estimate_correlation(to_opponent(central_tile(img, cfg.tile)),
-                                generator=torch.Generator().manual_seed(cfg.seed))
+    tile = central_tile(img, cfg.tile)
+    clipped = ((tile <= tile.min()) | (tile >= tile.max())).any(0)  # at either end of the range
+    corr = estimate_correlation(to_opponent(tile), generator=torch.Generator().manual_seed(cfg.seed),
+                                per_channel=cfg.noise_per_channel, clipped=clipped)
     if corr.variance <= 0:  # nothing to fit on (a flat or tiny image): white noise
         corr = white(estimate_noise(img, cfg) if sigma is None else sigma)
     elif sigma is not None:

@@ -5,7 +5,10 @@ Demosaicing and in-camera filtering smooth a sensor's noise over neighbouring pi
 noise of a real photo is not white: its neighbours are correlated, its power sits at low and
 middle frequencies. A white-noise estimate then sees only the small high-frequency part and the
 blotches stay. The model here is stationary Gaussian noise with autocovariance r(dy, dx) for
-|dy|, |dx| <= `LAG` (zero beyond), the same in each channel of the luminance/chroma basis.
+|dy|, |dx| <= `LAG` (zero beyond), in each channel of the luminance/chroma basis: one for all
+three, or one per channel (`per_channel`, the denoiser's default on colour images since session
+19: a JPEG's subsampled chroma and a camera's processing leave weaker, smoother noise in chroma
+than in luminance).
 
 Fit (`estimate_correlation`): 8x8 patches with their best plane removed (R, a projection), so
 that weak texture leaves little signal; for pure noise the residual y = R n has covariance
@@ -22,7 +25,8 @@ Use in the passes (see `PatchGroups`): in the DCT-domain passes each coefficient
 sqrt(r0 / var_f), var_f its noise variance, so that its noise variance is r0 (the per-group
 scales the EM fits absorb the scaling of the signal); the covariance pass works on patches
 whitened by W = sqrt(r0) Sigma^-1/2 (Sigma the patch noise covariance), where its Gaussian
-model is exactly the one with noise Sigma, and maps its estimate back with W^-1.
+model is exactly the one with noise Sigma, and maps its estimate back with W^-1. Per channel,
+each channel has its own scales and W, all to the same level r0 (the channels' mean variance).
 """
 
 from __future__ import annotations
@@ -93,8 +97,10 @@ def _truncation_factor(limit: float, dof: int) -> float:
 
 @dataclass(frozen=True)
 class NoiseCorrelation:
-    """Stationary noise autocovariance r(dy, dx), (2 LAG + 1, 2 LAG + 1) float64, on the
-    working 0..255 scale; the centre is the noise variance r0."""
+    """Stationary noise autocovariance r(dy, dx) on the working 0..255 scale, float64: one
+    (2 LAG + 1, 2 LAG + 1) table shared by every channel, or (C, 2 LAG + 1, 2 LAG + 1), one per
+    channel of the luminance/chroma basis (`per_channel`). The centre is the noise variance r0;
+    `variance` is its mean over the channels, the level every pass is brought to."""
 
     autocov: torch.Tensor
     # the passes' tables by (kind, patch, device), made once: every PatchGroups of an image asks
@@ -102,48 +108,72 @@ class NoiseCorrelation:
 
     def tables(self, dct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(dct_scale, W, W^-1) for patches of the side `dct` (p*p, p*p) is made for, on its
-        device, computed on first use."""
+        device, computed on first use: (C', p*p), (C', p*p, p*p) and (C', p*p, p*p), one row or
+        matrix per channel (C' = 1 when shared)."""
         key = (dct.shape[0], str(dct.device))
         if key not in self._tables:
-            self._tables[key] = (self.dct_scale(dct), *self.whitening(math.isqrt(dct.shape[0]), dct.device))
+            patch, level = math.isqrt(dct.shape[0]), self.variance
+            parts = [(c.dct_scale(dct, level), *c.whitening(patch, dct.device, level))
+                     for c in self.channels()]
+            self._tables[key] = tuple(torch.stack(t) for t in zip(*parts))
         return self._tables[key]
 
     @property
-    def variance(self) -> float:
-        lag = self.autocov.shape[0] // 2
-        return float(self.autocov[lag, lag])
+    def per_channel(self) -> bool:
+        return self.autocov.dim() == 3
 
-    def patch_covariance(self, patch: int) -> torch.Tensor:
-        """(p*p, p*p) float64 noise covariance of a p x p patch, its eigenvalues raised to at
-        least FLOOR x r0 (positive definite even where the fitted r is not)."""
+    def channels(self) -> list[NoiseCorrelation]:
+        """One shared model per channel: [self] when shared."""
+        return [NoiseCorrelation(r) for r in self.autocov] if self.per_channel else [self]
+
+    @property
+    def variance(self) -> float:
+        lag = self.autocov.shape[-1] // 2
+        return float(self.autocov[..., lag, lag].mean())
+
+    def patch_covariance(self, patch: int, level: float | None = None) -> torch.Tensor:
+        """(p*p, p*p) float64 noise covariance of a p x p patch (of a shared model), its
+        eigenvalues raised to at least FLOOR x `level` (default r0): positive definite even
+        where the fitted r is not, and whitening it to `level` amplifies nothing more than
+        FLOOR^-1/2 times (a JPEG's chroma can keep almost no noise)."""
         lag = self.autocov.shape[0] // 2
         basis = _lag_basis(patch, min(lag, patch - 1))
         values = torch.stack([self.autocov[lag + a, lag + b] for a, b in _lags(min(lag, patch - 1))])
         cov = (basis * values[:, None, None]).sum(0)
         ev, vec = torch.linalg.eigh(cov)
-        return (vec * ev.clamp_min(FLOOR * self.variance)) @ vec.T
+        return (vec * ev.clamp_min(FLOOR * (self.variance if level is None else level))) @ vec.T
 
-    def whitening(self, patch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W, W^-1), float32 (p*p, p*p): a patch row z becomes z W, whose noise is white with
-        variance r0; W = sqrt(r0) Sigma^-1/2, symmetric."""
-        ev, vec = torch.linalg.eigh(self.patch_covariance(patch))
-        root = (ev / self.variance).sqrt()
+    def whitening(self, patch: int, device=None, level: float | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, W^-1), float32 (p*p, p*p) (of a shared model): a patch row z becomes z W, whose
+        noise is white with variance `level` (default r0); W = sqrt(level) Sigma^-1/2,
+        symmetric, Sigma floored at FLOOR x level."""
+        level = self.variance if level is None else level
+        ev, vec = torch.linalg.eigh(self.patch_covariance(patch, level))
+        root = (ev / level).sqrt()
         w, w_inv = (vec / root) @ vec.T, (vec * root) @ vec.T
         return w.to(device, torch.float32), w_inv.to(device, torch.float32)
 
-    def dct_scale(self, dct: torch.Tensor) -> torch.Tensor:
-        """(p*p,) float32: sqrt(r0 / var_f), var_f the noise variance of DCT coefficient f (the
-        rows of `dct`), so that each scaled coefficient's noise variance is r0."""
-        patch = math.isqrt(dct.shape[0])
+    def dct_scale(self, dct: torch.Tensor, level: float | None = None) -> torch.Tensor:
+        """(p*p,) float32 (of a shared model): sqrt(level / var_f), var_f the noise variance of
+        DCT coefficient f (the rows of `dct`), so that each scaled coefficient's noise variance
+        is `level` (default r0)."""
+        patch, level = math.isqrt(dct.shape[0]), self.variance if level is None else level
         d = dct.double().cpu()
-        var = ((d @ self.patch_covariance(patch)) * d).sum(1).clamp_min(FLOOR * self.variance)
-        return (self.variance / var).sqrt().to(dct.device, torch.float32)
+        var = ((d @ self.patch_covariance(patch, level)) * d).sum(1).clamp_min(FLOOR * level)
+        return (level / var).sqrt().to(dct.device, torch.float32)
 
     def neighbour_correlation(self) -> tuple[float, float]:
         """r(0, 1) / r0 and r(1, 0) / r0: the noise's correlation with the next pixel across
-        and down (0 for white noise)."""
-        lag, r0 = self.autocov.shape[0] // 2, max(self.variance, 1e-12)
-        return float(self.autocov[lag, lag + 1]) / r0, float(self.autocov[lag + 1, lag]) / r0
+        and down (0 for white noise); per channel, the luminance's."""
+        r = self.autocov[0] if self.per_channel else self.autocov  # per channel: the luminance's
+        lag, r0 = r.shape[0] // 2, max(float(r[r.shape[0] // 2, r.shape[0] // 2]), 1e-12)
+        return float(r[lag, lag + 1]) / r0, float(r[lag + 1, lag]) / r0
+
+    def channel_stds(self) -> list[float]:
+        """The noise std of each channel (luminance, chroma, chroma), or one when shared."""
+        lag = self.autocov.shape[-1] // 2
+        return [max(float(v), 0.0) ** 0.5 for v in self.autocov[..., lag, lag].reshape(-1)]
 
     def scaled(self, factor: float) -> NoiseCorrelation:
         """The same correlation, variance times `factor` (the image scaled by sqrt(factor))."""
@@ -151,19 +181,50 @@ class NoiseCorrelation:
 
 
 def estimate_correlation(img: torch.Tensor, max_patches: int = 60000,
-                         generator: torch.Generator | None = None) -> NoiseCorrelation:
-    """The noise autocovariance of a (C, H, W) image (channels pooled), fitted from its
-    weak-texture patches (module docstring)."""
+                         generator: torch.Generator | None = None, per_channel: bool = False,
+                         clipped: torch.Tensor | None = None) -> NoiseCorrelation:
+    """The noise autocovariance of a (C, H, W) image, fitted from its weak-texture patches
+    (module docstring): channels pooled, or with `per_channel` one per channel, on patches at
+    the same positions, those with a `clipped` pixel ((H, W) bool) left out when enough others
+    remain (clipping flattens the noise; without that, the per-channel fit lost 0.4 dB on
+    colour crops with clipped highlights, docs/denoise.md). The pooled fit when some channel
+    shows no noise."""
     patch = min(FIT_PATCH, img.shape[1], img.shape[2])
     lag = min(LAG, patch - 2)
-    r = fit_lags(sample_patches(img, patch, max_patches, generator).double(), patch, lag)
-    size = 2 * LAG + 1
-    autocov = torch.zeros(size, size, dtype=torch.float64)
-    for (a, b), value in zip(_lags(lag), r):
-        autocov[LAG + a, LAG + b] = autocov[LAG - a, LAG - b] = value
+    if per_channel and img.shape[0] > 1:
+        samples = _channel_patches(img, clipped, patch, max_patches, generator)
+        tables = [_autocov_table(fit_lags(x, patch, lag), lag) for x in samples]
+        if min(float(t[LAG, LAG]) for t in tables) >= NO_NOISE_VARIANCE:
+            return NoiseCorrelation(torch.stack(tables))
+    autocov = _autocov_table(fit_lags(sample_patches(img, patch, max_patches, generator).double(),
+                                      patch, lag), lag)
     if autocov[LAG, LAG] < NO_NOISE_VARIANCE:  # a flat image, or too few patches to fit
         autocov.zero_()
     return NoiseCorrelation(autocov)
+
+
+def _autocov_table(r: torch.Tensor, lag: int) -> torch.Tensor:
+    """(2 LAG + 1, 2 LAG + 1) float64 from the values r at the lags `_lags(lag)`."""
+    autocov = torch.zeros(2 * LAG + 1, 2 * LAG + 1, dtype=torch.float64)
+    for (a, b), value in zip(_lags(lag), r):
+        autocov[LAG + a, LAG + b] = autocov[LAG - a, LAG - b] = value
+    return autocov
+
+
+def _channel_patches(img: torch.Tensor, clipped: torch.Tensor | None, patch: int, count: int,
+                     generator: torch.Generator | None) -> list[torch.Tensor]:
+    """Up to `count` patches (n, patch * patch) float64 of each channel of img (C, H, W), at
+    the same positions; those with a `clipped` pixel left out when at least a quarter of the
+    draw remains."""
+    c, h, w = img.shape
+    index = torch.arange(h * w, dtype=torch.float64, device=img.device).reshape(1, h, w)
+    pos = sample_patches(index, patch, count, generator).long()  # (n, p*p) flat pixel indices
+    if clipped is not None:
+        keep = ~clipped.reshape(-1)[pos].any(1)
+        if 4 * int(keep.sum()) >= pos.shape[0]:
+            pos = pos[keep]
+    flat = img.reshape(c, -1)
+    return [flat[k][pos].double() for k in range(c)]
 
 
 def fit_lags(samples: torch.Tensor, patch: int, lag: int) -> torch.Tensor:

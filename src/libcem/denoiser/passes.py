@@ -87,8 +87,9 @@ class PatchGroups:
         self.noise = noise
         self._scale, self._whiten = None, None
         if noise is not None:
-            scale, w, w_inv = noise.tables(self.dct)
-            self._scale, self._whiten = scale.repeat(self.channels), (w, w_inv)
+            scale, w, w_inv = noise.tables(self.dct)  # one row / matrix per channel, or shared
+            self._scale = scale.expand(self.channels, -1).reshape(-1)
+            self._whiten = (w[:, None], w_inv[:, None])  # broadcast over (C, G, K, p * p)
         self._coef: torch.Tensor | None = None
         self._lum: torch.Tensor | None = None  # (p * p, positions) luminance patches, for matching
         self._pixels: torch.Tensor | None = None
@@ -137,12 +138,16 @@ class PatchGroups:
     def patches(self, positions: torch.Tensor) -> torch.Tensor:
         """(G, K) positions -> (C * G, K, p * p) pixel patches, channel by channel (under
         correlated noise whitened: `unwhiten` maps estimates back)."""
-        patches = _gather(self.pixels, 1, positions).flatten(0, 1)
-        return patches if self._whiten is None else patches @ self._whiten[0]
+        patches = _gather(self.pixels, 1, positions)  # (C, G, K, p * p)
+        if self._whiten is not None:
+            patches = patches @ self._whiten[0]
+        return patches.flatten(0, 1)
 
     def unwhiten(self, patches: torch.Tensor) -> torch.Tensor:
-        """Pixel-patch estimates (..., p * p) made on `patches` back to pixels."""
-        return patches if self._whiten is None else patches @ self._whiten[1]
+        """Pixel-patch estimates (C * G, K, p * p) made on `patches` back to pixels."""
+        if self._whiten is None:
+            return patches
+        return (patches.unflatten(0, (self.channels, -1)) @ self._whiten[1]).flatten(0, 1)
 
     def accumulator(self, cfg: DenoiseConfig) -> PatchAccumulator:
         """An empty aggregate of patch estimates for this image, with the aggregation window

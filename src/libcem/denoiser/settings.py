@@ -126,6 +126,11 @@ class DenoiseConfig:
         alike. On a Train400 split beta 1 gained 0.006-0.012 dB at sigma 15 and 25 (better on
         20-21 of 24 images; 0.000 at 50) and beta 2 lost 0.01 at 50; on the skimage colour
         crops beta 1 gave +0.000 / -0.005 / -0.017 dB at sigma 15 / 25 / 50, so colour keeps 0.
+    noise_per_channel: with correlated or camera noise on a colour image, fit the noise's
+        autocovariance in each luminance/chroma channel (True) or one for all three (False).
+        A JPEG's chroma subsampling and a camera's processing leave different noise in luma
+        and chroma: on skimage colour crops through a simulated camera and a JPEG at quality
+        95 with 4:2:0 chroma, `camera` gained 2.5 dB (docs/denoise.md, session 19).
     tile, overlap: images larger than tile x tile are processed in overlapping tiles (on a CPU).
     gpu_tile: the tile side on a GPU; 0 = the largest square whose passes fit in the GPU's free
         memory (`tiling.device_tile`): a photo that fits is denoised whole, its groups in
@@ -195,6 +200,7 @@ class DenoiseConfig:
     combination_noise_floor: float = 0.02
     aggregation_window_gray: float = 1.0
     aggregation_window_color: float = 0.0
+    noise_per_channel: bool = True
     tile: int = 768
     overlap: int = 48
     gpu_tile: int = 0
