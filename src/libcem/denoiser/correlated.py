@@ -166,9 +166,10 @@ class NoiseCorrelation:
     def neighbour_correlation(self) -> tuple[float, float]:
         """r(0, 1) / r0 and r(1, 0) / r0: the noise's correlation with the next pixel across
         and down (0 for white noise); per channel, the luminance's."""
-        r = self.autocov[0] if self.per_channel else self.autocov  # per channel: the luminance's
-        lag, r0 = r.shape[0] // 2, max(float(r[r.shape[0] // 2, r.shape[0] // 2]), 1e-12)
-        return float(r[lag, lag + 1]) / r0, float(r[lag + 1, lag]) / r0
+        if self.per_channel:
+            return self.channels()[0].neighbour_correlation()
+        lag, r0 = self.autocov.shape[0] // 2, max(self.variance, 1e-12)
+        return float(self.autocov[lag, lag + 1]) / r0, float(self.autocov[lag + 1, lag]) / r0
 
     def channel_stds(self) -> list[float]:
         """The noise std of each channel (luminance, chroma, chroma), or one when shared."""
