@@ -67,11 +67,13 @@ def test_denoise_photo_estimates_sigma_improves_psnr_and_reports_tiles():
     assert abs(estimate - SIGMA) < 2.5
     calls = []
     tiled = DenoiseConfig(tile=48, overlap=8)  # an 80x80 photo in 2x2 tiles
-    out, used = photos.denoise_photo(noisy, None, tiled, progress=lambda done, total: calls.append((done, total)))
+    out, used, model = photos.denoise_photo(noisy, None, tiled,
+                                            progress=lambda done, total: calls.append((done, total)))
     assert out.dtype == np.uint8 and out.shape == clean.shape
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert photos.psnr_db(out, clean) > photos.psnr_db(noisy, clean) + 4
     assert used == pytest.approx(photos.estimate_noise(noisy, tiled), rel=1e-3)  # the page shows what is used
+    assert model == "gaussian"
     with pytest.raises(LibcemError, match="0..255 scale"):
         photos.denoise_photo(noisy, -1.0)
 
@@ -83,11 +85,14 @@ def test_denoise_photo_with_correlated_noise():
     w = np.random.default_rng(0).standard_normal((98, 98))
     blotchy = fftconvolve(w, np.outer([1, 2, 1], [1, 2, 1]) / 6.0, mode="valid") * 20  # std 20
     noisy = np.clip(np.round(clean + blotchy), 0, 255).astype(np.uint8)
-    white, _ = photos.denoise_photo(noisy, None)
-    out, used = photos.denoise_photo(noisy, None, noise="correlated")
+    white, _, _ = photos.denoise_photo(noisy, None)
+    out, used, _ = photos.denoise_photo(noisy, None, noise="correlated")
     assert used == pytest.approx(20, rel=0.15)  # the white-noise estimate sees about 4
     assert photos.psnr_db(out, clean) > photos.psnr_db(white, clean) + 4
-    with pytest.raises(LibcemError, match="gaussian, correlated or camera"):
+    auto, _, model = photos.denoise_photo(noisy, None, noise="auto")  # reads the noise as correlated
+    assert model == "correlated" and np.array_equal(auto, photos.denoise_photo(noisy, None, noise="camera")[0])
+    assert photos.denoise_photo(noisy, 20.0, noise="auto")[2] == "gaussian"  # a level set by hand: white
+    with pytest.raises(LibcemError, match="gaussian, correlated, camera or auto"):
         photos.denoise_photo(noisy, None, noise="poisson")
 
 
@@ -98,8 +103,8 @@ def test_denoise_photo_with_camera_noise():
     w = fftconvolve(np.random.default_rng(0).standard_normal((130, 130)),
                     np.outer([1, 2, 1], [1, 2, 1]) / 6.0, mode="valid")
     noisy = np.clip(np.round(clean + np.sqrt(clean + 16) * w), 0, 255).astype(np.uint8)
-    out, used = photos.denoise_photo(noisy, None, noise="camera")
-    corr, _ = photos.denoise_photo(noisy, None, noise="correlated")
+    out, used, _ = photos.denoise_photo(noisy, None, noise="camera")
+    corr, _, _ = photos.denoise_photo(noisy, None, noise="correlated")
     ref = clean.astype(np.uint8)
     assert photos.psnr_db(out, ref) > photos.psnr_db(corr, ref) + 1
     assert used == pytest.approx(np.sqrt(clean.mean() + 16), rel=0.25)  # std at the mean level
@@ -279,6 +284,8 @@ def test_denoise_tab_in_a_browser(page, tmp_path, artifacts):
     info_has(page, "#denoise-info", "noisy.png")
     estimate = float(page.locator("#sigma input").input_value())
     assert abs(estimate - SIGMA) < 2.5
+    page.click("#denoise-button")  # the default noise model, Auto: white noise read as such
+    info_has(page, "#denoise-info", "gaussian noise (chosen by Auto)")
     page.locator("#noise-model").get_by_text("Blotches:").click()  # the correlated-noise model
     page.click("#denoise-button")
     info_has(page, "#denoise-info", "correlated noise")

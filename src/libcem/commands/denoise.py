@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 EPILOG = """examples:
-  libcem denoise noisy.png -o clean.png              noise level estimated
-  libcem denoise noisy.png -o clean.png --sigma 25   noise std on the 0..255 scale
+  libcem denoise noisy.png -o clean.png              noise model and level read from the image
+  libcem denoise noisy.png -o clean.png --sigma 25   white noise, std on the 0..255 scale
   libcem denoise photos/ -o clean/                   every PNG/JPEG/TIFF in the folder
   libcem denoise crop.png -o clean.png --best        highest quality, several times slower
-  libcem denoise phone.jpg -o clean.jpg --noise camera --strength 0.8   a phone's JPEG, some grain kept
+  libcem denoise phone.jpg -o clean.jpg --strength 0.8   a phone's JPEG, some grain kept
   libcem denoise photo.png -o clean.png --noise correlated   blotchy (demosaiced) noise
   libcem denoise phone.png -o clean.png --noise camera       blotches brighter in bright areas
 
@@ -63,15 +63,17 @@ def register(subparsers) -> None:
                    "image denoised in this process (default: one per CPU core, as torch's "
                    "thread count; the output is the same for any count)")
     p.add_argument("--noise", choices=("gaussian", "poisson-gaussian", "auto", "correlated", "camera"),
-                   default="gaussian",
-                   help="noise model: white Gaussian (default), signal-dependent Poisson-Gaussian "
-                   "(variance a x + b, fitted: a raw sensor's noise), auto (chooses between "
-                   "those two), correlated (Gaussian noise smoothed over neighbouring pixels, "
+                   default=None,
+                   help="noise model (default: auto, or gaussian when --sigma is given): white "
+                   "Gaussian, signal-dependent Poisson-Gaussian (variance a x + b, fitted: a raw "
+                   "sensor's noise), correlated (Gaussian noise smoothed over neighbouring pixels, "
                    "as demosaicing leaves it: blotches a white-noise model leaves; its "
-                   "correlation is fitted, --sigma may give its std), or camera (both: "
+                   "correlation is fitted, --sigma may give its std), camera (both: "
                    "blotches that grow with brightness, as in a photo from a phone or camera, "
                    "JPEGs included; a, b and the correlation fitted, on colour images one "
-                   "correlation per luminance/chroma channel). With correlated and camera, "
+                   "correlation per luminance/chroma channel), or auto (camera when the noise "
+                   "is correlated, else poisson-gaussian or gaussian, read from the image; "
+                   "the line printed per image names the choice). With correlated and camera, "
                    "--best's extra passes are skipped")
     p.add_argument("--strength", type=float, default=1.0,
                    help="1 removes the noise (default); lower keeps part of it as grain (0..1)")
@@ -110,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
     from libcem.errors import LibcemError
 
+    if args.noise is None:  # a given sigma describes white Gaussian noise
+        args.noise = "auto" if args.sigma is None else "gaussian"
     if args.sigma is not None and not 0 <= args.sigma <= 255:
         raise LibcemError(f"--sigma is on the 0..255 scale; got {args.sigma}")
     if args.sigma is not None and args.noise not in ("gaussian", "correlated"):
@@ -187,7 +191,8 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
         if info.noise_correlation.per_channel:
             stds = " / ".join(f"{s * scale:.2f}" for s in info.noise_correlation.channel_stds())
             model += f", std in luminance / chroma / chroma {stds}"
-    tqdm.write(f"{src} -> {dst}: sigma {info.sigma * scale:.2f} (0..255 scale){model}, "
+    chosen = f"{info.noise_model} noise" + (" (auto)" if args.noise == "auto" else "")
+    tqdm.write(f"{src} -> {dst}: {chosen}, sigma {info.sigma * scale:.2f} (0..255 scale){model}, "
                f"EM iterations {info.trace.iterations}")
 
 
@@ -210,7 +215,7 @@ class _TileBar:
             self.bar = tqdm(total=total, desc=self.src.name, unit="tile", leave=False)
         self.bar.update(done - self.bar.n)
 
-    def __enter__(self) -> "_TileBar":
+    def __enter__(self) -> _TileBar:
         return self
 
     def __exit__(self, *exc) -> None:

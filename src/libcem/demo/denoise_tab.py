@@ -28,7 +28,8 @@ SPEED_CHOICES = [  # (label, DenoiseConfig.at_speed name), as --fast, the defaul
     ("Default", "default"),
     ("Best: about 0.1-0.2 dB more PSNR, 2.5-5.5x slower (small photos and crops)", "best"),
 ]
-NOISE_CHOICES = [  # (label, noise model of photos.denoise_photo), as --noise gaussian / correlated / camera
+NOISE_CHOICES = [  # (label, noise model of photos.denoise_photo), as --noise auto / gaussian / correlated / camera
+    ("Auto: read from the photo (grain, or blotches as in a phone's photos and JPEGs)", "auto"),
     ("Grain: white noise", "gaussian"),
     ("Blotches: correlated noise (demosaiced or smoothed; its correlation is fitted)", "correlated"),
     ("Camera: blotches that grow with brightness (phone or camera photos; all fitted)", "camera"),
@@ -70,7 +71,7 @@ class DenoiseTab:
                 strength: float, factor: int, centre: tuple[float, float],
                 progress=gr.Progress()):  # noqa: B008 (how Gradio passes a progress bar)
         """Run the denoiser on the photo, with its estimated noise level (auto) or `sigma` (0..255 scale),
-        the noise `model` ("gaussian", "correlated" or "camera", as `--noise`) and the settings of `speed` ("fast",
+        the noise `model` ("auto", "gaussian", "correlated" or "camera", as `--noise`) and the settings of `speed` ("fast",
         "default" or "best", as `--fast` and `--best`); tile by tile when the photo is large, the progress
         bar following the tiles."""
         if photo is None:
@@ -78,15 +79,17 @@ class DenoiseTab:
         progress(0, desc="denoising")
         start = time.perf_counter()
         config = self.config.at_speed(speed)
-        photo.denoised, used = photos.denoise_photo(
+        photo.denoised, used, chosen = photos.denoise_photo(
             photo.noisy, None if auto else sigma, config, self.device,
             lambda done, total: progress((done, total), desc="denoising", unit="tiles"), model)
         seconds = time.perf_counter() - start
         how = "estimated" if auto else "set by hand"
         settings = "" if speed == "default" else f", {speed} settings"
-        if model in ("correlated", "camera"):
-            settings += f", {model} noise" + (" (--best's extra passes skipped)" if speed == "best" else "")
-        if model == "camera":
+        if chosen != "gaussian" or model == "auto":
+            settings += f", {chosen} noise" + (" (chosen by Auto)" if model == "auto" else "")
+        if chosen in ("correlated", "camera") and speed == "best":
+            settings += " (--best's extra passes skipped)"
+        if chosen in ("camera", "poisson-gaussian"):
             how = "fitted; at the photo's mean brightness"
         note = f"Denoised with noise level σ = {used:.2f} ({how}, 0..255 scale{settings}) in {seconds:.1f} s."
         return (photo, note) + self.views(photo, strength, factor, centre, note)
@@ -156,7 +159,7 @@ def build(device: str, max_megapixels: float, config: DenoiseConfig | None = Non
                 auto = gr.Checkbox(True, label="Estimate the noise level", elem_id="auto-sigma", scale=1)
                 sigma = gr.Number(label="Noise level σ (0..255 scale)", minimum=0, maximum=255, interactive=False,
                                   elem_id="sigma", scale=2)
-            model = gr.Radio(NOISE_CHOICES, value="gaussian", label="Noise", elem_id="noise-model")
+            model = gr.Radio(NOISE_CHOICES, value="auto", label="Noise", elem_id="noise-model")
             speed = gr.Radio(SPEED_CHOICES, value="default", label="Settings", elem_id="speed")
             strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength (1 = fully denoised, 0 = the input)",
                                  elem_id="strength")

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 
 from libcem.denoiser import DenoiseConfig
-from libcem.denoiser.api import denoise_camera, denoise_correlated, denoise_float
+from libcem.denoiser.api import (
+    denoise_auto,
+    denoise_camera,
+    denoise_correlated,
+    denoise_float,
+    gray_if_equal_channels,
+)
 from libcem.denoiser.api import estimate_noise as denoiser_estimate
 from libcem.denoiser.io import read_image, write_image
 from libcem.errors import LibcemError
@@ -98,12 +104,14 @@ def to_work(img: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor
     colour, _ = split_alpha(img)
     x = torch.from_numpy(np.ascontiguousarray(colour, dtype=np.float32)).to(device)
     x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-    return x * (SCALE / peak(img.dtype))
+    return gray_if_equal_channels(x)[0] * (SCALE / peak(img.dtype))  # gray stored as RGB: gray
 
 
 def from_work(x: torch.Tensor, like: np.ndarray) -> np.ndarray:
     """Inverse of `to_work`: back to `like`'s dtype and layout, with its alpha."""
     colour, alpha = split_alpha(like)
+    if colour.ndim == 3 and x.shape[0] < colour.shape[2]:  # a gray image stored as RGB
+        x = x.expand(colour.shape[2], -1, -1)
     out = (x.permute(1, 2, 0) * (peak(like.dtype) / SCALE)).cpu().numpy()
     out = out[:, :, 0] if colour.ndim == 2 else out
     if like.dtype.kind in "ui":
@@ -120,29 +128,35 @@ def estimate_noise(img: np.ndarray, cfg: DenoiseConfig | None = None) -> float:
 def denoise_photo(img: np.ndarray, sigma: float | None, cfg: DenoiseConfig | None = None,
                   device: str | torch.device = "cpu",
                   progress: Callable[[int, int], None] | None = None,
-                  noise: str = "gaussian") -> tuple[np.ndarray, float]:
-    """Denoise with noise std `sigma` (0..255 scale; None: estimate). Returns the result and the sigma used.
+                  noise: str = "gaussian") -> tuple[np.ndarray, float, str]:
+    """Denoise with noise std `sigma` (0..255 scale; None: estimate). Returns the result, the
+    sigma used and the noise model used.
 
     noise: "gaussian" (white), "correlated" (its correlation between neighbouring pixels fitted
-    too, as `libcem denoise --noise correlated`) or "camera" (also growing with brightness, as
+    too, as `libcem denoise --noise correlated`), "camera" (also growing with brightness, as
     `--noise camera`; its level is always fitted, and the sigma returned is the noise std at the
-    photo's mean level). Photos larger than cfg.tile are denoised tile by tile;
-    `progress(done, total)` follows the tiles.
+    photo's mean level) or "auto" (read from the photo, as `--noise auto`: camera noise when it
+    is correlated, else Poisson-Gaussian or white; with a sigma given, white). Photos larger
+    than cfg.tile are denoised tile by tile; `progress(done, total)` follows the tiles.
     """
     if sigma is not None and not (np.isfinite(sigma) and 0 <= sigma <= SCALE):
         raise LibcemError(f"the noise level is on the 0..255 scale; got {sigma}")
-    if noise not in ("gaussian", "correlated", "camera"):
-        raise LibcemError(f"noise must be gaussian, correlated or camera, got {noise!r}")
+    if noise not in ("gaussian", "correlated", "camera", "auto"):
+        raise LibcemError(f"noise must be gaussian, correlated, camera or auto, got {noise!r}")
     if noise == "camera" and sigma is not None:
         raise LibcemError("camera noise grows with brightness, so its level is fitted from the "
                           "photo: tick 'Estimate the noise level'")
+    if noise == "auto" and sigma is not None:  # a level set by hand describes white noise
+        noise = "gaussian"
     cfg = cfg or DenoiseConfig()
     if noise == "camera":
         out, info = denoise_camera(to_work(img, device), None, cfg, progress)
+    elif noise == "auto":
+        out, info = denoise_auto(to_work(img, device), None, cfg, progress)
     else:
         run = denoise_correlated if noise == "correlated" else denoise_float
         out, info = run(to_work(img, device), sigma, cfg, progress)
-    return from_work(out, img), float(info.sigma)
+    return from_work(out, img), float(info.sigma), info.noise_model or noise
 
 
 def blend(noisy: np.ndarray, denoised: np.ndarray, strength: float) -> np.ndarray:

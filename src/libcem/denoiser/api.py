@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import numpy as np
 import torch
@@ -11,9 +11,15 @@ import torch
 from libcem.denoiser import poisson_gaussian
 from libcem.denoiser.correlated import NoiseCorrelation
 from libcem.denoiser.em import EMTrace
+from libcem.denoiser.noise_choice import read_noise
 from libcem.denoiser.passes import DenoiseInfo, denoise_tensor, fit_tensor
 from libcem.denoiser.settings import DenoiseConfig
-from libcem.denoiser.tiling import central_tile, default_workers, device_tile, process_tiled
+from libcem.denoiser.tiling import (
+    central_tile,
+    default_workers,
+    device_tile,
+    process_tiled,
+)
 from libcem.device import resolve_device
 from libcem.errors import LibcemError
 
@@ -53,6 +59,15 @@ def _split_channels(image):
     c = image.shape[2]
     alpha = image[:, :, c - 1:] if c in (2, 4) else None
     return image[:, :, : (1 if c <= 2 else 3)], alpha
+
+
+def gray_if_equal_channels(work: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(C, H, W) -> its first channel and True when it is a gray image stored as RGB (three
+    equal channels), else itself and False. Its chroma is exactly zero, so every noise
+    estimate read 0 there and nothing was removed; it is denoised as the gray image it is."""
+    if work.shape[0] == 3 and bool((work[1:] == work[:1]).all()):
+        return work[:1], True
+    return work, False
 
 
 def check_finite(work: torch.Tensor) -> None:
@@ -110,16 +125,32 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
         params = poisson_gaussian.estimate(img, generator=torch.Generator().manual_seed(cfg.seed))
     a, b = params
     if auto and not poisson_gaussian.signal_dependent(img, a, b):
-        return denoise_float(img, None, cfg, progress)
+        out, info = denoise_float(img, None, cfg, progress)
+        info.noise_model = "gaussian"
+        return out, info
     if a <= 0 and b <= 0:
-        return img.clone(), DenoiseInfo(0.0, None, EMTrace(), (), noise_params=(0.0, 0.0))
+        return img.clone(), DenoiseInfo(0.0, None, EMTrace(), (), noise_params=(0.0, 0.0),
+                                        noise_model="poisson-gaussian")
     level = float(poisson_gaussian.noise_std_map(img.mean(), a, b))  # noise std at the mean
     est, info = denoise_float(poisson_gaussian.anscombe(img, a, b) * level, level, cfg, progress)
     out = poisson_gaussian.inverse_anscombe(est / level, a, b)
     info.sigma = level
     info.noise_params = (a, b)
     info.noise_map = poisson_gaussian.noise_std_map(out, a, b)
+    info.noise_model = "poisson-gaussian"
     return out, info
+
+
+def denoise_auto(img: torch.Tensor, params: tuple[float, float] | None, cfg: DenoiseConfig,
+                 progress: Callable[[int, int], None] | None = None,
+                 ) -> tuple[torch.Tensor, DenoiseInfo]:
+    """`auto`: the camera model when the image's noise reads as spatially correlated (a
+    demosaiced photo, a JPEG: `noise_choice`), else Poisson-Gaussian or white Gaussian noise
+    (`denoise_signal_dependent`); given (a, b) describe Poisson-Gaussian noise. The model
+    used is `info.noise_model`."""
+    if params is None and read_noise(img, cfg).correlated:
+        return denoise_camera(img, None, cfg, progress)
+    return denoise_signal_dependent(img, True, params, cfg, progress)
 
 
 def estimate_noise(img: torch.Tensor, cfg: DenoiseConfig) -> float:
@@ -140,20 +171,29 @@ def check_size(img: torch.Tensor, cfg: DenoiseConfig) -> tuple[int, int, int]:
     return tuple(img.shape)
 
 
+def fit_correlation(img: torch.Tensor, cfg: DenoiseConfig) -> NoiseCorrelation:
+    """The noise autocovariance of (C, H, W) float32 on the 0..255 scale, fitted on its
+    luminance/chroma channels (its central tile when it is tiled), one per channel unless
+    cfg.noise_per_channel is off, leaving out patches with a pixel at either end of the range."""
+    from libcem.denoiser.correlated import estimate_correlation
+    from libcem.denoiser.patches import to_opponent
+
+    tile = central_tile(img, cfg.tile)
+    clipped = ((tile <= tile.min()) | (tile >= tile.max())).any(0)  # at either end of the range
+    return estimate_correlation(to_opponent(tile), generator=torch.Generator().manual_seed(cfg.seed),
+                                per_channel=cfg.noise_per_channel, clipped=clipped)
+
+
 def denoise_correlated(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
                        progress: Callable[[int, int], None] | None = None,
                        ) -> tuple[torch.Tensor, DenoiseInfo]:
     """Stationary spatially correlated Gaussian noise (`correlated`): its autocovariance fitted
     on the image (its central tile when tiled), rescaled to std `sigma` when given, then the
     passes with that noise model."""
-    from libcem.denoiser.correlated import estimate_correlation, white
-    from libcem.denoiser.patches import to_opponent
+    from libcem.denoiser.correlated import white
 
     check_size(img, cfg)
-    tile = central_tile(img, cfg.tile)
-    clipped = ((tile <= tile.min()) | (tile >= tile.max())).any(0)  # at either end of the range
-    corr = estimate_correlation(to_opponent(tile), generator=torch.Generator().manual_seed(cfg.seed),
-                                per_channel=cfg.noise_per_channel, clipped=clipped)
+    corr = fit_correlation(img, cfg)
     if corr.variance <= 0:  # nothing to fit on (a flat or tiny image): white noise
         corr = white(estimate_noise(img, cfg) if sigma is None else sigma)
     elif sigma is not None:
@@ -165,7 +205,7 @@ def denoise_correlated(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfi
     # along it kept noise (tau = 0 was +0.08 / +0.11 dB on Train400 at std 25 / 15, better on
     # 8-9 of 10 images, and +0.00-0.11 dB on three skimage colour crops; docs/denoise.md)
     out, info = denoise_float(img, None, cfg.override(graph_diffusion=False), progress, noise=corr)
-    info.noise_correlation = corr
+    info.noise_correlation, info.noise_model = corr, "correlated"
     return out, info
 
 
@@ -211,6 +251,7 @@ def _correlated_signal_dependent(img: torch.Tensor, params: tuple[float, float],
     info.sigma = float(poisson_gaussian.noise_std_map(img.mean(), a, b))
     info.noise_params = (a, b)
     info.noise_map = poisson_gaussian.noise_std_map(out, a, b)
+    info.noise_model = "camera"
     return out, info
 
 
@@ -258,8 +299,11 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
         None estimates it.
     noise: "gaussian" (white, one sigma), "poisson-gaussian" (variance a x + b, as in camera
         and phone photos; (a, b) estimated unless noise_params gives them in the image's units)
-        "auto" (poisson-gaussian when the fitted variance grows by half from the darkest to
-        the brightest tenth of the image, else gaussian), or "correlated" (Gaussian noise
+        "auto" (camera when the noise is spatially correlated: the std of its fitted
+        correlated model is over 3x the white-noise estimate, `noise_choice`; else
+        poisson-gaussian when the fitted variance grows by half from the darkest to the
+        brightest tenth of the image, else gaussian; `info.noise_model` says which), or
+        "correlated" (Gaussian noise
         smoothed over neighbouring pixels, as demosaicing leaves it: its autocovariance is
         fitted from the image; sigma, when given, is its std), or "camera" (both: variance
         a x + b and correlated, as in a demosaiced photo; (a, b) fitted unless noise_params
@@ -284,6 +328,7 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
     check_finite(work)
     check_sigma(sigma, work, scale)
     check_noise(noise, sigma, noise_params, strength)
+    work, gray_as_rgb = gray_if_equal_channels(work)
     cfg = config or DenoiseConfig()
     if noise == "gaussian":
         out, info = denoise_float(work, None if sigma is None else sigma * scale, cfg, progress)
@@ -294,9 +339,15 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
                                                     noise_params[1] * scale**2)
         if noise == "camera":
             out, info = denoise_camera(work, params, cfg, progress)
+        elif noise == "auto":
+            out, info = denoise_auto(work, params, cfg, progress)
         else:
-            out, info = denoise_signal_dependent(work, noise == "auto", params, cfg, progress)
+            out, info = denoise_signal_dependent(work, False, params, cfg, progress)
+    if info.noise_model is None:
+        info.noise_model = noise
     out = work + strength * (out - work)
+    if gray_as_rgb:
+        out = out.expand(3, -1, -1)
     info.to_image_units(scale)
     out = out.permute(1, 2, 0) / scale  # (H, W, C')
     if np.issubdtype(dtype, np.integer):

@@ -46,6 +46,11 @@ from libcem.denoiser.patches import (
 )
 from libcem.denoiser.settings import DenoiseConfig
 
+# a noise std below this (0..255 scale; a third of 8-bit rounding's 0.29) is no noise: the image
+# is returned as it is (a clean colour JPEG's estimate was 0.0015, and the float32 factorisations
+# of its patch covariances failed: sigma^2 was 1e-9 of their scale)
+NO_NOISE_SIGMA = 0.1
+
 
 @dataclass
 class DenoiseInfo:
@@ -60,6 +65,9 @@ class DenoiseInfo:
     noise_params: tuple[float, float] | None = None
     noise_map: torch.Tensor | None = None
     noise_correlation: NoiseCorrelation | None = None  # correlated noise: its autocovariance
+    # the model the image was denoised under: gaussian, poisson-gaussian, correlated or camera
+    # (what noise="auto" chose)
+    noise_model: str | None = None
 
     def to_image_units(self, scale: float) -> None:
         """From the 0..255 working scale (x_work = scale * x) to the image's units, in place."""
@@ -401,8 +409,8 @@ def _run(img, sigma, cfg, params, generator, fit_only: bool, noise=None):
     opp = to_opponent(img)
     if params is None and sigma is None:
         sigma = noise.variance**0.5 if noise is not None else estimate_sigma(opp, generator=generator)
-    if params is None and sigma <= 0:
-        return img.clone(), DenoiseInfo(0.0, None, em.EMTrace(), heads)
+    if params is None and sigma < NO_NOISE_SIGMA:  # nothing to remove
+        return img.clone(), DenoiseInfo(max(sigma, 0.0), None, em.EMTrace(), heads)
     cfg = cfg.at_sigma(sigma if params is None else params.sigma2**0.5, min(h, w))
     opp = pad_to_grid(opp, cfg.patch, math.lcm(cfg.step, cfg.step_wiener))
     groups = PatchGroups(opp, cfg.patch, heads, noise)

@@ -1,0 +1,112 @@
+"""`noise="auto"`: the choice of the noise model (white, Poisson-Gaussian or camera), the
+CLI's default, and a noise level too small to remove."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.signal import fftconvolve
+from skimage import data
+
+from libcem.cli import main
+from libcem.denoiser import DenoiseConfig, denoise
+from libcem.denoiser.noise_choice import (
+    CORRELATED_RATIO,
+    MIN_CORRELATED_STD,
+    NoiseReading,
+    read_noise,
+)
+
+BINOMIAL = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 6.0  # unit energy: (16 / 36) ** 0.5 * 1.5
+
+
+def noisy(kind: str, sigma: float, size: int = 128) -> np.ndarray:
+    """The camera image's crop with white or binomial-smoothed noise of std sigma, 8-bit."""
+    clean = data.camera()[:size, 64:64 + size].astype(np.float64)
+    rng = np.random.default_rng(0)
+    if kind == "white":
+        n = rng.standard_normal(clean.shape)
+    else:
+        n = fftconvolve(rng.standard_normal((size + 2, size + 2)), BINOMIAL, mode="valid")
+    return np.clip(np.round(clean + sigma * n), 0, 255).astype(np.uint8)
+
+
+def test_reading_thresholds_are_exact():
+    assert not NoiseReading(1.0, CORRELATED_RATIO * 1.0).correlated  # at the ratio: not above
+    assert NoiseReading(1.0, CORRELATED_RATIO * 1.0 + 1e-6).correlated
+    assert not NoiseReading(0.1, MIN_CORRELATED_STD - 1e-6).correlated  # too weak to matter
+    assert NoiseReading(0.1, MIN_CORRELATED_STD).correlated
+    assert not NoiseReading(10.0, 12.0).correlated  # white noise: both fits agree
+
+
+def test_kernel_has_unit_energy():
+    assert (BINOMIAL**2).sum() == pytest.approx(1.0)
+
+
+# stationary correlated noise: the camera model finds no slope and is the correlated one
+@pytest.mark.parametrize("kind, model", [("white", "gaussian"), ("binomial", "correlated")])
+def test_auto_reads_white_and_correlated_noise(kind, model):
+    y = noisy(kind, 15.0)
+    reading = read_noise(torch.tensor(y, dtype=torch.float32)[None], DenoiseConfig())
+    assert reading.correlated_std == pytest.approx(15.0, rel=0.15)  # the correlated fit: the std
+    if kind == "white":
+        assert reading.white_std == pytest.approx(15.0, rel=0.1)
+    else:  # the white estimate sees the direction smoothing nearly emptied
+        assert reading.white_std < 15.0 / CORRELATED_RATIO
+    out, info = denoise(y, noise="auto", return_info=True)
+    assert info.noise_model == model
+    route = "camera" if kind == "binomial" else model
+    assert np.array_equal(out, denoise(y, noise=route))  # the same route, the same output
+
+
+def test_auto_on_a_colour_jpeg_uses_the_per_channel_camera_model():
+    # white noise saved as a JPEG with 4:2:0 chroma: the chroma keeps little noise, so the
+    # white estimate (about 0.5 on such images) falls far below the luminance's std
+    import io
+
+    clean = data.astronaut()[160:288, 160:288].astype(np.float64)
+    y = np.clip(np.round(clean + 15 * np.random.default_rng(0).standard_normal(clean.shape)), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(y.astype(np.uint8)).save(buf, "JPEG", quality=90, subsampling="4:2:0")
+    jpeg = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+    out, info = denoise(jpeg, noise="auto", return_info=True)
+    assert info.noise_model in ("camera", "correlated") and info.noise_correlation.per_channel
+    err = lambda z: float(np.mean((z.astype(np.float64) - clean) ** 2))
+    assert 10 * np.log10(err(denoise(jpeg)) / err(out)) > 1.5  # dB over the white model (2.4 measured)
+
+
+def test_a_noise_level_below_a_tenth_is_left_alone():
+    y = noisy("white", 2.0, size=64)
+    out, info = denoise(y, 0.05, return_info=True)
+    assert np.array_equal(out, y) and info.sigma == pytest.approx(0.05) and info.params is None
+    assert not np.array_equal(denoise(y, 2.0), y)
+
+
+def test_cli_defaults_to_auto_and_to_gaussian_with_a_sigma(tmp_path, capsys):
+    Image.fromarray(noisy("binomial", 15.0, size=96)).save(tmp_path / "in.png")
+    args = ["denoise", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png")]
+    assert main(args) == 0
+    assert "correlated noise (auto)" in capsys.readouterr().out
+    assert main(args + ["--sigma", "15"]) == 0
+    assert "gaussian noise, sigma 15.00" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sigma", [0.12, 0.2])
+def test_noise_far_below_a_binary_images_contrast_still_factorises(sigma):
+    # float32 rounding left C + sigma^2 I not positive definite on 0/255 patches: the Cholesky
+    # factorisation failed at sigma 0.1-0.2 until the variance floor (covariance.SHRINK_FLOOR)
+    board = data.checkerboard()[:96, :96]
+    out = denoise(board, sigma)
+    assert np.abs(out.astype(np.int64) - board).max() <= 3  # a grey level or two at edges
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "auto"])
+def test_a_gray_image_stored_as_rgb_is_denoised_as_gray(noise):
+    # its chroma is exactly zero: every noise estimate read 0 and nothing was removed
+    gray = noisy("white", 15.0, size=96)
+    rgb = np.repeat(gray[..., None], 3, 2)
+    out, info = denoise(rgb, noise=noise, return_info=True)
+    assert out.shape == rgb.shape and info.sigma == pytest.approx(15.0, rel=0.1)
+    assert all(np.array_equal(out[..., c], denoise(gray, noise=noise)) for c in range(3))
