@@ -89,6 +89,14 @@ def test_denoise_photo_with_correlated_noise():
     out, used, _ = photos.denoise_photo(noisy, None, noise="correlated")
     assert used == pytest.approx(20, rel=0.15)  # the white-noise estimate sees about 4
     assert photos.psnr_db(out, clean) > photos.psnr_db(white, clean) + 4
+    reading = photos.read_noise(noisy)
+    assert reading.correlated and reading.white_std == pytest.approx(photos.estimate_noise(noisy))
+    assert not photos.read_noise(photos.add_noise(clean, SIGMA)).correlated
+    pytest.importorskip("gradio")
+    from libcem.demo.denoise_tab import describe
+
+    line = describe(photos.Photo(name="blotchy", suffix=".png", original=noisy, noisy=noisy), reading)
+    assert "looks blotchy (correlated, std" in line and line.endswith("remove little of it.")
     auto, _, model = photos.denoise_photo(noisy, None, noise="auto")  # reads the noise as correlated
     assert model == "correlated" and np.array_equal(auto, photos.denoise_photo(noisy, None, noise="camera")[0])
     assert photos.denoise_photo(noisy, 20.0, noise="auto")[2] == "gaussian"  # a level set by hand: white

@@ -19,6 +19,7 @@ import gradio as gr
 from libcem.demo import photos
 from libcem.demo.messages import shown
 from libcem.denoiser import DenoiseConfig
+from libcem.denoiser.noise_choice import NoiseReading
 
 EXAMPLES = sorted((Path(__file__).parent / "examples").glob("*.png"))  # clean crops of scikit-image's CC0 samples
 ZOOMS = [2, 4, 8]
@@ -61,9 +62,9 @@ class DenoiseTab:
         photo.clean = photo.original if noise > 0 else None
         photo.noisy = photos.add_noise(photo.original, noise) if noise > 0 else photo.original
         photo.denoised = None
-        sigma = photos.estimate_noise(photo.noisy, self.config)
+        reading = photos.read_noise(photo.noisy, self.config)
         view = photos.to_display(photo.noisy)
-        return (photo, view, round(sigma, 2), describe(photo, sigma), (view, view), None,
+        return (photo, view, round(reading.white_std, 2), describe(photo, reading), (view, view), None,
                 gr.DownloadButton(value=None, visible=False))  # the zoomed crop follows (restyle)
 
     @shown
@@ -126,15 +127,20 @@ def cleared() -> tuple:
     return None, None, None, "", None, None, gr.DownloadButton(value=None, visible=False)
 
 
-def describe(photo: photos.Photo, sigma: float) -> str:
-    """One line about the loaded photo: size, channels, bit depth, noise."""
+def describe(photo: photos.Photo, reading: NoiseReading) -> str:
+    """One line about the loaded photo: size, channels, bit depth, noise (and whether it looks
+    correlated, as Auto reads it)."""
     img = photo.noisy
     h, w = img.shape[:2]
     channels = CHANNELS[1 if img.ndim == 2 else img.shape[2]]
     bits = f"{img.dtype.itemsize * 8}-bit" if img.dtype.kind in "ui" else "float"
-    text = f"**{photo.name}{photo.suffix}**: {w}×{h} {channels}, {bits}. Estimated noise level σ = {sigma:.2f}"
+    text = (f"**{photo.name}{photo.suffix}**: {w}×{h} {channels}, {bits}. "
+            f"Estimated noise level σ = {reading.white_std:.2f}")
     if photo.clean is not None:
         text += f" (synthetic noise added; PSNR of the noisy photo {photos.psnr_db(photo.noisy, photo.clean):.2f} dB)"
+    if reading.correlated:
+        text += (f". The noise looks blotchy (correlated, std {reading.correlated_std:.1f} in luminance, as in "
+                 "a phone's photo or a JPEG): Auto and Camera fit it, Grain would remove little of it")
     return text + "."
 
 

@@ -24,6 +24,8 @@ from libcem.denoiser.api import (
 )
 from libcem.denoiser.api import estimate_noise as denoiser_estimate
 from libcem.denoiser.io import read_image, write_image
+from libcem.denoiser.noise_choice import NoiseReading
+from libcem.denoiser.noise_choice import read_noise as denoiser_read_noise
 from libcem.errors import LibcemError
 from libcem.imaging import psnr
 
@@ -123,6 +125,12 @@ def estimate_noise(img: np.ndarray, cfg: DenoiseConfig | None = None) -> float:
     """The noise std (0..255 scale) the denoiser would estimate: weak-texture PCA on the central tile."""
     cfg = cfg or DenoiseConfig()
     return denoiser_estimate(to_work(img), cfg)
+
+
+def read_noise(img: np.ndarray, cfg: DenoiseConfig | None = None) -> NoiseReading:
+    """What `auto` reads from the photo (0..255 scale): the white-noise estimate (as
+    `estimate_noise`) and the std of the fitted correlated model, and whether it is correlated."""
+    return denoiser_read_noise(to_work(img), cfg or DenoiseConfig())
 
 
 def denoise_photo(img: np.ndarray, sigma: float | None, cfg: DenoiseConfig | None = None,
