@@ -91,6 +91,8 @@ def test_cli_defaults_to_auto_and_to_gaussian_with_a_sigma(tmp_path, capsys):
     assert "correlated noise (auto)" in capsys.readouterr().out
     assert main(args + ["--sigma", "15"]) == 0
     assert "gaussian noise, sigma 15.00" in capsys.readouterr().out
+    assert main(args + ["--best"]) == 0  # their group-axis passes assume white noise
+    assert "correlated noise (auto), --best's extra passes skipped" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("sigma", [0.12, 0.2])

@@ -192,6 +192,8 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
             stds = " / ".join(f"{s * scale:.2f}" for s in info.noise_correlation.channel_stds())
             model += f", std in luminance / chroma / chroma {stds}"
     chosen = f"{info.noise_model} noise" + (" (auto)" if args.noise == "auto" else "")
+    if args.best and args.noise == "auto" and info.noise_model in ("correlated", "camera"):
+        chosen += ", --best's extra passes skipped (they assume white noise)"
     tqdm.write(f"{src} -> {dst}: {chosen}, sigma {info.sigma * scale:.2f} (0..255 scale){model}, "
                f"EM iterations {info.trace.iterations}")
 
