@@ -12,11 +12,11 @@ from skimage import data
 
 from libcem.cli import main
 from libcem.denoiser import DenoiseConfig, denoise
+from libcem.denoiser.api import read_noise
 from libcem.denoiser.noise_choice import (
     CORRELATED_RATIO,
     MIN_CORRELATED_STD,
     NoiseReading,
-    read_noise,
 )
 
 BINOMIAL = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 6.0  # unit energy: the noise std stays sigma

@@ -23,9 +23,9 @@ from libcem.denoiser.api import (
     gray_if_equal_channels,
 )
 from libcem.denoiser.api import estimate_noise as denoiser_estimate
+from libcem.denoiser.api import read_noise as denoiser_read_noise
 from libcem.denoiser.io import read_image, write_image
 from libcem.denoiser.noise_choice import NoiseReading
-from libcem.denoiser.noise_choice import read_noise as denoiser_read_noise
 from libcem.errors import LibcemError
 from libcem.imaging import psnr
 

@@ -11,7 +11,7 @@ import torch
 from libcem.denoiser import poisson_gaussian
 from libcem.denoiser.correlated import NoiseCorrelation
 from libcem.denoiser.em import EMTrace
-from libcem.denoiser.noise_choice import read_noise
+from libcem.denoiser.noise_choice import NoiseReading
 from libcem.denoiser.passes import DenoiseInfo, denoise_tensor, fit_tensor
 from libcem.denoiser.settings import DenoiseConfig
 from libcem.denoiser.tiling import (
@@ -182,6 +182,13 @@ def fit_correlation(img: torch.Tensor, cfg: DenoiseConfig) -> NoiseCorrelation:
     clipped = ((tile <= tile.min()) | (tile >= tile.max())).any(0)  # at either end of the range
     return estimate_correlation(to_opponent(tile), generator=torch.Generator().manual_seed(cfg.seed),
                                 per_channel=cfg.noise_per_channel, clipped=clipped)
+
+
+def read_noise(img: torch.Tensor, cfg: DenoiseConfig) -> NoiseReading:
+    """What `auto` compares (`noise_choice`): the white-noise estimate and the luminance std of
+    the fitted correlated model, of (C, H, W) float32 on the 0..255 scale (its central tile
+    when tiled)."""
+    return NoiseReading(estimate_noise(img, cfg), fit_correlation(img, cfg).channel_stds()[0])
 
 
 def denoise_correlated(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,

@@ -9,17 +9,14 @@ gave at least 2.5x (binomial-smoothed, or through a simulated camera and JPEG). 
 CORRELATED_RATIO, and when that std is at least MIN_CORRELATED_STD, the noise is taken as a
 camera's (`camera`: correlated, and signal dependent where its fit finds a slope); else
 `auto` chooses between white Gaussian and Poisson-Gaussian noise as before
-(`poisson_gaussian.signal_dependent`). Both thresholds were chosen on 16 Train400 images and
-8 skimage colour crops under 19 noise types (docs/denoise.md, "Choosing the noise model").
+(`poisson_gaussian.signal_dependent`). `api.read_noise` makes both fits. Both thresholds
+were chosen on 16 Train400 images and 8 skimage colour crops under 20 noise types
+(docs/denoise.md, "Choosing the noise model").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-
-from libcem.denoiser.settings import DenoiseConfig
 
 CORRELATED_RATIO = 3.0  # correlated fit's std over the white-noise estimate: above, correlated
 MIN_CORRELATED_STD = 2.0  # below this correlated std (0..255 scale) the white models are kept
@@ -38,10 +35,3 @@ class NoiseReading:
         """Whether the noise is spatially correlated (module docstring)."""
         return (self.correlated_std >= MIN_CORRELATED_STD
                 and self.correlated_std > CORRELATED_RATIO * self.white_std)
-
-
-def read_noise(img: torch.Tensor, cfg: DenoiseConfig) -> NoiseReading:
-    """Both fits on (C, H, W) float32 on the 0..255 scale (its central tile when tiled)."""
-    from libcem.denoiser.api import estimate_noise, fit_correlation
-
-    return NoiseReading(estimate_noise(img, cfg), fit_correlation(img, cfg).channel_stds()[0])

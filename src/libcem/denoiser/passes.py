@@ -47,8 +47,8 @@ from libcem.denoiser.patches import (
 from libcem.denoiser.settings import DenoiseConfig
 
 # a noise std below this (0..255 scale; a third of 8-bit rounding's 0.29) is no noise: the image
-# is returned as it is (a clean colour JPEG's estimate was 0.0015, and the float32 factorisations
-# of its patch covariances failed: sigma^2 was 1e-9 of their scale)
+# is returned as it is, with nothing to remove (a clean colour JPEG's estimate was 0.0015;
+# `covariance.SHRINK_FLOOR` keeps the passes' factorisations sound at any sigma)
 NO_NOISE_SIGMA = 0.1
 
 
