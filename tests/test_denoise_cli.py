@@ -77,6 +77,17 @@ def test_cli_file_and_folder(tmp_path, capsys):
     assert printed.count("sigma") == 2
 
 
+def test_cli_says_when_a_given_sigma_met_clipped_noise(tmp_path, capsys):
+    clean = data.camera()[:48, :48].astype(np.float64)
+    clean[:, :12] = 0  # black: the noise is clipped there
+    noisy = np.clip(np.round(clean + 40 * np.random.default_rng(0).standard_normal(clean.shape)), 0, 255)
+    write_image(tmp_path / "a.png", noisy.astype(np.uint8))
+    assert main(["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"), "--sigma", "40"]) == 0
+    line = capsys.readouterr().out
+    assert "sigma 40.00" in line and "clipped at black and white: std " in line
+    assert read_image(tmp_path / "o.png")[:, :12].mean() < 5  # black again, not dark grey
+
+
 def test_cli_rejects_bad_sigma(tmp_path, capsys):
     write_image(tmp_path / "a.png", _noisy_rgb().astype(np.uint8))
     assert main(["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),

@@ -41,7 +41,10 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file (for a file input) or folder (for a folder input)")
     p.add_argument("--sigma", type=float, default=None,
-                   help="noise std on the 0..255 scale whatever the bit depth (default: estimate)")
+                   help="noise std on the 0..255 scale whatever the bit depth (default: "
+                   "estimate); on an image whose noise was clipped at black and white (an 8-bit "
+                   "image that carries it), the std before clipping: libcem works out the "
+                   "smaller std left after clipping and takes out the clipping's bias")
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cpu or cuda (default: the GPU if there is one)")
     p.add_argument("--tile", type=int, default=None,
@@ -191,6 +194,9 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
         if info.noise_correlation.per_channel:
             stds = " / ".join(f"{s * scale:.2f}" for s in info.noise_correlation.channel_stds())
             model += f", std in luminance / chroma / chroma {stds}"
+    if info.clipped_sigma is not None:
+        model += (f", clipped at black and white: std {info.clipped_sigma * scale:.2f} after "
+                  "clipping, its bias taken out")
     chosen = f"{info.noise_model} noise" + (" (auto)" if args.noise == "auto" else "")
     if args.best and args.noise == "auto" and info.noise_model in ("correlated", "camera"):
         chosen += ", --best's extra passes skipped (they assume white noise)"

@@ -19,7 +19,7 @@ from libcem.denoiser.api import (
     denoise_auto,
     denoise_camera,
     denoise_correlated,
-    denoise_float,
+    denoise_white,
     gray_if_equal_channels,
 )
 from libcem.denoiser.api import estimate_noise as denoiser_estimate
@@ -144,8 +144,10 @@ def denoise_photo(img: np.ndarray, sigma: float | None, cfg: DenoiseConfig | Non
     too, as `libcem denoise --noise correlated`), "camera" (also growing with brightness, as
     `--noise camera`; its level is always fitted, and the sigma returned is the noise std at the
     photo's mean level) or "auto" (read from the photo, as `--noise auto`: camera noise when it
-    is correlated, else Poisson-Gaussian or white; with a sigma given, white). Photos larger
-    than cfg.tile are denoised tile by tile; `progress(done, total)` follows the tiles.
+    is correlated, else Poisson-Gaussian or white; with a sigma given, white: on a photo that
+    touches black or white that noise was clipped there, as `add_noise` leaves it, and
+    `api.denoise_white` allows for it). Photos larger than cfg.tile are denoised tile by tile;
+    `progress(done, total)` follows the tiles.
     """
     if sigma is not None and not (np.isfinite(sigma) and 0 <= sigma <= SCALE):
         raise LibcemError(f"the noise level is on the 0..255 scale; got {sigma}")
@@ -162,7 +164,7 @@ def denoise_photo(img: np.ndarray, sigma: float | None, cfg: DenoiseConfig | Non
     elif noise == "auto":
         out, info = denoise_auto(to_work(img, device), None, cfg, progress)
     else:
-        run = denoise_correlated if noise == "correlated" else denoise_float
+        run = denoise_correlated if noise == "correlated" else denoise_white
         out, info = run(to_work(img, device), sigma, cfg, progress)
     return from_work(out, img), float(info.sigma), info.noise_model or noise
 

@@ -8,11 +8,16 @@ from functools import partial
 import numpy as np
 import torch
 
-from libcem.denoiser import poisson_gaussian
+from libcem.denoiser import clipping, poisson_gaussian
 from libcem.denoiser.correlated import NoiseCorrelation
 from libcem.denoiser.em import EMTrace
 from libcem.denoiser.noise_choice import NoiseReading
-from libcem.denoiser.passes import DenoiseInfo, denoise_tensor, fit_tensor
+from libcem.denoiser.passes import (
+    NO_NOISE_SIGMA,
+    DenoiseInfo,
+    denoise_tensor,
+    fit_tensor,
+)
 from libcem.denoiser.settings import DenoiseConfig
 from libcem.denoiser.tiling import (
     central_tile,
@@ -125,7 +130,7 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
         params = poisson_gaussian.estimate(img, generator=torch.Generator().manual_seed(cfg.seed))
     a, b = params
     if auto and not poisson_gaussian.signal_dependent(img, a, b):
-        out, info = denoise_float(img, None, cfg, progress)
+        out, info = denoise_white(img, None, cfg, progress)
         info.noise_model = "gaussian"
         return out, info
     if a <= 0 and b <= 0:
@@ -161,6 +166,24 @@ def estimate_noise(img: torch.Tensor, cfg: DenoiseConfig) -> float:
 
     return estimate_sigma(to_opponent(central_tile(img, cfg.tile)),
                           generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def denoise_white(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
+                  progress: Callable[[int, int], None] | None = None,
+                  ) -> tuple[torch.Tensor, DenoiseInfo]:
+    """White Gaussian noise of std `sigma` (None: estimated) on (C, H, W) float32 on the
+    0..255 scale. When sigma is given and the image lies within the range and touches an end
+    of it, that noise was clipped there (`clipping`): the passes assume the clipped noise's
+    std (`info.clipped_sigma`) and the clipping's bias is taken out of their output. An
+    estimated sigma already measures the clipped noise (of the weak-texture patches), and the
+    std before clipping could not be read back reliably from it (docs/denoise.md, session
+    21), so it goes to the passes as it is."""
+    if sigma is None or sigma < NO_NOISE_SIGMA or not clipping.is_clipped(img):
+        return denoise_float(img, sigma, cfg, progress)
+    effective = clipping.effective_std(img, sigma)
+    out, info = denoise_float(img, effective, cfg, progress)
+    info.sigma, info.clipped_sigma = sigma, effective
+    return clipping.unclip(out, sigma), info
 
 
 def check_size(img: torch.Tensor, cfg: DenoiseConfig) -> tuple[int, int, int]:
@@ -303,7 +326,10 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
         3 (RGB) or 4 (RGBA); integer images span their dtype's range, float images [0, 1].
         Alpha is passed through untouched.
     sigma: noise std in the image's units (25 for uint8, 25/255 for float in [0, 1]);
-        None estimates it.
+        None estimates it. On an image that lies within its range and touches an end of it
+        (an 8-bit image carrying noise), the std before the noise was clipped there: the
+        passes then assume the clipped noise's smaller std and the clipping's bias is taken
+        out (`clipping`, `info.clipped_sigma`).
     noise: "gaussian" (white, one sigma), "poisson-gaussian" (variance a x + b, as in camera
         and phone photos; (a, b) estimated unless noise_params gives them in the image's units)
         "auto" (camera when the noise is spatially correlated: the std of its fitted
@@ -338,7 +364,7 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
     work, gray_as_rgb = gray_if_equal_channels(work)
     cfg = config or DenoiseConfig()
     if noise == "gaussian":
-        out, info = denoise_float(work, None if sigma is None else sigma * scale, cfg, progress)
+        out, info = denoise_white(work, None if sigma is None else sigma * scale, cfg, progress)
     elif noise == "correlated":
         out, info = denoise_correlated(work, None if sigma is None else sigma * scale, cfg, progress)
     else:

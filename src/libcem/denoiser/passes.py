@@ -68,10 +68,14 @@ class DenoiseInfo:
     # the model the image was denoised under: gaussian, poisson-gaussian, correlated or camera
     # (what noise="auto" chose)
     noise_model: str | None = None
+    # white noise clipped at the ends of the range (`clipping`): the std the passes assumed
+    clipped_sigma: float | None = None
 
     def to_image_units(self, scale: float) -> None:
         """From the 0..255 working scale (x_work = scale * x) to the image's units, in place."""
         self.sigma = self.sigma / scale
+        if self.clipped_sigma is not None:
+            self.clipped_sigma = self.clipped_sigma / scale
         if self.noise_params is not None:
             self.noise_params = (self.noise_params[0] / scale, self.noise_params[1] / scale**2)
         if self.noise_map is not None:

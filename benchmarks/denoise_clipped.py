@@ -1,0 +1,91 @@
+"""White noise of a known std on 8-bit images, where it was clipped at black and white.
+
+Protocol: clean Set12 (gray) or McMaster (colour) images (reporting only: the clipping model
+has no setting; it was checked on Train400 images and skimage colour crops), per image a
+generator seeded 0, y = x + sigma N(0, 1) clipped and rounded to 8 bits as a file holds it
+(`benchmarks.denoise_auto.noisy_pair`), PSNR against the clean image. Methods:
+- `as given`: the passes with sigma as it is (`denoise_float`; libcem before session 21);
+- `clipping model`: `denoise(y, sigma)`, which takes the clipped noise's smaller std and
+  removes the clipping's bias (`libcem.denoiser.clipping`);
+- `estimated`: `denoise(y)`, sigma estimated from the image (unchanged by the model).
+
+Run `python -m benchmarks.denoise_clipped --set set12 --sigmas 15 25 50` and
+`python -m benchmarks.denoise_clipped --set mcmaster --sigmas 50 --methods "as given" "clipping model"`.
+`--picture P` also saves the first image at the last sigma as noisy | as given | clipping model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.denoise import DEFAULT_DATA, load_images, quality
+from benchmarks.denoise_auto import noisy_pair
+from libcem.denoiser import DenoiseConfig, denoise
+from libcem.denoiser.api import denoise_float
+
+METHODS = ("as given", "clipping model", "estimated")
+
+
+def as_given(y: np.ndarray, sigma: float) -> np.ndarray:
+    """The passes at sigma as it is, on the 8-bit image's values (the path before session 21)."""
+    work = torch.from_numpy(y.astype(np.float32))
+    work = work[None] if work.ndim == 2 else work.permute(2, 0, 1).contiguous()
+    out = denoise_float(work, sigma, DenoiseConfig())[0]
+    out = out[0] if y.ndim == 2 else out.permute(1, 2, 0)
+    return out.round().clamp(0, 255).numpy()
+
+
+def run(y: np.ndarray, sigma: float, method: str) -> np.ndarray:
+    if method == "as given":
+        return as_given(y, sigma)
+    return denoise(y, sigma if method == "clipping model" else None).astype(np.float64)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.denoise_clipped", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--set", default="set12", choices=("set12", "mcmaster"))
+    p.add_argument("--sigmas", nargs="+", type=float, default=[25.0, 50.0])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--limit", type=int, default=None, help="first N images")
+    p.add_argument("--picture", type=Path, default=None,
+                   help="save noisy | as given | clipping model of the first image (last sigma)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    images = load_images(args.data_root, args.set, args.limit)
+    print(f"| {args.set}, clipped white noise | " + " | ".join(args.methods)
+          + " | clipping model better on |\n|---|" + "---|" * (len(args.methods) + 1))
+    for sigma in args.sigmas:
+        psnr: dict[str, list[float]] = {m: [] for m in args.methods}
+        for _, clean in images:
+            target, y = noisy_pair(clean, f"white {sigma:g}")
+            for method in args.methods:
+                psnr[method].append(quality(target, run(y, sigma, method))[0])
+        better = "-"
+        if {"as given", "clipping model"} <= set(args.methods):
+            wins = sum(b > a for a, b in zip(psnr["as given"], psnr["clipping model"]))
+            better = f"{wins} of {len(images)}"
+        print(f"| sigma {sigma:g} | " + " | ".join(f"{np.mean(psnr[m]):.2f}" for m in args.methods)
+              + f" | {better} |", flush=True)
+    if args.picture is not None:
+        save_picture(args.picture, images[0][1], args.sigmas[-1])
+
+
+def save_picture(path: Path, clean: np.ndarray, sigma: float) -> None:
+    """noisy | as given | clipping model, side by side with 8-pixel white gaps (8-bit PNG)."""
+    from PIL import Image
+
+    _, y = noisy_pair(clean, f"white {sigma:g}")
+    panels = [y.astype(np.float64), as_given(y, sigma), run(y, sigma, "clipping model")]
+    gap = np.full((y.shape[0], 8) + y.shape[2:], 255.0)
+    row = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    Image.fromarray(np.clip(np.round(row), 0, 255).astype(np.uint8)).save(path, optimize=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""White noise clipped at black and white (`clipping`): the censored-normal moments, their
+inverse, and the denoiser given sigma on an 8-bit image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from libcem.denoiser import clipping, denoise
+from libcem.denoiser.api import denoise_float
+from libcem.denoiser.settings import DenoiseConfig
+
+
+@pytest.mark.parametrize("level, sigma", [(0.0, 50.0), (10.0, 25.0), (128.0, 50.0), (250.0, 15.0)])
+def test_moments_match_sampled_clipped_noise(level, sigma):
+    z = torch.randn(400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sample = (level + sigma * z).clamp(0, 255)
+    mean, var = clipping.moments(torch.tensor([level]), sigma)
+    assert abs(float(mean) - float(sample.mean())) < 0.2
+    assert abs(float(var.sqrt()) - float(sample.std())) < 0.2
+
+
+def test_moments_of_known_cases():
+    mean, var = clipping.moments(torch.tensor([0.0, 127.5, 1000.0]), 50.0)
+    assert float(mean[0]) == pytest.approx(50 / np.sqrt(2 * np.pi), rel=1e-6)  # sigma phi(0)
+    assert float(var[0]) == pytest.approx(2500 * (0.5 - 1 / (2 * np.pi)), rel=1e-6)
+    assert float(mean[1]) == pytest.approx(127.5, abs=1e-9)  # symmetric about the middle
+    assert float(mean[2]) == pytest.approx(255.0) and float(var[2]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_unclip_inverts_the_clipped_mean():
+    x = torch.linspace(0, 255, 52, dtype=torch.float64)
+    mean = clipping.moments(x, 40.0)[0]
+    assert torch.allclose(clipping.unclip(mean, 40.0), x, atol=0.05)
+    ends = clipping.unclip(torch.tensor([0.0, 5.0, 254.0, 255.0]), 40.0)
+    assert ends.tolist() == [0.0, 0.0, 255.0, 255.0]  # beyond the means of 0 and 255
+    big = torch.rand(3, 700, 800, generator=torch.Generator().manual_seed(0)) * 255  # in chunks
+    assert clipping.unclip(big, 20.0).shape == big.shape
+
+
+def test_effective_std_of_flat_images():
+    assert clipping.effective_std(torch.full((1, 20, 20), 128.0), 10.0) == pytest.approx(10.0, rel=1e-6)
+    black = clipping.effective_std(torch.zeros(3, 20, 20), 50.0)
+    assert black == pytest.approx(50 * np.sqrt(0.5 - 1 / (2 * np.pi)), rel=1e-6)
+
+
+@pytest.mark.parametrize("img, clipped", [
+    (torch.tensor([[[0.0, 100.0], [200.0, 30.0]]]), True),
+    (torch.tensor([[[3.0, 100.0], [255.0, 30.0]]]), True),
+    (torch.tensor([[[3.0, 100.0], [200.0, 30.0]]]), False),  # touches neither end
+    (torch.tensor([[[-4.0, 100.0], [200.0, 0.0]]]), False),  # unclipped noise: outside the range
+])
+def test_is_clipped(img, clipped):
+    assert clipping.is_clipped(img) is clipped
+
+
+def _noisy_uint8(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    clean = data.camera()[160:256, 200:296].astype(np.float64)
+    clean[:, :24] = 0  # a black band: its noise is clipped at 0
+    rng = np.random.default_rng(0)
+    noisy = np.clip(np.round(clean + sigma * rng.standard_normal(clean.shape)), 0, 255)
+    return clean, noisy.astype(np.uint8)
+
+
+def test_given_sigma_on_an_8bit_image_assumes_clipped_noise():
+    clean, noisy = _noisy_uint8(50.0)
+    out, info = denoise(noisy, sigma=50, return_info=True)
+    assert info.sigma == pytest.approx(50.0) and info.clipped_sigma < 50.0
+    work = torch.from_numpy(noisy.astype(np.float32))[None]
+    plain = denoise_float(work, 50.0, DenoiseConfig())[0][0].numpy()  # sigma taken as it is
+    assert float(out[:, :24].mean()) < 5.0 < float(plain[:, :24].mean())  # the bias is gone
+    psnr = lambda o: 10 * np.log10(255**2 / np.mean((o.astype(np.float64) - clean) ** 2))
+    assert psnr(out) > psnr(np.clip(np.round(plain), 0, 255)) + 0.5
+
+
+def test_unclipped_or_estimated_noise_is_denoised_as_before():
+    _, noisy = _noisy_uint8(25.0)
+    work = torch.from_numpy(noisy.astype(np.float32))[None]
+    out, info = denoise(noisy, return_info=True)  # estimated sigma: passed on as it is
+    plain, _ = denoise_float(work, None, DenoiseConfig())
+    assert info.clipped_sigma is None
+    assert np.array_equal(out, plain[0].round().clamp(0, 255).numpy().astype(np.uint8))
+    shifted = (work[0].numpy() / 255 - 0.2).astype(np.float32)  # below 0: not clipped
+    out, info = denoise(shifted, sigma=25 / 255, return_info=True)
+    assert info.clipped_sigma is None
