@@ -176,8 +176,8 @@ def denoise_white(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
     of it, that noise was clipped there (`clipping`): the passes assume the clipped noise's
     std (`info.clipped_sigma`) and the clipping's bias is taken out of their output. An
     estimated sigma already measures the clipped noise (of the weak-texture patches), and the
-    std before clipping could not be read back reliably from it (docs/denoise.md, session
-    21), so it goes to the passes as it is."""
+    std before clipping could not be read back reliably from it (docs/denoise.md, "Clipped
+    noise"), so it goes to the passes as it is."""
     if sigma is None or sigma < NO_NOISE_SIGMA or not clipping.is_clipped(img):
         return denoise_float(img, sigma, cfg, progress)
     effective = clipping.effective_std(img, sigma)
