@@ -28,7 +28,7 @@ from libcem.denoiser.tiling import (
 from libcem.device import resolve_device
 from libcem.errors import LibcemError
 
-INTERNAL_PEAK = 255.0  # the denoiser works on the 0..255 scale whatever the input's dtype
+INTERNAL_PEAK = clipping.HIGH  # the denoiser works on the 0..255 scale whatever the input's dtype
 NOISE_MODELS = ("gaussian", "poisson-gaussian", "auto", "correlated", "camera")
 
 

@@ -28,7 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-LOW, HIGH = 0.0, 255.0  # the working scale's range (api: INTERNAL_PEAK)
+LOW, HIGH = 0.0, 255.0  # the denoiser's working scale (api.INTERNAL_PEAK is HIGH)
 TOUCH = 1e-3  # a pixel within this of an end is at it (8-bit values are exact there)
 LOCAL = 7  # side of the window whose mean stands for a pixel's clean level
 CHUNK = 1 << 20  # pixels per float64 batch: bounded memory on a 12-megapixel photo
