@@ -7,7 +7,10 @@ generator seeded 0, y = x + sigma N(0, 1) clipped and rounded to 8 bits as a fil
 - `as given`: the passes with sigma as it is (`denoise_float`; libcem before session 21);
 - `clipping model`: `denoise(y, sigma)`, which takes the clipped noise's smaller std and
   removes the clipping's bias (`libcem.denoiser.clipping`);
-- `estimated`: `denoise(y)`, sigma estimated from the image (unchanged by the model).
+- `measured`: the passes at the std the weak-texture estimate measures (`denoise_float` with
+  no sigma; libcem's estimated path before session 22);
+- `estimated`: `denoise(y)`: the std before clipping estimated from the image
+  (`clipping.estimate_std`), then the clipping model (session 22).
 
 Run `python -m benchmarks.denoise_clipped --set set12 --sigmas 15 25 50` and
 `python -m benchmarks.denoise_clipped --set mcmaster --sigmas 50 --methods "as given" "clipping model"`.
@@ -27,11 +30,12 @@ from benchmarks.denoise_auto import noisy_pair
 from libcem.denoiser import DenoiseConfig, denoise
 from libcem.denoiser.api import denoise_float
 
-METHODS = ("as given", "clipping model", "estimated")
+METHODS = ("as given", "clipping model", "measured", "estimated")
 
 
-def as_given(y: np.ndarray, sigma: float) -> np.ndarray:
-    """The passes at sigma as it is, on the 8-bit image's values (the path before session 21)."""
+def as_given(y: np.ndarray, sigma: float | None) -> np.ndarray:
+    """The passes at sigma as it is (None: as the weak-texture estimate measures it), on the
+    8-bit image's values (the paths before sessions 21 and 22)."""
     work = torch.from_numpy(y.astype(np.float32))
     work = work[None] if work.ndim == 2 else work.permute(2, 0, 1).contiguous()
     out = denoise_float(work, sigma, DenoiseConfig())[0]
@@ -40,8 +44,8 @@ def as_given(y: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def run(y: np.ndarray, sigma: float, method: str) -> np.ndarray:
-    if method == "as given":
-        return as_given(y, sigma)
+    if method in ("as given", "measured"):
+        return as_given(y, sigma if method == "as given" else None)
     return denoise(y, sigma if method == "clipping model" else None).astype(np.float64)
 
 
@@ -59,17 +63,18 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     images = load_images(args.data_root, args.set, args.limit)
     print(f"| {args.set}, clipped white noise | " + " | ".join(args.methods)
-          + " | clipping model better on |\n|---|" + "---|" * (len(args.methods) + 1))
+          + " | better on (clipping model than as given; estimated than measured) |\n|---|"
+          + "---|" * (len(args.methods) + 1))
     for sigma in args.sigmas:
         psnr: dict[str, list[float]] = {m: [] for m in args.methods}
         for _, clean in images:
             target, y = noisy_pair(clean, f"white {sigma:g}")
             for method in args.methods:
                 psnr[method].append(quality(target, run(y, sigma, method))[0])
-        better = "-"
-        if {"as given", "clipping model"} <= set(args.methods):
-            wins = sum(b > a for a, b in zip(psnr["as given"], psnr["clipping model"]))
-            better = f"{wins} of {len(images)}"
+        wins = [f"{sum(b > a for a, b in zip(psnr[old], psnr[new]))} of {len(images)}"
+                for old, new in (("as given", "clipping model"), ("measured", "estimated"))
+                if {old, new} <= set(args.methods)]
+        better = "; ".join(wins) or "-"
         print(f"| sigma {sigma:g} | " + " | ".join(f"{np.mean(psnr[m]):.2f}" for m in args.methods)
               + f" | {better} |", flush=True)
     if args.picture is not None:

@@ -25,6 +25,7 @@ from libcem.cli import main
 from libcem.demo import photos
 from libcem.demo.runs import read_metrics, stage_files
 from libcem.denoiser import DenoiseConfig
+from libcem.denoiser.api import estimate_noise
 from libcem.denoiser.io import read_image, write_image
 from libcem.errors import LibcemError
 
@@ -90,12 +91,12 @@ def test_denoise_photo_with_correlated_noise():
     assert used == pytest.approx(20, rel=0.15)  # the white-noise estimate sees about 4
     assert photos.psnr_db(out, clean) > photos.psnr_db(white, clean) + 4
     reading = photos.read_noise(noisy)
-    assert reading.correlated and reading.white_std == pytest.approx(photos.estimate_noise(noisy))
+    assert reading.correlated and reading.white_std == pytest.approx(estimate_noise(photos.to_work(noisy), DenoiseConfig()))
     assert not photos.read_noise(photos.add_noise(clean, SIGMA)).correlated
     pytest.importorskip("gradio")
     from libcem.demo.denoise_tab import describe
 
-    line = describe(photos.Photo(name="blotchy", suffix=".png", original=noisy, noisy=noisy), reading)
+    line = describe(photos.Photo(name="blotchy", suffix=".png", original=noisy, noisy=noisy), reading, 4.0)
     assert "looks blotchy (correlated, std" in line and line.endswith("remove little of it.")
     auto, _, model = photos.denoise_photo(noisy, None, noise="auto")  # reads the noise as correlated
     assert model == "correlated" and np.array_equal(auto, photos.denoise_photo(noisy, None, noise="camera")[0])

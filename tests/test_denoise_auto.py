@@ -108,3 +108,17 @@ def test_a_gray_image_stored_as_rgb_is_denoised_as_gray(noise):
     out, info = denoise(rgb, noise=noise, return_info=True)
     assert out.shape == rgb.shape and info.sigma == pytest.approx(15.0, rel=0.1)
     assert all(np.array_equal(out[..., c], denoise(gray, noise=noise)) for c in range(3))
+
+
+def test_clipping_explains_the_variance_profile_of_clipped_white_noise_only():
+    from libcem.denoiser import clipping, poisson_gaussian
+    from libcem.denoiser.noise_choice import clipping_explains
+
+    img = torch.linspace(0, 255, 256 * 256).reshape(1, 256, 256)  # levels spread evenly
+    levels = torch.linspace(8.0, 140.0, 16, dtype=torch.float64)  # a dark image's bins
+    ones = torch.ones(16, 1, dtype=torch.float64)
+    white = clipping.clipped_variance(levels[:, None], ones, 30.0)  # shrinks towards black
+    assert poisson_gaussian.signal_dependent(img, *poisson_gaussian.fit_line(levels, white))
+    assert clipping_explains(img, levels, white, 30.0)
+    growing = 2.0 * levels + 9.0  # Poisson-Gaussian: 2x + 9
+    assert not clipping_explains(img, levels, growing, 30.0)

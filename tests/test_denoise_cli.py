@@ -86,6 +86,17 @@ def test_cli_says_when_a_given_sigma_met_clipped_noise(tmp_path, capsys):
     line = capsys.readouterr().out
     assert "sigma 40.00" in line and "clipped at black and white: std " in line
     assert read_image(tmp_path / "o.png")[:, :12].mean() < 5  # black again, not dark grey
+    # estimated (on a larger crop, which the noise fits need): the std before clipping, and
+    # the same model; auto reads the noise as white, not as growing with brightness
+    clean = data.camera()[160:256, 200:296].astype(np.float64)
+    clean[:, :24] = 0
+    noisy = np.clip(np.round(clean + 40 * np.random.default_rng(0).standard_normal(clean.shape)), 0, 255)
+    write_image(tmp_path / "b.png", noisy.astype(np.uint8))
+    assert main(["denoise", str(tmp_path / "b.png"), "-o", str(tmp_path / "e.png")]) == 0
+    line = capsys.readouterr().out
+    assert "gaussian noise (auto)" in line and "clipped at black and white: std " in line
+    assert float(line.split(", sigma ")[1].split()[0]) == pytest.approx(40, rel=0.1)
+    assert read_image(tmp_path / "e.png")[:, :24].mean() < 5
 
 
 def test_cli_rejects_bad_sigma(tmp_path, capsys):

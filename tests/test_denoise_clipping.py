@@ -9,7 +9,12 @@ import torch
 from skimage import data
 
 from libcem.denoiser import clipping, denoise
-from libcem.denoiser.api import denoise_float
+from libcem.denoiser.api import (
+    denoise_float,
+    estimate_before_clipping,
+    estimate_noise,
+    estimate_white,
+)
 from libcem.denoiser.settings import DenoiseConfig
 
 
@@ -75,13 +80,59 @@ def test_given_sigma_on_an_8bit_image_assumes_clipped_noise():
     assert psnr(out) > psnr(np.clip(np.round(plain), 0, 255)) + 0.5
 
 
-def test_unclipped_or_estimated_noise_is_denoised_as_before():
-    _, noisy = _noisy_uint8(25.0)
+def test_estimated_sigma_on_an_8bit_image_is_the_std_before_clipping():
+    clean, noisy = _noisy_uint8(50.0)
     work = torch.from_numpy(noisy.astype(np.float32))[None]
-    out, info = denoise(noisy, return_info=True)  # estimated sigma: passed on as it is
+    out, info = denoise(noisy, return_info=True)
+    assert info.sigma == pytest.approx(50.0, rel=0.08) and info.clipped_sigma < info.sigma
+    assert info.sigma == pytest.approx(estimate_white(work, DenoiseConfig()))
+    plain = denoise_float(work, None, DenoiseConfig())[0][0].numpy()  # the clipped noise's std
+    assert float(out[:, :24].mean()) < 5.0 < float(plain[:, :24].mean())  # the bias is gone
+    psnr = lambda o: 10 * np.log10(255**2 / np.mean((o.astype(np.float64) - clean) ** 2))
+    assert psnr(out) > psnr(np.clip(np.round(plain), 0, 255)) + 0.5
+
+
+def test_clean_or_unclipped_images_are_denoised_as_before():
+    clean = data.camera()[160:256, 200:296]  # clean, and touching white: estimated std < 5
+    work = torch.from_numpy(clean.astype(np.float32))[None]
+    assert clipping.is_clipped(work) and estimate_before_clipping(work, DenoiseConfig()) is None
+    out, info = denoise(clean, return_info=True)
     plain, _ = denoise_float(work, None, DenoiseConfig())
     assert info.clipped_sigma is None
     assert np.array_equal(out, plain[0].round().clamp(0, 255).numpy().astype(np.uint8))
-    shifted = (work[0].numpy() / 255 - 0.2).astype(np.float32)  # below 0: not clipped
-    out, info = denoise(shifted, sigma=25 / 255, return_info=True)
-    assert info.clipped_sigma is None
+    assert estimate_white(work, DenoiseConfig()) == estimate_noise(work, DenoiseConfig())
+    _, noisy = _noisy_uint8(25.0)
+    shifted = (noisy / 255 - 0.2).astype(np.float32)  # below 0: not clipped
+    for sigma in (25 / 255, None):
+        _, info = denoise(shifted, sigma=sigma, return_info=True)
+        assert info.clipped_sigma is None
+
+
+def test_std_before_inverts_the_clipped_variance_on_toy_patches():
+    sigma, n = 30.0, 100
+    mean, var = clipping.moments(torch.zeros(1, dtype=torch.float64), sigma)  # a black level
+    black = mean.expand(n)[:, None]
+    ones = torch.ones(n, 1, dtype=torch.float64)
+    assert clipping.std_before(float(var.sqrt()), black, ones) == pytest.approx(sigma, rel=1e-3)
+    grey = torch.full((n, 1), 128.0, dtype=torch.float64)  # half the patches unclipped
+    both = float(((var + sigma**2) / 2).sqrt())
+    assert clipping.std_before(both, torch.cat([black, grey]), torch.cat([ones, ones])) \
+        == pytest.approx(sigma, rel=1e-3)
+    rgb = torch.full((n, 3), 1 / 3, dtype=torch.float64)  # nothing clipped: as measured
+    assert clipping.std_before(20.0, torch.full((n, 3), 128.0, dtype=torch.float64), rgb) \
+        == pytest.approx(20.0, rel=1e-3)
+    white = torch.full((n, 1), 255.0, dtype=torch.float64)  # saturated: no noise left
+    assert float(clipping.clipped_variance(white, ones, sigma).max()) < 1e-6 * sigma**2
+
+
+def test_estimate_std_reads_the_std_before_clipping():
+    cfg = DenoiseConfig()
+    for sigma in (10.0, 50.0):
+        _, noisy = _noisy_uint8(sigma)  # a black band: the weak-texture patches lie in it
+        work = torch.from_numpy(noisy.astype(np.float32))[None]
+        measured, before = clipping.estimate_std(work, generator=torch.Generator().manual_seed(cfg.seed))
+        assert measured == estimate_noise(work, cfg)  # the same patches
+        assert measured < 0.75 * sigma and before == pytest.approx(sigma, rel=0.08)
+    grey = np.full((96, 96), 128.0) + 20 * np.random.default_rng(0).standard_normal((96, 96))
+    measured, before = clipping.estimate_std(torch.from_numpy(grey).float()[None])
+    assert before == pytest.approx(measured, rel=1e-3)  # unclipped: the std as measured

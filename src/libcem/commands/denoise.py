@@ -44,7 +44,8 @@ def register(subparsers) -> None:
                    help="noise std on the 0..255 scale whatever the bit depth (default: "
                    "estimate); on an image whose noise was clipped at black and white (an 8-bit "
                    "image that carries it), the std before clipping: libcem works out the "
-                   "smaller std left after clipping and takes out the clipping's bias")
+                   "smaller std left after clipping and takes out the clipping's bias (an "
+                   "estimate of white noise is then of the std before clipping too)")
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cpu or cuda (default: the GPU if there is one)")
     p.add_argument("--tile", type=int, default=None,

@@ -63,8 +63,9 @@ class DenoiseTab:
         photo.noisy = photos.add_noise(photo.original, noise) if noise > 0 else photo.original
         photo.denoised = None
         reading = photos.read_noise(photo.noisy, self.config)
+        sigma = photos.estimate_noise(photo.noisy, self.config)
         view = photos.to_display(photo.noisy)
-        return (photo, view, round(reading.white_std, 2), describe(photo, reading), (view, view), None,
+        return (photo, view, round(sigma, 2), describe(photo, reading, sigma), (view, view), None,
                 gr.DownloadButton(value=None, visible=False))  # the zoomed crop follows (restyle)
 
     @shown
@@ -127,15 +128,16 @@ def cleared() -> tuple:
     return None, None, None, "", None, None, gr.DownloadButton(value=None, visible=False)
 
 
-def describe(photo: photos.Photo, reading: NoiseReading) -> str:
-    """One line about the loaded photo: size, channels, bit depth, noise (and whether it looks
-    correlated, as Auto reads it)."""
+def describe(photo: photos.Photo, reading: NoiseReading, sigma: float) -> str:
+    """One line about the loaded photo: size, channels, bit depth, the estimated white-noise
+    level `sigma` (0..255 scale; `photos.estimate_noise`) and whether the noise looks
+    correlated, as Auto reads it."""
     img = photo.noisy
     h, w = img.shape[:2]
     channels = CHANNELS[1 if img.ndim == 2 else img.shape[2]]
     bits = f"{img.dtype.itemsize * 8}-bit" if img.dtype.kind in "ui" else "float"
     text = (f"**{photo.name}{photo.suffix}**: {w}×{h} {channels}, {bits}. "
-            f"Estimated noise level σ = {reading.white_std:.2f}")
+            f"Estimated noise level σ = {sigma:.2f}")
     if photo.clean is not None:
         text += f" (synthetic noise added; PSNR of the noisy photo {photos.psnr_db(photo.noisy, photo.clean):.2f} dB)"
     if reading.correlated:

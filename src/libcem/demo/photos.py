@@ -20,9 +20,9 @@ from libcem.denoiser.api import (
     denoise_camera,
     denoise_correlated,
     denoise_white,
+    estimate_white,
     gray_if_equal_channels,
 )
-from libcem.denoiser.api import estimate_noise as denoiser_estimate
 from libcem.denoiser.api import read_noise as denoiser_read_noise
 from libcem.denoiser.io import read_image, write_image
 from libcem.denoiser.noise_choice import NoiseReading
@@ -122,14 +122,17 @@ def from_work(x: torch.Tensor, like: np.ndarray) -> np.ndarray:
 
 
 def estimate_noise(img: np.ndarray, cfg: DenoiseConfig | None = None) -> float:
-    """The noise std (0..255 scale) the denoiser would estimate: weak-texture PCA on the central tile."""
-    cfg = cfg or DenoiseConfig()
-    return denoiser_estimate(to_work(img), cfg)
+    """The noise std (0..255 scale) the denoiser would estimate for white noise: weak-texture
+    PCA on the central tile; on a photo clipped at black and white (as `add_noise` leaves
+    it) the std before clipping (`api.estimate_white`), which is what a noise level set by
+    hand means too."""
+    return estimate_white(to_work(img), cfg or DenoiseConfig())
 
 
 def read_noise(img: np.ndarray, cfg: DenoiseConfig | None = None) -> NoiseReading:
-    """What `auto` reads from the photo (0..255 scale): the white-noise estimate (as
-    `estimate_noise`) and the std of the fitted correlated model, and whether it is correlated."""
+    """What `auto` reads from the photo (0..255 scale): the white-noise estimate as measured
+    (the clipped noise's, `api.estimate_noise`) and the std of the fitted correlated model,
+    and whether it is correlated."""
     return denoiser_read_noise(to_work(img), cfg or DenoiseConfig())
 
 

@@ -11,7 +11,7 @@ import torch
 from libcem.denoiser import clipping, poisson_gaussian
 from libcem.denoiser.correlated import NoiseCorrelation
 from libcem.denoiser.em import EMTrace
-from libcem.denoiser.noise_choice import NoiseReading
+from libcem.denoiser.noise_choice import NoiseReading, clipping_explains
 from libcem.denoiser.passes import (
     NO_NOISE_SIGMA,
     DenoiseInfo,
@@ -124,13 +124,19 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
 
     img (C, H, W) on the 0..255 scale; params (a, b) on that scale, or None to fit them.
     Under `auto`, an image whose fitted noise does not depend on the signal goes the
-    Gaussian way.
+    Gaussian way, and so does an image clipped at black and white whose fitted growth white
+    noise of its std before clipping (`estimate_before_clipping`), clipped there, accounts for
+    (`noise_choice.clipping_explains`).
     """
+    before = None  # under auto with (a, b) fitted: the white-noise std before clipping
     if params is None:
-        params = poisson_gaussian.estimate(img, generator=torch.Generator().manual_seed(cfg.seed))
+        points = poisson_gaussian.level_variances(img, generator=torch.Generator().manual_seed(cfg.seed))
+        params = poisson_gaussian.fit_line(*points)
+        before = estimate_before_clipping(img, cfg) if auto else None
     a, b = params
-    if auto and not poisson_gaussian.signal_dependent(img, a, b):
-        out, info = denoise_white(img, None, cfg, progress)
+    if auto and (not poisson_gaussian.signal_dependent(img, a, b)
+                 or before is not None and clipping_explains(img, *points, before)):
+        out, info = denoise_white(img, before, cfg, progress)
         info.noise_model = "gaussian"
         return out, info
     if a <= 0 and b <= 0:
@@ -172,18 +178,38 @@ def denoise_white(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
                   progress: Callable[[int, int], None] | None = None,
                   ) -> tuple[torch.Tensor, DenoiseInfo]:
     """White Gaussian noise of std `sigma` (None: estimated) on (C, H, W) float32 on the
-    0..255 scale. When sigma is given and the image lies within the range and touches an end
-    of it, that noise was clipped there (`clipping`): the passes assume the clipped noise's
-    std (`info.clipped_sigma`) and the clipping's bias is taken out of their output. An
-    estimated sigma already measures the clipped noise (of the weak-texture patches), and the
-    std before clipping could not be read back reliably from it (docs/denoise.md, "Clipped
-    noise"), so it goes to the passes as it is."""
+    0..255 scale. When the image lies within the range and touches an end of it, that noise
+    was clipped there (`clipping`): the passes assume the clipped noise's std
+    (`info.clipped_sigma`) and the clipping's bias is taken out of their output. An estimated
+    sigma is then the std before clipping (`estimate_before_clipping`)."""
+    if sigma is None:
+        sigma = estimate_before_clipping(img, cfg)  # None: the passes estimate it
     if sigma is None or sigma < NO_NOISE_SIGMA or not clipping.is_clipped(img):
         return denoise_float(img, sigma, cfg, progress)
     effective = clipping.effective_std(img, sigma)
     out, info = denoise_float(img, effective, cfg, progress)
     info.sigma, info.clipped_sigma = sigma, effective
     return clipping.unclip(out, sigma), info
+
+
+def estimate_before_clipping(img: torch.Tensor, cfg: DenoiseConfig) -> float | None:
+    """On (C, H, W) float32 on the 0..255 scale that lies within the range and touches an end
+    of it, the std of its white noise before clipping (`clipping.estimate_std`, on the same
+    patches as `estimate_noise`: its central tile when it is tiled); None when the image is
+    not clipped or that std is below clipping.ESTIMATED_FROM (there clipping hardly changes
+    the noise, and the texture of a clean image can pass for noise)."""
+    if not clipping.is_clipped(img):
+        return None
+    before = clipping.estimate_std(central_tile(img, cfg.tile),
+                                   generator=torch.Generator().manual_seed(cfg.seed))[1]
+    return before if before >= clipping.ESTIMATED_FROM else None
+
+
+def estimate_white(img: torch.Tensor, cfg: DenoiseConfig) -> float:
+    """The std that `denoise_white` assumes for (C, H, W) float32 on the 0..255 scale when
+    none is given: the std before clipping (`estimate_before_clipping`), else `estimate_noise`."""
+    before = estimate_before_clipping(img, cfg)
+    return estimate_noise(img, cfg) if before is None else before
 
 
 def check_size(img: torch.Tensor, cfg: DenoiseConfig) -> tuple[int, int, int]:

@@ -32,6 +32,9 @@ LOW, HIGH = 0.0, 255.0  # the denoiser's working scale (api.INTERNAL_PEAK is HIG
 TOUCH = 1e-3  # a pixel within this of an end is at it (8-bit values are exact there)
 LOCAL = 7  # side of the window whose mean stands for a pixel's clean level
 CHUNK = 1 << 20  # pixels per float64 batch: bounded memory on a 12-megapixel photo
+BEYOND = 5.0  # clean levels of observed patches reach this many sigma past the ends
+ESTIMATED_FROM = 5.0  # an estimated std before clipping below this is not modelled (api)
+MAX_RATIO = 4.0  # clipped noise keeps over a quarter of its std (0.58 of it at a black level)
 
 
 def is_clipped(img: torch.Tensor) -> bool:
@@ -74,12 +77,89 @@ def unclip(out: torch.Tensor, sigma: float, points: int = 1024) -> torch.Tensor:
     """The clean level x whose clipped mean E[clip(x + sigma Z)] is `out` (linear
     interpolation on `points` levels; below the mean of x = LOW it is LOW, above that of
     x = HIGH it is HIGH). Same shape and dtype as `out`."""
-    xs = torch.linspace(LOW, HIGH, points, dtype=torch.float64, device=out.device)
-    curve = moments(xs, sigma)[0]  # increasing in x
-    parts = []
-    for part in out.reshape(-1).split(CHUNK):
-        y = part.double().clamp(float(curve[0]), float(curve[-1]))
-        i = torch.searchsorted(curve, y).clamp(1, points - 1)
-        y0, y1, x0, x1 = curve[i - 1], curve[i], xs[i - 1], xs[i]
-        parts.append((x0 + (y - y0) / (y1 - y0).clamp_min(1e-12) * (x1 - x0)).to(out.dtype))
+    parts = [_level(part, sigma, LOW, HIGH, points).to(out.dtype)
+             for part in out.reshape(-1).split(CHUNK)]
     return torch.cat(parts).reshape(out.shape)
+
+
+def _level(mean: torch.Tensor, sigma: float, low: float, high: float,
+           points: int) -> torch.Tensor:
+    """The clean level x in [low, high] whose clipped mean is `mean` (float64): the mean curve
+    on `points` levels, inverted by linear interpolation (clamped at its ends)."""
+    xs = torch.linspace(low, high, points, dtype=torch.float64, device=mean.device)
+    curve = moments(xs, sigma)[0]  # increasing in x
+    y = mean.double().clamp(float(curve[0]), float(curve[-1])).contiguous()
+    i = torch.searchsorted(curve, y).clamp(1, points - 1)
+    y0, y1, x0, x1 = curve[i - 1], curve[i], xs[i - 1], xs[i]
+    return x0 + (y - y0) / (y1 - y0).clamp_min(1e-12) * (x1 - x0)
+
+
+def estimate_std(img: torch.Tensor, patch: int = 7, count: int = 60000,
+                 generator: torch.Generator | None = None) -> tuple[float, float]:
+    """The noise std of (C, H, W) on the 0..255 scale as measured, and before clipping.
+
+    measured: `noise.estimate_sigma` of its luminance/chroma channels (the same patches for
+    the same generator state), which reads the clipped noise of its weak-texture patches;
+    these are often flat black or white areas, where clipping shrinks the noise most.
+    before: the std of white noise which, clipped at the clean levels of those patches
+    (their RGB means, the clipping's bias inverted), has the measured variance
+    (`std_before`); then once more, each patch kept as weak-texture by the gradient energy
+    of its own clipped noise under that std, rather than of the measured std (which kept
+    too few of the unclipped flat patches: on a crop with a black band at std 10-50, 0.88-0.92
+    of the std before this round, 0.95-0.97 after; docs/denoise.md, "Clipped noise").
+    """
+    from libcem.denoiser.noise import (
+        gradient_energy,
+        pca_sigma,
+        sample_patches,
+        weak_limit,
+        weak_texture_patches,
+    )
+    from libcem.denoiser.patches import opponent_matrix, to_opponent
+
+    c, h, w = img.shape
+    index = torch.arange(c * h * w, dtype=torch.float64, device=img.device).reshape(c, h, w)
+    pos = sample_patches(index, patch, count, generator).long()  # (n, p*p) flat indices
+    flat = to_opponent(img).reshape(-1)[pos].double()
+    measured, kept = weak_texture_patches(flat, patch)
+    levels = img.reshape(c, -1)[:, pos % (h * w)].double().mean(-1).T  # (n, C) RGB means
+    # each patch lies in one luminance/chroma channel, whose noise variance is that of the
+    # RGB channels weighted by the squares of its row of the (orthonormal) transform
+    weights = opponent_matrix(c, img.device).double()[pos[:, 0] // (h * w)] ** 2  # (n, C)
+    before = std_before(measured, levels[kept], weights[kept])
+    if before <= 0:
+        return measured, before
+    weak = gradient_energy(flat, patch) < clipped_variance(levels, weights, before) * weak_limit(patch)
+    if int(weak.sum()) < 4 * patch * patch:
+        return measured, before
+    return measured, std_before(pca_sigma(flat[weak]), levels[weak], weights[weak])
+
+
+def clipped_variance(levels: torch.Tensor, weights: torch.Tensor, sigma: float,
+                     points: int = 2048) -> torch.Tensor:
+    """The variance of white noise of std `sigma` after clipping, in patches of observed
+    means `levels` (n, C) whose noise mixes the channels with `weights` (n, C, rows summing
+    to 1): (n,). Each observed mean is mapped to its clean level for that sigma, allowing
+    levels up to BEYOND sigma past the ends (a saturated area keeps no noise)."""
+    x = _level(levels, sigma, LOW - BEYOND * sigma, HIGH + BEYOND * sigma, points)
+    return (weights * moments(x, sigma)[1]).sum(1)
+
+
+def std_before(measured: float, levels: torch.Tensor, weights: torch.Tensor) -> float:
+    """The std sigma of white noise whose clipped variance (`clipped_variance`), averaged over
+    patches of observed means `levels` (n, C) with channel weights `weights` (n, C), is
+    measured^2. That average grows with sigma and equals sigma^2 where nothing is clipped,
+    so sigma is found by bisection in [measured, MAX_RATIO * measured]."""
+    if measured <= 0 or levels.numel() == 0:
+        return measured
+
+    def short(sigma: float) -> bool:  # its clipped noise is weaker than measured
+        return float(clipped_variance(levels, weights, sigma).mean()) < measured**2
+
+    lo, hi = measured, MAX_RATIO * measured
+    if short(hi):
+        return hi
+    while hi - lo > 1e-4 * measured:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if short(mid) else (lo, mid)
+    return 0.5 * (lo + hi)

@@ -27,7 +27,7 @@ def sample_patches(img: torch.Tensor, patch: int, count: int,
     return img[ch[:, None, None], rows, cols].reshape(-1, patch * patch)
 
 
-def _pca_sigma(samples: torch.Tensor) -> float:
+def pca_sigma(samples: torch.Tensor) -> float:
     """Noise std from patches (n, d): the eigenvalues of the patch covariance that belong to
     noise have mean equal to their median; the largest such tail gives sigma^2 as its mean
     (Chen, Zhu & Heng 2015). This is also the maximum-likelihood noise variance of
@@ -68,22 +68,41 @@ def estimate_sigma(img: torch.Tensor, patch: int = 7, max_patches: int = 60000,
 
 
 def weak_texture_sigma(flat: torch.Tensor, patch: int, iterations: int = 3) -> float:
-    """Noise std from patches (n, p*p) (Liu, Tanaka & Okutomi, TIP 2013).
+    """Noise std from patches (n, p*p) (Liu, Tanaka & Okutomi, TIP 2013): see
+    `weak_texture_patches`."""
+    return weak_texture_patches(flat, patch, iterations)[0]
+
+
+def weak_texture_patches(flat: torch.Tensor, patch: int,
+                         iterations: int = 3) -> tuple[float, torch.Tensor]:
+    """Noise std from patches (n, p*p), and which patches it was measured on ((n,) bool).
 
     Start from the PCA estimate of all patches; keep the patches whose gradient energy is
     below the 99% quantile it would have for pure noise at the current sigma; re-estimate
     sigma by PCA (Chen et al. 2015) on the kept patches; repeat.
     """
+    energy = gradient_energy(flat, patch)
+    sigma = pca_sigma(flat)
+    kept = torch.ones(flat.shape[0], dtype=torch.bool, device=flat.device)
+    for _ in range(iterations):
+        weak = energy < sigma**2 * weak_limit(patch)
+        if int(weak.sum()) < 4 * patch * patch:
+            break
+        kept = weak
+        sigma = pca_sigma(flat[kept])
+    return sigma, kept
+
+
+def gradient_energy(flat: torch.Tensor, patch: int) -> torch.Tensor:
+    """The sum of squared differences between neighbouring pixels of each patch (n, p*p): (n,)."""
     samples = flat.reshape(-1, patch, patch)
     gy = samples[:, 1:, :] - samples[:, :-1, :]
     gx = samples[:, :, 1:] - samples[:, :, :-1]
-    energy = (gy * gy).sum((1, 2)) + (gx * gx).sum((1, 2))  # (n,) gradient energy
+    return (gy * gy).sum((1, 2)) + (gx * gx).sum((1, 2))
+
+
+def weak_limit(patch: int) -> float:
+    """The 99% quantile of the gradient energy of a patch of white noise of unit variance: a
+    patch whose energy is below variance * this is weak-texture (its energy is noise)."""
     scale, dof = _gradient_energy_law(patch)
-    sigma = _pca_sigma(flat)
-    for _ in range(iterations):
-        limit = sigma**2 * scale * _chi2_quantile(0.99, dof)
-        kept = flat[energy < limit]
-        if kept.shape[0] < 4 * patch * patch:
-            break
-        sigma = _pca_sigma(kept)
-    return sigma
+    return scale * _chi2_quantile(0.99, dof)

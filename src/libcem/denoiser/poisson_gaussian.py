@@ -33,6 +33,13 @@ LEVEL_BINS = 16  # level bins of the (level, variance) fit
 def estimate(img: torch.Tensor, patch: int = 7, max_patches: int = 80000,
              generator: torch.Generator | None = None) -> tuple[float, float]:
     """(a, b) of Var[y | x] = a x + b from a noisy (C, H, W) image, in its units."""
+    return fit_line(*level_variances(img, patch, max_patches, generator))
+
+
+def level_variances(img: torch.Tensor, patch: int = 7, max_patches: int = 80000,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points of the (a, b) fit: the mean level and the weak-texture noise variance of
+    each of LEVEL_BINS equal-count bins of patches sorted by their mean, (LEVEL_BINS,) each."""
     samples = sample_patches(img, patch, max_patches, generator).double()  # (n, p*p)
     order = samples.mean(1).argsort()
     levels, variances = [], []
@@ -40,7 +47,7 @@ def estimate(img: torch.Tensor, patch: int = 7, max_patches: int = 80000,
         group = samples[part]
         levels.append(float(group.mean()))
         variances.append(weak_texture_sigma(group, patch) ** 2)
-    return fit_line(torch.tensor(levels), torch.tensor(variances))
+    return torch.tensor(levels), torch.tensor(variances)
 
 
 def estimate_correlated(img: torch.Tensor, max_patches: int = 60000, quantile: float = 0.05,
