@@ -200,6 +200,7 @@ def estimate_before_clipping(img: torch.Tensor, cfg: DenoiseConfig) -> float | N
     the noise, and the texture of a clean image can pass for noise)."""
     if not clipping.is_clipped(img):
         return None
+    check_size(img, cfg)
     before = clipping.estimate_std(central_tile(img, cfg.tile),
                                    generator=torch.Generator().manual_seed(cfg.seed))[1]
     return before if before >= clipping.ESTIMATED_FROM else None
