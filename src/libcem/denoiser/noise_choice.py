@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from libcem.denoiser import clipping, poisson_gaussian
+
 CORRELATED_RATIO = 3.0  # correlated fit's std over the white-noise estimate: above, correlated
 MIN_CORRELATED_STD = 2.0  # below this correlated std (0..255 scale) the white models are kept
 
@@ -49,8 +51,6 @@ def clipping_explains(img: torch.Tensor, levels: torch.Tensor, variances: torch.
     (`clipping.clipped_variance`), their line no longer grows by half over the image's
     levels (`poisson_gaussian.signal_dependent`). In an 8-bit file white noise shrinks near
     black, and on dark images that read as noise growing with brightness."""
-    from libcem.denoiser import clipping, poisson_gaussian
-
     x = levels.double()[:, None]
     share = clipping.clipped_variance(x, torch.ones_like(x), sigma) / sigma**2
     corrected = variances.double() / share.clamp_min(1e-3)
