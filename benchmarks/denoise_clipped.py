@@ -58,7 +58,9 @@ def main(argv=None) -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--limit", type=int, default=None, help="first N images")
     p.add_argument("--picture", type=Path, default=None,
-                   help="save noisy | as given | clipping model of the first image (last sigma)")
+                   help="save noisy | each method's output, of the first image at the last sigma")
+    p.add_argument("--picture-crop", type=int, default=None,
+                   help="the picture's panels: their central N x N crop (default: whole)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     images = load_images(args.data_root, args.set, args.limit)
@@ -78,17 +80,22 @@ def main(argv=None) -> None:
         print(f"| sigma {sigma:g} | " + " | ".join(f"{np.mean(psnr[m]):.2f}" for m in args.methods)
               + f" | {better} |", flush=True)
     if args.picture is not None:
-        save_picture(args.picture, images[0][1], args.sigmas[-1])
+        save_picture(args.picture, images[0][1], args.sigmas[-1], args.methods, args.picture_crop)
 
 
-def save_picture(path: Path, clean: np.ndarray, sigma: float) -> None:
-    """noisy | as given | clipping model, side by side with 8-pixel white gaps (8-bit PNG)."""
+def save_picture(path: Path, clean: np.ndarray, sigma: float, methods: list[str],
+                 crop: int | None = None) -> None:
+    """noisy | each method's output, side by side with 8-pixel white gaps (8-bit PNG); with
+    `crop`, the central crop x crop of each."""
     from PIL import Image
 
     _, y = noisy_pair(clean, f"white {sigma:g}")
-    panels = [y.astype(np.float64), as_given(y, sigma), run(y, sigma, "clipping model")]
-    gap = np.full((y.shape[0], 8) + y.shape[2:], 255.0)
-    row = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    panels = [y.astype(np.float64)] + [run(y, sigma, m) for m in methods]
+    if crop is not None:
+        top, left = max((y.shape[0] - crop) // 2, 0), max((y.shape[1] - crop) // 2, 0)
+        panels = [p[top:top + crop, left:left + crop] for p in panels]
+    gap = np.full((panels[0].shape[0], 8) + y.shape[2:], 255.0)
+    row = np.concatenate([part for p in panels for part in (gap, p)][1:], axis=1)
     Image.fromarray(np.clip(np.round(row), 0, 255).astype(np.uint8)).save(path, optimize=True)
 
 
