@@ -14,7 +14,8 @@ generator seeded 0, y = x + sigma N(0, 1) clipped and rounded to 8 bits as a fil
 
 Run `python -m benchmarks.denoise_clipped --set set12 --sigmas 15 25 50` and
 `python -m benchmarks.denoise_clipped --set mcmaster --sigmas 50 --methods "as given" "clipping model"`.
-`--picture P` also saves the first image at the last sigma as noisy | as given | clipping model.
+`--picture P` also saves the first image at the last sigma as noisy | each method's output
+(`--picture-crop N`: their central N x N crops).
 """
 
 from __future__ import annotations
