@@ -354,9 +354,10 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
         Alpha is passed through untouched.
     sigma: noise std in the image's units (25 for uint8, 25/255 for float in [0, 1]);
         None estimates it. On an image that lies within its range and touches an end of it
-        (an 8-bit image carrying noise), the std before the noise was clipped there: the
-        passes then assume the clipped noise's smaller std and the clipping's bias is taken
-        out (`clipping`, `info.clipped_sigma`).
+        (an 8-bit image carrying noise), the std before the noise was clipped there, given
+        or estimated (`estimate_before_clipping`): the passes then assume the clipped
+        noise's smaller std and the clipping's bias is taken out (`clipping`,
+        `info.clipped_sigma`).
     noise: "gaussian" (white, one sigma), "poisson-gaussian" (variance a x + b, as in camera
         and phone photos; (a, b) estimated unless noise_params gives them in the image's units)
         "auto" (camera when the noise is spatially correlated: the std of its fitted
