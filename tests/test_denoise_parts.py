@@ -164,8 +164,8 @@ def test_feedback_returns_part_of_the_residual_at_the_noise_left():
 
 def test_feedback_and_covariance_em_settings_are_checked():
     for bad in ({"feedback": 1.5}, {"feedback_gamma": 0.0}, {"cov_em_iter_gray": -1}, {"cov_em_iter_color": -1},
-                {"cov_prior": -1.0}, {"feedback_gamma_high": 1.5}, {"cov_em_iter_high": -1},
-                {"cov_em_iter_later": -1}, {"pass2_repeats_color_high": 0},
+                {"cov_prior": -1.0}, {"feedback_gamma_high": 1.5}, {"cov_em_iter_high_gray": -1},
+                {"cov_em_iter_high_color": -1}, {"cov_em_iter_later": -1}, {"pass2_repeats_color_high": 0},
                 {"later_pass2": "wiener"}, {"group_size_gray": 1}, {"aggregation_window_gray": -1.0}):
         with pytest.raises(LibcemError, match=next(iter(bad))):
             DenoiseConfig(**bad)
@@ -178,8 +178,11 @@ def test_sigma_schedule_switches_the_high_noise_settings():
     assert (high.patch, high.pass2, high.pass2_repeats_gray, high.feedback, high.feedback_gamma,
             high.search_radius) == (9, "covariance", 3, 0.1, 0.7, 20)
     assert (high.group_size_wiener, cfg.group_size_wiener) == (81, 64)  # K >= d = 81 at 9x9
-    assert (high.cov_em_iter_gray, high.cov_em_iter_color, high.later_pass2) == (0, 0, "covariance")
-    assert DenoiseConfig(cov_em_iter_high=1).at_sigma(50.0, 256).cov_em_iter(3, later=True) == 1
+    assert high.later_pass2 == "covariance"
+    # above sigma 37.5 one covariance EM iteration in the first gray pass (session 23), none on colour
+    assert [high.cov_em_iter(c, later) for c in (1, 3) for later in (False, True)] == [1, 0, 0, 0]
+    assert [cfg.cov_em_iter(c, later) for c in (1, 3) for later in (False, True)] == [2, 0, 1, 0]
+    assert DenoiseConfig(cov_em_iter_high_color=2).at_sigma(50.0, 256).cov_em_iter(3, later=False) == 2
     assert (high.pass2_repeats_color, cfg.pass2_repeats_color) == (3, 2)
     fast = DenoiseConfig.for_speed("fast")
     assert (fast.at_sigma(50.0, 256).pass2_repeats_color, fast.at_sigma(25.0, 256).pass2_repeats_color) == (1, 1)
@@ -233,13 +236,13 @@ def test_a_later_covariance_pass_takes_its_own_em_iterations():
 
 @pytest.mark.parametrize("sigma, expected", [
     (20.0, [("covariance", 400.0, None, 2), ("covariance", "fed back", "reused", 0)]),
-    (50.0, [("covariance", 2500.0, None, 0), ("covariance", "fed back", "reused", 0),
+    (50.0, [("covariance", 2500.0, None, 1), ("covariance", "fed back", "reused", 0),
             ("covariance", "fed back", "reused", 0)]),
 ])
 def test_second_passes_in_order(monkeypatch, sigma, expected):
     """Gray images: two second passes; the later one is the covariance pass on the previous
     groups with the feedback source and noise level and no covariance EM; above sigma 37.5
-    two such later passes, and no covariance EM in the first either."""
+    two such later passes, and one covariance EM iteration in the first (session 23)."""
     from libcem.denoiser import passes
 
     calls = []

@@ -13,7 +13,8 @@ AFFINITY_HEADS = ("texture", "structure", "color", "spatial")  # every affinity 
 GRAY_AFFINITY_HEADS = ("texture", "structure", "spatial")  # chroma means nothing on gray
 SPEEDS = {  # name -> changes to the shipped settings (DenoiseConfig.for_speed)
     "default": {},
-    "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 1, "pass2_repeats_color_high": 1},
+    "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 1, "pass2_repeats_color_high": 1,
+             "cov_em_iter_high_gray": 0},
     "best": {"combination_passes": 9, "combination_passes_high": 11},
 }
 
@@ -78,6 +79,13 @@ class DenoiseConfig:
         time, and on the skimage colour crops +0.000 / +0.004 dB against one iteration in 21%
         less time; the first covariance pass keeps its EM (one iteration instead of two there
         lost 0.013 / 0.017 dB).
+    cov_em_iter_high_gray, cov_em_iter_high_color: the first covariance pass's EM iterations
+        above `high_sigma` (the later passes keep `cov_em_iter_later`). Gray 1 since session 23
+        (0 in sessions 12-22): at sigma 50 +0.028 dB on the Train400 split (better on 20 of 24)
+        and +0.036 on a second draw (15 of 16) for 1.27-1.29x the time; one iteration in every
+        pass gained +0.031 for 1.81x. Colour 0: on the colour crops one iteration in the first
+        pass gained nothing (-0.00 dB) for 1.36x the time, one in every pass lost 0.05-0.06 dB. `--fast`
+        keeps 0 on gray too (it is the setting that is 2x faster than BM3D at sigma 50).
     cov_prior: weight of the pilot's covariance as an inverse-Wishart prior in that EM, as a
         multiple of the group's K patches (0: maximum likelihood, made safe by stopping early).
     sigma_schedule: above `high_sigma` (0..255 scale) use `patch_high` and `pass2_high`
@@ -87,10 +95,11 @@ class DenoiseConfig:
         at every sigma too: +0.03 / +0.05 dB on two Train400 draws at sigma 50, +0.06 on the
         colour crops, in 0.9x the time), and
         `search_radius_high`, `feedback_high`, `feedback_gamma_high`, `pass2_repeats_gray_high`,
-        `pass2_repeats_color_high`, `cov_em_iter_high` (chosen at sigma 50 on the same split
-        and the skimage colour crops: a 41x41 search window gained 0.05 dB on gray and 0.09
-        on colour; a later covariance pass with feedback 0.1 at gamma 0.7 and no covariance EM
-        (one or two EM iterations gave the same PSNR, 15-25% slower) gained 0.05 dB on gray
+        `pass2_repeats_color_high`, `cov_em_iter_high_gray`, `cov_em_iter_high_color` (chosen
+        at sigma 50 on the same split and the skimage colour crops: a 41x41 search window
+        gained 0.05 dB on gray and 0.09 on colour; a later covariance pass with feedback 0.1 at
+        gamma 0.7 and no covariance EM (one or two EM iterations gave the same PSNR, 15-25%
+        slower) gained 0.05 dB on gray
         and 0.12 on colour; since session 12 there are two such later passes, three second
         passes in all: on gray images +0.034 dB on the Train400 split, better on 20 of 24
         images, for 1.31x the time (four gave +0.047 for 1.65x; at sigma 15 and 25 a third
@@ -188,7 +197,8 @@ class DenoiseConfig:
     feedback_gamma_high: float = 0.7
     pass2_repeats_gray_high: int = 3
     pass2_repeats_color_high: int = 3
-    cov_em_iter_high: int = 0
+    cov_em_iter_high_gray: int = 1
+    cov_em_iter_high_color: int = 0
     combination_passes: int = 0
     combination_passes_high: int = 0
     combination_patch: int = 6
@@ -221,7 +231,8 @@ class DenoiseConfig:
             "search_radius_high": (1 <= self.search_radius_high <= 64, "use 1..64"),
             "feedback_high": (0 <= self.feedback_high <= 1, "use 0..1"),
             "feedback_gamma_high": (0 < self.feedback_gamma_high <= 1, "use a number in (0, 1]"),
-            "cov_em_iter_high": (self.cov_em_iter_high >= 0, "must be >= 0"),
+            "cov_em_iter_high_gray": (self.cov_em_iter_high_gray >= 0, "must be >= 0"),
+            "cov_em_iter_high_color": (self.cov_em_iter_high_color >= 0, "must be >= 0"),
             "pass2_repeats_gray_high": (self.pass2_repeats_gray_high >= 1, "must be >= 1"),
             "pass2_repeats_color_high": (self.pass2_repeats_color_high >= 1, "must be >= 1"),
             "group_size": (2 <= self.group_size <= (2 * self.search_radius + 1) ** 2, "use 2..(2 * search_radius + 1)^2"),
@@ -290,9 +301,8 @@ class DenoiseConfig:
                            feedback_gamma=self.feedback_gamma_high,
                            pass2_repeats_gray=self.pass2_repeats_gray_high,
                            pass2_repeats_color=self.pass2_repeats_color_high,
-                           cov_em_iter_gray=self.cov_em_iter_high,
-                           cov_em_iter_color=self.cov_em_iter_high,
-                           cov_em_iter_later=self.cov_em_iter_high,
+                           cov_em_iter_gray=self.cov_em_iter_high_gray,
+                           cov_em_iter_color=self.cov_em_iter_high_color,
                            combination_passes=self.combination_passes_high)
         return self
 
