@@ -97,6 +97,16 @@ def test_cli_says_when_a_given_sigma_met_clipped_noise(tmp_path, capsys):
     assert "gaussian noise (auto)" in line and "clipped at black and white: std " in line
     assert float(line.split(", sigma ")[1].split()[0]) == pytest.approx(40, rel=0.1)
     assert read_image(tmp_path / "e.png")[:, :24].mean() < 5
+    # noise growing with brightness, clipped at white (session 23): the white band comes back
+    clean = data.camera()[:96, 200:296].astype(np.float64)
+    clean[:, -24:] = 250
+    noisy = np.clip(np.round(clean + np.sqrt(4 * clean + 16) * np.random.default_rng(0).standard_normal(clean.shape)),
+                    0, 255)
+    write_image(tmp_path / "c.png", noisy.astype(np.uint8))
+    assert main(["denoise", str(tmp_path / "c.png"), "-o", str(tmp_path / "p.png"), "--noise", "poisson-gaussian"]) == 0
+    line = capsys.readouterr().out
+    assert "Poisson-Gaussian a " in line and "clipped at black and white: its bias taken out" in line
+    assert abs(read_image(tmp_path / "p.png")[:, -24:].mean() - 250) < 2
 
 
 def test_cli_rejects_bad_sigma(tmp_path, capsys):

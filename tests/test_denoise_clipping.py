@@ -1,5 +1,5 @@
-"""White noise clipped at black and white (`clipping`): the censored-normal moments, their
-inverse, and the denoiser given sigma on an 8-bit image."""
+"""Noise clipped at black and white (`clipping`): the censored-normal moments, their
+inverse, and the denoiser on an 8-bit image, with white and with Poisson-Gaussian noise."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def _noisy_uint8(sigma: float) -> tuple[np.ndarray, np.ndarray]:
 def test_given_sigma_on_an_8bit_image_assumes_clipped_noise():
     clean, noisy = _noisy_uint8(50.0)
     out, info = denoise(noisy, sigma=50, return_info=True)
-    assert info.sigma == pytest.approx(50.0) and info.clipped_sigma < 50.0
+    assert info.sigma == pytest.approx(50.0) and info.clipped_sigma < 50.0 and info.clipping_modelled
     work = torch.from_numpy(noisy.astype(np.float32))[None]
     plain = denoise_float(work, 50.0, DenoiseConfig())[0][0].numpy()  # sigma taken as it is
     assert float(out[:, :24].mean()) < 5.0 < float(plain[:, :24].mean())  # the bias is gone
@@ -98,7 +98,7 @@ def test_clean_or_unclipped_images_are_denoised_as_before():
     assert clipping.is_clipped(work) and estimate_before_clipping(work, DenoiseConfig()) is None
     out, info = denoise(clean, return_info=True)
     plain, _ = denoise_float(work, None, DenoiseConfig())
-    assert info.clipped_sigma is None
+    assert info.clipped_sigma is None and not info.clipping_modelled
     assert np.array_equal(out, plain[0].round().clamp(0, 255).numpy().astype(np.uint8))
     assert estimate_white(work, DenoiseConfig()) == estimate_noise(work, DenoiseConfig())
     _, noisy = _noisy_uint8(25.0)
@@ -136,3 +136,46 @@ def test_estimate_std_reads_the_std_before_clipping():
     grey = np.full((96, 96), 128.0) + 20 * np.random.default_rng(0).standard_normal((96, 96))
     measured, before = clipping.estimate_std(torch.from_numpy(grey).float()[None])
     assert before == pytest.approx(measured, rel=1e-3)  # unclipped: the std as measured
+
+
+def test_unclip_with_a_std_that_grows_with_the_level():
+    x = torch.linspace(0, 255, 52, dtype=torch.float64)
+    std = lambda level: (2 * level + 9).sqrt()  # Poisson-Gaussian noise, variance 2 x + 9
+    mean = clipping.moments(x, std(x))[0]
+    assert torch.allclose(clipping.unclip(mean, std), x, atol=0.05)
+    assert float(clipping.unclip(mean, 20.0)[-2]) < float(x[-2]) - 1  # a constant std: short
+
+
+def test_fit_clipped_recovers_poisson_gaussian_parameters_from_clipped_levels():
+    """Bins of an 8-bit image: clipped means and variances of noise of variance 2 x + 9. The
+    plain line fit reads the weaker noise near white as a flatter line; `fit_clipped` undoes
+    the clipping and recovers (2, 9)."""
+    from libcem.denoiser import poisson_gaussian
+
+    x = torch.linspace(5, 255, 16, dtype=torch.float64)
+    mean, var = clipping.moments(x, (2 * x + 9).sqrt())
+    a, b = poisson_gaussian.fit_line(mean, var)
+    assert a < 1.97 and b > 11
+    a, b = poisson_gaussian.fit_clipped(mean, var)
+    assert (a, b) == (pytest.approx(2.0, rel=1e-4), pytest.approx(9.0, rel=1e-3))
+    unclipped = torch.linspace(20, 200, 16, dtype=torch.float64)  # nothing clipped: the same line
+    var = 2 * unclipped + 9
+    assert poisson_gaussian.fit_clipped(unclipped, var) == pytest.approx((2.0, 9.0), rel=1e-4)
+
+
+def test_poisson_gaussian_noise_on_an_8bit_image_takes_out_the_clipping(monkeypatch):
+    """Noise of variance 4 x + 16 clipped at white on a band of level 250 (std 32 there): the
+    band came out 9 levels dark before; modelled, it is 250 again and the crop gains 2.7 dB
+    (0.5 asserted)."""
+    clean = data.camera()[:96, 200:296].astype(np.float64)
+    clean[:, -24:] = 250
+    rng = np.random.default_rng(0)
+    noisy = np.clip(np.round(clean + np.sqrt(4 * clean + 16) * rng.standard_normal(clean.shape)), 0, 255)
+    noisy = noisy.astype(np.uint8)
+    psnr = lambda o: 10 * np.log10(255**2 / np.mean((o.astype(np.float64) - clean) ** 2))
+    out, info = denoise(noisy, noise="poisson-gaussian", return_info=True)
+    monkeypatch.setattr(clipping, "is_clipped", lambda img: False)  # as before session 23
+    plain = denoise(noisy, noise="poisson-gaussian")
+    assert abs(float(out[:, -24:].mean()) - 250) < 2 < 250 - float(plain[:, -24:].mean())
+    assert psnr(out) > psnr(plain) + 0.5
+    assert info.noise_params[0] == pytest.approx(4.0, rel=0.2) and info.clipping_modelled

@@ -198,6 +198,8 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
     if info.clipped_sigma is not None:
         model += (f", clipped at black and white: std {info.clipped_sigma * scale:.2f} after "
                   "clipping, its bias taken out")
+    elif info.clipping_modelled:
+        model += ", clipped at black and white: its bias taken out"
     chosen = f"{info.noise_model} noise" + (" (auto)" if args.noise == "auto" else "")
     if args.best and args.noise == "auto" and info.noise_model in ("correlated", "camera"):
         chosen += ", --best's extra passes skipped (they assume white noise)"

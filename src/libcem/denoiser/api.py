@@ -126,10 +126,15 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
     Under `auto`, an image whose fitted noise does not depend on the signal goes the
     Gaussian way, and so does an image clipped at black and white whose fitted growth white
     noise of its std before clipping (`estimate_before_clipping`), clipped there, accounts for
-    (`noise_choice.clipping_explains`).
+    (`noise_choice.clipping_explains`). On an image clipped at black and white (an 8-bit file)
+    the noise was clipped there too: (a, b) are fitted with the clipping's share of each
+    level's variance (`poisson_gaussian.fit_clipped`) and the clipping's bias is taken out of
+    the output (`clipping.unclip` with the std sqrt(a x + b) of each level; with (a, b)
+    fitted, from a noise std of clipping.ESTIMATED_FROM at the image's mean level).
     """
     before = None  # under auto with (a, b) fitted: the white-noise std before clipping
-    if params is None:
+    fitted, clipped = params is None, clipping.is_clipped(img)
+    if fitted:
         points = poisson_gaussian.level_variances(img, generator=torch.Generator().manual_seed(cfg.seed))
         params = poisson_gaussian.fit_line(*points)
         before = estimate_before_clipping(img, cfg) if auto else None
@@ -139,12 +144,17 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
         out, info = denoise_white(img, before, cfg, progress)
         info.noise_model = "gaussian"
         return out, info
+    if fitted and clipped:  # the fit with the clipping's share of each level's variance
+        a, b = poisson_gaussian.fit_clipped(*points)
     if a <= 0 and b <= 0:
         return img.clone(), DenoiseInfo(0.0, None, EMTrace(), (), noise_params=(0.0, 0.0),
                                         noise_model="poisson-gaussian")
     level = float(poisson_gaussian.noise_std_map(img.mean(), a, b))  # noise std at the mean
     est, info = denoise_float(poisson_gaussian.anscombe(img, a, b) * level, level, cfg, progress)
     out = poisson_gaussian.inverse_anscombe(est / level, a, b)
+    if clipped and (level >= clipping.ESTIMATED_FROM or not fitted):  # the clipping's bias out
+        out = clipping.unclip(out, partial(poisson_gaussian.noise_std_map, a=a, b=b))
+        info.clipping_modelled = True
     info.sigma = level
     info.noise_params = (a, b)
     info.noise_map = poisson_gaussian.noise_std_map(out, a, b)
@@ -188,7 +198,7 @@ def denoise_white(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfig,
         return denoise_float(img, sigma, cfg, progress)
     effective = clipping.effective_std(img, sigma)
     out, info = denoise_float(img, effective, cfg, progress)
-    info.sigma, info.clipped_sigma = sigma, effective
+    info.sigma, info.clipped_sigma, info.clipping_modelled = sigma, effective, True
     return clipping.unclip(out, sigma), info
 
 

@@ -17,6 +17,10 @@ Signal Processing 2009):
 
 `api.denoise_white` applies them to white Gaussian noise of a given sigma when the image lies
 within the range and touches an end of it (an unclipped float image with noise does not).
+Since session 23 `unclip` also takes a std that depends on the clean level, and the
+Poisson-Gaussian path (`api.denoise_signal_dependent`) takes out the bias of noise of variance
+a x + b with it, after fitting (a, b) with each level's clipped share of that variance
+(`poisson_gaussian.fit_clipped`).
 On 8-bit Train400 images with clipped noise of known std 25 / 50 this gained 0.12 / 0.77 dB
 over taking sigma as it is (docs/denoise.md, "Clipped noise").
 """
@@ -24,6 +28,7 @@ over taking sigma as it is (docs/denoise.md, "Clipped noise").
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +40,7 @@ CHUNK = 1 << 20  # pixels per float64 batch: bounded memory on a 12-megapixel ph
 BEYOND = 5.0  # clean levels of observed patches reach this many sigma past the ends
 ESTIMATED_FROM = 5.0  # an estimated std before clipping below this is not modelled (api)
 MAX_RATIO = 4.0  # clipped noise keeps over a quarter of its std (0.58 of it at a black level)
+Std = float | Callable[[torch.Tensor], torch.Tensor]  # a noise std, or one per clean level
 
 
 def is_clipped(img: torch.Tensor) -> bool:
@@ -51,8 +57,9 @@ def _cdf(t: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + torch.erf(t / math.sqrt(2)))
 
 
-def moments(x: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of clip(x + sigma Z, LOW, HIGH), Z ~ N(0, 1), elementwise (float64)."""
+def moments(x: torch.Tensor, sigma: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of clip(x + sigma Z, LOW, HIGH), Z ~ N(0, 1), elementwise (float64;
+    `sigma` a number or a positive tensor of x's shape)."""
     x = x.double()
     a, b = (LOW - x) / sigma, (HIGH - x) / sigma
     pa, pb, ca, cb = _phi(a), _phi(b), _cdf(a), _cdf(b)
@@ -73,21 +80,29 @@ def effective_std(img: torch.Tensor, sigma: float) -> float:
     return float((total / level.numel()).sqrt())
 
 
-def unclip(out: torch.Tensor, sigma: float, points: int = 1024) -> torch.Tensor:
-    """The clean level x whose clipped mean E[clip(x + sigma Z)] is `out` (linear
+def unclip(out: torch.Tensor, sigma: Std, points: int = 1024) -> torch.Tensor:
+    """The clean level x whose clipped mean E[clip(x + sigma(x) Z)] is `out` (linear
     interpolation on `points` levels; below the mean of x = LOW it is LOW, above that of
-    x = HIGH it is HIGH). Same shape and dtype as `out`."""
+    x = HIGH it is HIGH). `sigma`: the noise std, or a function giving it at each clean level
+    (signal-dependent noise). Same shape and dtype as `out`."""
     parts = [_level(part, sigma, LOW, HIGH, points).to(out.dtype)
              for part in out.reshape(-1).split(CHUNK)]
     return torch.cat(parts).reshape(out.shape)
 
 
-def _level(mean: torch.Tensor, sigma: float, low: float, high: float,
+def std_at(sigma: Std, x: torch.Tensor) -> torch.Tensor | float:
+    """The noise std at clean levels `x`: `sigma` itself, or `sigma(x)` (at least 1e-6)."""
+    return sigma(x).clamp_min(1e-6) if callable(sigma) else sigma
+
+
+def _level(mean: torch.Tensor, sigma: Std, low: float, high: float,
            points: int) -> torch.Tensor:
     """The clean level x in [low, high] whose clipped mean is `mean` (float64): the mean curve
     on `points` levels, inverted by linear interpolation (clamped at its ends)."""
     xs = torch.linspace(low, high, points, dtype=torch.float64, device=mean.device)
-    curve = moments(xs, sigma)[0]  # increasing in x
+    curve = moments(xs, std_at(sigma, xs))[0]  # increasing in x for a constant std
+    if callable(sigma):  # a std growing with x can bend it down near HIGH: keep it monotone
+        curve = torch.cummax(curve, 0).values
     y = mean.double().clamp(float(curve[0]), float(curve[-1])).contiguous()
     i = torch.searchsorted(curve, y).clamp(1, points - 1)
     y0, y1, x0, x1 = curve[i - 1], curve[i], xs[i - 1], xs[i]

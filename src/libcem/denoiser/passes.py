@@ -70,6 +70,9 @@ class DenoiseInfo:
     noise_model: str | None = None
     # white noise clipped at the ends of the range (`clipping`): the std the passes assumed
     clipped_sigma: float | None = None
+    # whether noise clipped at the ends of the range was modelled and its bias taken out
+    # (white or Poisson-Gaussian noise on an 8-bit image)
+    clipping_modelled: bool = False
 
     def to_image_units(self, scale: float) -> None:
         """From the 0..255 working scale (x_work = scale * x) to the image's units, in place."""

@@ -15,9 +15,11 @@ approximation of the exact unbiased inverse (Makitalo & Foi, IEEE TIP 2011 and 2
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
+from libcem.denoiser import clipping
 from libcem.denoiser.correlated import (
     FIT_PATCH,
     LAG,
@@ -28,6 +30,7 @@ from libcem.denoiser.correlated import (
 from libcem.denoiser.noise import sample_patches, weak_texture_sigma
 
 LEVEL_BINS = 16  # level bins of the (level, variance) fit
+MIN_SHARE = 0.05  # a bin's variance is divided by at most 1 / MIN_SHARE for its clipping
 
 
 def estimate(img: torch.Tensor, patch: int = 7, max_patches: int = 80000,
@@ -98,6 +101,23 @@ def fit_line(levels: torch.Tensor, variances: torch.Tensor, iterations: int = 30
         a, b = float((weight * x * v).sum() / (weight * x * x).sum()), 0.0
     if a < 0:  # no signal dependence: the median variance
         a, b = 0.0, float(v.median())
+    return a, b
+
+
+def fit_clipped(levels: torch.Tensor, variances: torch.Tensor, rounds: int = 5) -> tuple[float, float]:
+    """(a, b) of `fit_line` for an image clipped at black and white (an 8-bit file): near the
+    ends the clipped noise is weaker and biased, so each bin's mean is mapped to its clean
+    level and its variance divided by the share that clipping leaves of a x + b there
+    (`clipping.moments`), and the line is fitted again, `rounds` times from `fit_line`'s."""
+    a, b = fit_line(levels, variances)
+    for _ in range(rounds):
+        if a <= 0 and b <= 0:
+            break
+        std = partial(noise_std_map, a=a, b=b)
+        x = clipping.unclip(levels.double(), std)
+        s = clipping.std_at(std, x)
+        share = (clipping.moments(x, s)[1] / s**2).clamp_min(MIN_SHARE)
+        a, b = fit_line(x, variances.double() / share)
     return a, b
 
 
