@@ -101,6 +101,10 @@ def test_bad_inputs_raise_clear_errors():
         denoise(np.zeros((16, 16), np.uint8), -1.0)
     with pytest.raises(LibcemError, match="smaller than"):
         denoise(np.zeros((4, 30), np.uint8), 5.0)
+    tiny = np.random.default_rng(0).integers(0, 256, (5, 5, 3)).astype(np.uint8)  # an IndexError before
+    for noise in ("gaussian", "poisson-gaussian", "correlated", "camera", "auto"):
+        with pytest.raises(LibcemError, match="smaller than"):
+            denoise(tiny, noise=noise)
     with pytest.raises(LibcemError, match="dtype"):
         denoise(np.zeros((16, 16), bool))
 

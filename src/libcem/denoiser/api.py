@@ -401,6 +401,7 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
     check_noise(noise, sigma, noise_params, strength)
     work, gray_as_rgb = gray_if_equal_channels(work)
     cfg = config or DenoiseConfig()
+    check_size(work, cfg)  # every noise model's fits read patches
     if noise == "gaussian":
         out, info = denoise_white(work, None if sigma is None else sigma * scale, cfg, progress)
     elif noise == "correlated":
