@@ -183,7 +183,11 @@ def test_sigma_schedule_switches_the_high_noise_settings():
     assert [high.cov_em_iter(c, later) for c in (1, 3) for later in (False, True)] == [1, 0, 0, 0]
     assert [cfg.cov_em_iter(c, later) for c in (1, 3) for later in (False, True)] == [2, 0, 1, 0]
     assert DenoiseConfig(cov_em_iter_high_color=2).at_sigma(50.0, 256).cov_em_iter(3, later=False) == 2
-    assert (high.pass2_repeats_color, cfg.pass2_repeats_color) == (3, 2)
+    assert (high.pass2_repeats_color, cfg.pass2_repeats_color) == (3, 3)  # 3 at every sigma since session 23
+    # the search window: 33x33 on gray images, 41x41 on colour ones (session 23) and above 37.5
+    assert [c.radius(n) for c in (cfg, high) for n in (1, 3)] == [16, 20, 20, 20]
+    with pytest.raises(LibcemError, match="search_radius_color"):
+        DenoiseConfig(search_radius_color=2)  # no room for the groups
     fast = DenoiseConfig.for_speed("fast")
     assert (fast.at_sigma(50.0, 256).pass2_repeats_color, fast.at_sigma(25.0, 256).pass2_repeats_color) == (1, 1)
     assert cfg.at_sigma(50.0, 8) is cfg  # too small for 9x9 patches

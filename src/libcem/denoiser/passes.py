@@ -267,7 +267,7 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
     estimate (C, H, W) and the groups."""
     guide = PatchGroups(pilot, cfg.patch, noisy.affinity_heads, noisy.noise)
     if positions is None:
-        positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
+        positions = guide.match(cfg.step_wiener, cfg.radius(noisy.channels), cfg.group_size_wiener)
     acc = noisy.accumulator(cfg)
     if cfg.refit_bandwidths and cfg.graph != "chain":  # bandwidths of the pilot's features
         sample = positions[:: max(positions.shape[0] // 256, 1)]
@@ -297,7 +297,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     estimate (C, H, W) and the groups."""
     guide = PatchGroups(pilot, cfg.patch, (), noisy.noise)
     if positions is None:
-        positions = guide.match(cfg.step_wiener, cfg.search_radius, cfg.group_size_wiener)
+        positions = guide.match(cfg.step_wiener, cfg.radius(noisy.channels), cfg.group_size_wiener)
     acc = noisy.accumulator(cfg)
     c = noisy.channels
     em_iter = cfg.cov_em_iter(c, later)
@@ -421,7 +421,7 @@ def _run(img, sigma, cfg, params, generator, fit_only: bool, noise=None):
     cfg = cfg.at_sigma(sigma if params is None else params.sigma2**0.5, min(h, w))
     opp = pad_to_grid(opp, cfg.patch, math.lcm(cfg.step, cfg.step_wiener))
     groups = PatchGroups(opp, cfg.patch, heads, noise)
-    positions = groups.match(cfg.step, cfg.search_radius, cfg.pass1_group_size(img.shape[0]))
+    positions = groups.match(cfg.step, cfg.radius(img.shape[0]), cfg.pass1_group_size(img.shape[0]))
     trace = em.EMTrace()
     if params is None:
         params, trace = fit_group_model(groups, positions, sigma, cfg, generator)
