@@ -145,7 +145,7 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
         info.noise_model = "gaussian"
         return out, info
     if fitted and clipped:  # the fit with the clipping's share of each level's variance
-        a, b = poisson_gaussian.fit_clipped(*points)
+        a, b = poisson_gaussian.fit_clipped(*points, start=(a, b))
     if a <= 0 and b <= 0:
         return img.clone(), DenoiseInfo(0.0, None, EMTrace(), (), noise_params=(0.0, 0.0),
                                         noise_model="poisson-gaussian")

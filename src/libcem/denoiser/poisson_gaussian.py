@@ -104,12 +104,14 @@ def fit_line(levels: torch.Tensor, variances: torch.Tensor, iterations: int = 30
     return a, b
 
 
-def fit_clipped(levels: torch.Tensor, variances: torch.Tensor, rounds: int = 5) -> tuple[float, float]:
+def fit_clipped(levels: torch.Tensor, variances: torch.Tensor, rounds: int = 5,
+                start: tuple[float, float] | None = None) -> tuple[float, float]:
     """(a, b) of `fit_line` for an image clipped at black and white (an 8-bit file): near the
     ends the clipped noise is weaker and biased, so each bin's mean is mapped to its clean
     level and its variance divided by the share that clipping leaves of a x + b there
-    (`clipping.moments`), and the line is fitted again, `rounds` times from `fit_line`'s."""
-    a, b = fit_line(levels, variances)
+    (`clipping.moments`), and the line is fitted again, `rounds` times from `start` (default:
+    `fit_line`'s, which a caller that has it hands on)."""
+    a, b = start if start is not None else fit_line(levels, variances)
     for _ in range(rounds):
         if a <= 0 and b <= 0:
             break
