@@ -76,7 +76,7 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "graph Wiener pass first above sigma 37.5 (sessions 8-11)": {"pass2_high": "graph_wiener"},
     "33x33 search window above sigma 37.5 (as below)": {"search_radius_high": 16},
     "K = 64 in the second passes above sigma 37.5 (before session 14)": {"group_size_wiener_high": 64},
-    "--fast (stride 6, one colour second pass)": SPEEDS["fast"],
+    "--fast (stride 6, two colour second passes)": SPEEDS["fast"],
     "--fast, tau = 0 (no graph diffusion)": {**SPEEDS["fast"], "graph_diffusion": False},
     "--fast, chain graph (no attention)": {**SPEEDS["fast"], "graph": "chain"},
     "--best (group-axis Wiener passes after the others)": SPEEDS["best"],

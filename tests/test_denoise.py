@@ -154,7 +154,9 @@ def test_tiles_cover_the_image_evenly_with_the_overlap(size, tile, overlap):
 
 def test_fast_settings_are_faster_settings_and_names_are_checked():
     fast = DenoiseConfig.for_speed("fast")
-    assert (fast.step, fast.step_wiener, fast.pass2_repeats_color) == (6, 6, 1)
+    assert (fast.step, fast.step_wiener, fast.pass2_repeats_color) == (6, 6, 2)
+    # colour: two second passes without the covariance EM (session 24); gray keeps its EM
+    assert (fast.cov_em_iter(3, later=False), fast.cov_em_iter(1, later=False)) == (0, 2)
     assert DenoiseConfig.for_speed("default") == DenoiseConfig()
     with pytest.raises(LibcemError, match="speed"):
         DenoiseConfig.for_speed("fastest")

@@ -189,7 +189,7 @@ def test_sigma_schedule_switches_the_high_noise_settings():
     with pytest.raises(LibcemError, match="search_radius_color"):
         DenoiseConfig(search_radius_color=2)  # no room for the groups
     fast = DenoiseConfig.for_speed("fast")
-    assert (fast.at_sigma(50.0, 256).pass2_repeats_color, fast.at_sigma(25.0, 256).pass2_repeats_color) == (1, 1)
+    assert (fast.at_sigma(50.0, 256).pass2_repeats_color, fast.at_sigma(25.0, 256).pass2_repeats_color) == (2, 2)
     assert cfg.at_sigma(50.0, 8) is cfg  # too small for 9x9 patches
     assert DenoiseConfig(sigma_schedule=False).at_sigma(50.0, 256).patch == 7
 

@@ -25,7 +25,7 @@ EXAMPLES = sorted((Path(__file__).parent / "examples").glob("*.png"))  # clean c
 ZOOMS = [2, 4, 8]
 CHANNELS = {1: "gray", 2: "gray + alpha", 3: "RGB", 4: "RGBA"}
 SPEED_CHOICES = [  # (label, DenoiseConfig.at_speed name), as --fast, the default and --best
-    ("Fast: about 2.5x faster on colour photos, about 0.2 dB softer (large photos)", "fast"),
+    ("Fast: about 2.7x faster on colour photos, about 0.1 dB softer (large photos)", "fast"),
     ("Default", "default"),
     ("Best: about 0.1-0.2 dB more PSNR, 2.5-5.5x slower (small photos and crops)", "best"),
 ]

@@ -13,8 +13,8 @@ AFFINITY_HEADS = ("texture", "structure", "color", "spatial")  # every affinity 
 GRAY_AFFINITY_HEADS = ("texture", "structure", "spatial")  # chroma means nothing on gray
 SPEEDS = {  # name -> changes to the shipped settings (DenoiseConfig.for_speed)
     "default": {},
-    "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 1, "pass2_repeats_color_high": 1,
-             "cov_em_iter_high_gray": 0},
+    "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 2, "pass2_repeats_color_high": 2,
+             "cov_em_iter_color": 0, "cov_em_iter_high_gray": 0},
     "best": {"combination_passes": 9, "combination_passes_high": 11},
 }
 
@@ -324,10 +324,11 @@ class DenoiseConfig:
         """The shipped settings ("default"), the slower "best" ones (group-axis Wiener passes
         after the others, `combination_passes`; see docs/denoise.md) or the faster ones for
         large photos ("fast": stride 6
-        instead of 4 between reference patches and one second pass on colour images instead of
-        two; since session 8, on colour images 2.4-2.9x faster for 0.21-0.25 dB at sigma 15
-        and 25; on gray ones 1.65x for 0.05-0.07 dB at sigma 15 to 50 (Set12, session 12);
-        chosen on images outside Set12 and McMaster, see docs/denoise.md)."""
+        instead of 4 between reference patches; on colour images two second passes instead of
+        three, without the covariance EM (session 24; one pass with EM before: the second
+        pass gains 0.14-0.39 dB at sigma 15-50 on the 12 colour crops, the EM 0.02 dB for 1.2x
+        the time); on gray ones 1.65x faster for 0.05-0.07 dB at sigma 15 to 50 (Set12,
+        session 12); chosen on images outside Set12 and McMaster, see docs/denoise.md)."""
         return cls().at_speed(speed)
 
     def at_speed(self, speed: str) -> "DenoiseConfig":
