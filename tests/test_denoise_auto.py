@@ -110,15 +110,17 @@ def test_a_gray_image_stored_as_rgb_is_denoised_as_gray(noise):
     assert all(np.array_equal(out[..., c], denoise(gray, noise=noise)) for c in range(3))
 
 
-def test_clipping_explains_the_variance_profile_of_clipped_white_noise_only():
+def test_the_clipping_aware_fit_tells_clipped_white_noise_from_noise_that_grows():
+    """auto decides on `fit_clipped` (session 24): white noise clipped near black shrinks
+    there, and the plain line fit reads it as growing with brightness."""
     from libcem.denoiser import clipping, poisson_gaussian
-    from libcem.denoiser.noise_choice import clipping_explains
 
     img = torch.linspace(0, 255, 256 * 256).reshape(1, 256, 256)  # levels spread evenly
-    levels = torch.linspace(8.0, 140.0, 16, dtype=torch.float64)  # a dark image's bins
-    ones = torch.ones(16, 1, dtype=torch.float64)
-    white = clipping.clipped_variance(levels[:, None], ones, 30.0)  # shrinks towards black
-    assert poisson_gaussian.signal_dependent(img, *poisson_gaussian.fit_line(levels, white))
-    assert clipping_explains(img, levels, white, 30.0)
-    growing = 2.0 * levels + 9.0  # Poisson-Gaussian: 2x + 9
-    assert not clipping_explains(img, levels, growing, 30.0)
+    x = torch.linspace(8.0, 140.0, 16, dtype=torch.float64)  # a dark image's bins
+    mean, var = clipping.moments(x, torch.full_like(x, 30.0))  # white noise of std 30, clipped
+    assert poisson_gaussian.signal_dependent(img, *poisson_gaussian.fit_line(mean, var))
+    a, b = poisson_gaussian.fit_clipped(mean, var)
+    assert a < 0.01 and b == pytest.approx(900.0, rel=1e-3)
+    assert not poisson_gaussian.signal_dependent(img, a, b)
+    mean, var = clipping.moments(x, (2.0 * x + 9.0).sqrt())  # Poisson-Gaussian: 2x + 9, clipped
+    assert poisson_gaussian.signal_dependent(img, *poisson_gaussian.fit_clipped(mean, var))

@@ -11,7 +11,7 @@ import torch
 from libcem.denoiser import clipping, poisson_gaussian
 from libcem.denoiser.correlated import NoiseCorrelation
 from libcem.denoiser.em import EMTrace
-from libcem.denoiser.noise_choice import NoiseReading, clipping_explains
+from libcem.denoiser.noise_choice import NoiseReading
 from libcem.denoiser.passes import (
     NO_NOISE_SIGMA,
     DenoiseInfo,
@@ -123,29 +123,26 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
     """Poisson-Gaussian noise: stabilise the variance (unit Gaussian), denoise, invert.
 
     img (C, H, W) on the 0..255 scale; params (a, b) on that scale, or None to fit them.
-    Under `auto`, an image whose fitted noise does not depend on the signal goes the
-    Gaussian way, and so does an image clipped at black and white whose fitted growth white
-    noise of its std before clipping (`estimate_before_clipping`), clipped there, accounts for
-    (`noise_choice.clipping_explains`). On an image clipped at black and white (an 8-bit file)
-    the noise was clipped there too: (a, b) are fitted with the clipping's share of each
-    level's variance (`poisson_gaussian.fit_clipped`) and the clipping's bias is taken out of
-    the output (`clipping.unclip` with the std sqrt(a x + b) of each level; with (a, b)
-    fitted, from a noise std of clipping.ESTIMATED_FROM at the image's mean level).
+    On an image clipped at black and white (an 8-bit file) the noise was clipped there too:
+    (a, b) are fitted with the clipping's share of each level's variance
+    (`poisson_gaussian.fit_clipped`), and the clipping's bias is taken out of the output
+    (`clipping.unclip` with the std sqrt(a x + b) of each level; with (a, b) fitted, from a
+    noise std of clipping.ESTIMATED_FROM at the image's mean level). Under `auto`, an image
+    whose noise so fitted does not depend on the signal goes the Gaussian way (since session
+    24 the clipping-aware fit decides: clipped white noise, smaller near black and white, no
+    longer reads as growing with brightness).
     """
-    before = None  # under auto with (a, b) fitted: the white-noise std before clipping
     fitted, clipped = params is None, clipping.is_clipped(img)
     if fitted:
         points = poisson_gaussian.level_variances(img, generator=torch.Generator().manual_seed(cfg.seed))
         params = poisson_gaussian.fit_line(*points)
-        before = estimate_before_clipping(img, cfg) if auto else None
+        if clipped:  # the fit with the clipping's share of each level's variance
+            params = poisson_gaussian.fit_clipped(*points, start=params)
     a, b = params
-    if auto and (not poisson_gaussian.signal_dependent(img, a, b)
-                 or before is not None and clipping_explains(img, *points, before)):
-        out, info = denoise_white(img, before, cfg, progress)
+    if auto and not poisson_gaussian.signal_dependent(img, a, b):
+        out, info = denoise_white(img, None, cfg, progress)  # the std before clipping, estimated
         info.noise_model = "gaussian"
         return out, info
-    if fitted and clipped:  # the fit with the clipping's share of each level's variance
-        a, b = poisson_gaussian.fit_clipped(*points, start=(a, b))
     if a <= 0 and b <= 0:
         return img.clone(), DenoiseInfo(0.0, None, EMTrace(), (), noise_params=(0.0, 0.0),
                                         noise_model="poisson-gaussian")
