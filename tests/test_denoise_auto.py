@@ -3,6 +3,8 @@ CLI's default, and a noise level too small to remove."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -84,9 +86,15 @@ def test_cli_defaults_to_auto_and_to_gaussian_with_a_sigma(tmp_path, capsys):
     Image.fromarray(noisy("binomial", 15.0, size=96)).save(tmp_path / "in.png")
     args = ["denoise", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png")]
     assert main(args) == 0
-    assert "correlated noise (auto)" in capsys.readouterr().out
+    line = capsys.readouterr().out
+    assert "correlated noise (auto)" in line
+    # the stationary model: no (a, b) of noise growing with brightness, no global-EM count
+    # (that EM runs with --all-heads only)
+    assert "Poisson-Gaussian" not in line and "EM iterations" not in line
     assert main(args + ["--sigma", "15"]) == 0
-    assert "gaussian noise, sigma 15.00" in capsys.readouterr().out
+    assert "gaussian noise, sigma 15.00 (0..255 scale)" in capsys.readouterr().out
+    assert main(args + ["--sigma", "15", "--all-heads"]) == 0
+    assert re.search(r"EM iterations [1-9]", capsys.readouterr().out)
     assert main(args + ["--best"]) == 0  # their group-axis passes assume white noise
     assert "correlated noise (auto), --best's extra passes skipped" in capsys.readouterr().out
 

@@ -186,25 +186,42 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg) -> None:
         out, info = denoise(img, sigma, config=cfg, device=args.device, return_info=True,
                             noise=args.noise, strength=args.strength, progress=bar.update)
     write_image(dst, out, read_metadata(src))
-    model = "" if info.noise_params is None else (
-        f", Poisson-Gaussian a {info.noise_params[0] * scale:.3f} "
-        f"b {info.noise_params[1] * scale**2:.2f}")
-    if info.noise_correlation is not None:
-        right, below = info.noise_correlation.neighbour_correlation()
+    tqdm.write(f"{src} -> {dst}: {_summary(info, args, scale)}")
+
+
+def _summary(info, args: argparse.Namespace, scale: float) -> str:
+    """What `denoise` found and did, in one line: the noise model (and whether `auto` chose
+    it), its std on the 0..255 scale and, per model, its parameters; `scale` maps image units
+    to that scale."""
+    corr = info.noise_correlation
+    grows = info.noise_model == "poisson-gaussian" or (
+        info.noise_model == "camera" and info.noise_params is not None and info.noise_params[0] > 0)
+    where = (", at the image's mean level" if grows
+             else ", root mean square over luminance and chroma"
+             if corr is not None and corr.per_channel else "")
+    model = ""
+    if grows:  # variance a x + b; `camera` without a slope is the stationary correlated model
+        model = (f", Poisson-Gaussian a {info.noise_params[0] * scale:.3f} "
+                 f"b {info.noise_params[1] * scale**2:.2f}")
+    if corr is not None:
+        right, below = corr.neighbour_correlation()
         model += f", correlated noise: neighbour correlation {right:.2f} across, {below:.2f} down"
-        if info.noise_correlation.per_channel:
-            stds = " / ".join(f"{s * scale:.2f}" for s in info.noise_correlation.channel_stds())
+        if corr.per_channel:
+            stds = " / ".join(f"{s * scale:.2f}" for s in corr.channel_stds())
             model += f", std in luminance / chroma / chroma {stds}"
     if info.clipped_sigma is not None:
         model += (f", clipped at black and white: std {info.clipped_sigma * scale:.2f} after "
                   "clipping, its bias taken out")
     elif info.clipping_modelled:
         model += ", clipped at black and white: its bias taken out"
+    if info.trace.iterations:  # the EM of the global parameters (--all-heads) ran
+        model += f", EM iterations {info.trace.iterations}"
     chosen = f"{info.noise_model} noise" + (" (auto)" if args.noise == "auto" else "")
+    if args.noise == "camera" and info.noise_model == "correlated":
+        chosen += " (camera: its fit found no growth with brightness)"
     if args.best and args.noise == "auto" and info.noise_model in ("correlated", "camera"):
         chosen += ", --best's extra passes skipped (they assume white noise)"
-    tqdm.write(f"{src} -> {dst}: {chosen}, sigma {info.sigma * scale:.2f} (0..255 scale){model}, "
-               f"EM iterations {info.trace.iterations}")
+    return f"{chosen}, sigma {info.sigma * scale:.2f} (0..255 scale{where}){model}"
 
 
 def _peak(img) -> float:
