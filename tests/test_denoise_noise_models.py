@@ -31,6 +31,39 @@ def test_parameters_recovered_within_ten_percent(image, a, b):
     assert abs(est_a / a - 1) < 0.10 and abs(est_b / b - 1) < 0.10, (est_a, est_b)
 
 
+def test_excess_kurtosis_tells_gaussian_noise_from_texture():
+    """Gaussian noise reads about 0 in its weakest directions, natural texture well above
+    (sparse, heavy-tailed); texture under strong noise (std 40 on grass) reads as the noise."""
+    from libcem.denoiser.noise import excess_kurtosis, sample_patches
+
+    gen = torch.Generator().manual_seed(0)
+    assert abs(excess_kurtosis(5 * torch.randn(4000, 49, generator=gen, dtype=torch.float64))) < 0.05
+    grass = torch.from_numpy(data.grass().astype(np.float64))[None]
+    assert excess_kurtosis(sample_patches(grass, 7, 4000, gen)) > 1.0
+    noisy = grass + 40 * torch.randn(grass.shape, generator=gen, dtype=torch.float64)
+    assert excess_kurtosis(sample_patches(noisy, 7, 4000, gen)) < 0.05
+    assert np.isnan(excess_kurtosis(torch.zeros(1, 49)))
+
+
+def test_the_line_goes_through_the_bins_whose_noise_reads_gaussian():
+    levels = torch.linspace(10, 200, 16, dtype=torch.float64)
+    variances = 0.5 * levels + 25
+    gaussian = torch.ones(16, dtype=torch.bool)
+    gaussian[10:] = False  # texture: these bins' variances are upper bounds only
+    variances[10:] = 40 * variances[10:]
+    a, b = pg.fit_levels(levels, variances, gaussian)
+    assert abs(a - 0.5) < 1e-4 and abs(b - 25) < 1e-2
+    # Gaussian bins bunched at a few levels show no slope: flat, at their median variance
+    bunched = torch.zeros(16, dtype=torch.bool)
+    bunched[5:8] = True
+    assert pg.fit_levels(levels, variances, bunched) == (0.0, float(variances[6]))
+    # none reads Gaussian (texture everywhere): flat, at the least variance, an upper bound
+    none = torch.zeros(16, dtype=torch.bool)
+    assert pg.fit_levels(levels, variances, none) == (0.0, float(variances[0]))
+    # noiseless bins: no noise, not a failed solve
+    assert pg.fit_line(levels, torch.zeros(16, dtype=torch.float64)) == (0.0, 0.0)
+
+
 def test_l1_line_ignores_a_textured_bin():
     levels = torch.linspace(10, 200, 16, dtype=torch.float64)
     variances = 0.5 * levels + 25

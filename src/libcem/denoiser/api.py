@@ -124,9 +124,10 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
 
     img (C, H, W) on the 0..255 scale; params (a, b) on that scale, or None to fit them.
     On an image clipped at black and white (an 8-bit file) the noise was clipped there too:
-    (a, b) are fitted with the clipping's share of each level's variance
-    (`poisson_gaussian.fit_clipped`), and the clipping's bias is taken out of the output
-    (`clipping.unclip` with the std sqrt(a x + b) of each level; with (a, b) fitted, from a
+    (a, b) are fitted (`poisson_gaussian.fit_levels`, on the level bins whose noise reads as
+    Gaussian) with the clipping's share of each level's variance, and the clipping's bias is
+    taken out of the output (`clipping.unclip` with the std sqrt(a x + b) of each level; with
+    (a, b) fitted, from a
     noise std of clipping.ESTIMATED_FROM at the image's mean level). Under `auto`, an image
     whose noise so fitted does not depend on the signal goes the Gaussian way (since session
     24 the clipping-aware fit decides: clipped white noise, smaller near black and white, no
@@ -135,9 +136,7 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
     fitted, clipped = params is None, clipping.is_clipped(img)
     if fitted:
         points = poisson_gaussian.level_variances(img, generator=torch.Generator().manual_seed(cfg.seed))
-        params = poisson_gaussian.fit_line(*points)
-        if clipped:  # the fit with the clipping's share of each level's variance
-            params = poisson_gaussian.fit_clipped(*points, start=params)
+        params = poisson_gaussian.fit_levels(*points, clipped=clipped)
     a, b = params
     if auto and not poisson_gaussian.signal_dependent(img, a, b):
         out, info = denoise_white(img, None, cfg, progress)  # the std before clipping, estimated

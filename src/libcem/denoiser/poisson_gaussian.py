@@ -5,7 +5,9 @@ Fit (after Foi, Trimeche, Katkovnik & Egiazarian, IEEE TIP 2008, with the weak-t
 estimate of `noise` per level): patches are sorted by their mean into equal-count level bins;
 each bin's noise variance is estimated from its weak-texture patches; (a, b) is the
 least-absolute-deviation line through (level, variance), with a, b >= 0 (texture can only
-inflate a bin's variance; the L1 fit lets such bins go). When the noise is also spatially
+inflate a bin's variance; the L1 fit lets such bins go), since session 25 through the bins
+whose weak-texture patches read as Gaussian noise only (`fit_levels`: texture is heavy-tailed,
+and a dark flat background beside bright texture had read as noise that grows steeply). When the noise is also spatially
 correlated (`camera`), `estimate_correlated` reads each bin's variance under the fitted
 correlation instead, and fits a lower envelope.
 Transform: generalised Anscombe (Murtagh, Starck & Bijaoui 1995); inverse: the closed-form
@@ -27,30 +29,60 @@ from libcem.denoiser.correlated import (
     energy_quantile_variance,
     fit_lags,
 )
-from libcem.denoiser.noise import sample_patches, weak_texture_sigma
+from libcem.denoiser.noise import excess_kurtosis, sample_patches, weak_texture_patches
 
 LEVEL_BINS = 16  # level bins of the (level, variance) fit
+GAUSSIAN_KURTOSIS = 0.1  # a bin's noise reads as Gaussian up to this excess kurtosis
+MIN_GAUSSIAN_BINS = 3  # fewer Gaussian bins than this show no slope
+MIN_GAUSSIAN_SPAN = 0.25  # nor Gaussian bins spanning less than this share of the levels
 MIN_SHARE = 0.05  # a bin's variance is divided by at most 1 / MIN_SHARE for its clipping
 
 
 def estimate(img: torch.Tensor, patch: int = 7, max_patches: int = 80000,
              generator: torch.Generator | None = None) -> tuple[float, float]:
     """(a, b) of Var[y | x] = a x + b from a noisy (C, H, W) image, in its units."""
-    return fit_line(*level_variances(img, patch, max_patches, generator))
+    return fit_levels(*level_variances(img, patch, max_patches, generator))
 
 
 def level_variances(img: torch.Tensor, patch: int = 7, max_patches: int = 80000,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The points of the (a, b) fit: the mean level and the weak-texture noise variance of
-    each of LEVEL_BINS equal-count bins of patches sorted by their mean, (LEVEL_BINS,) each."""
+    each of LEVEL_BINS equal-count bins of patches sorted by their mean, and whether the
+    bin's weak-texture patches read as Gaussian noise (`noise.excess_kurtosis` at most
+    GAUSSIAN_KURTOSIS; else texture inflated its variance), (LEVEL_BINS,) each."""
     samples = sample_patches(img, patch, max_patches, generator).double()  # (n, p*p)
     order = samples.mean(1).argsort()
-    levels, variances = [], []
+    levels, variances, gaussian = [], [], []
     for part in order.chunk(LEVEL_BINS):  # equal-count bins of patch mean
         group = samples[part]
+        sigma, kept = weak_texture_patches(group, patch)
         levels.append(float(group.mean()))
-        variances.append(weak_texture_sigma(group, patch) ** 2)
-    return torch.tensor(levels), torch.tensor(variances)
+        variances.append(sigma**2)
+        gaussian.append(excess_kurtosis(group[kept]) <= GAUSSIAN_KURTOSIS)
+    return torch.tensor(levels), torch.tensor(variances), torch.tensor(gaussian)
+
+
+def fit_levels(levels: torch.Tensor, variances: torch.Tensor, gaussian: torch.Tensor,
+               clipped: bool = False) -> tuple[float, float]:
+    """(a, b) from `level_variances`' points: the line (`fit_line`, or `fit_clipped` on an
+    image clipped at black and white) through the bins whose noise reads as Gaussian, when
+    at least MIN_GAUSSIAN_BINS of them span at least MIN_GAUSSIAN_SPAN of the levels. Fewer,
+    or bunched at a few levels, they cannot show a slope: (0, their median variance), noise
+    that does not grow with brightness (texture filling the other bins, bright feathers over a
+    dark background, had read as steep growth until session 25). None (texture in every bin,
+    as on a clean photo): (0, the least bin variance), each bin's being an upper bound."""
+    span = float(levels.max() - levels.min())
+    trusted = levels[gaussian]
+    if trusted.numel() == 0:  # texture everywhere: the least of the bins' upper bounds
+        return 0.0, float(variances.min())
+    if (trusted.numel() < MIN_GAUSSIAN_BINS
+            or float(trusted.max() - trusted.min()) < MIN_GAUSSIAN_SPAN * span):
+        return 0.0, float(variances[gaussian].median())
+    params = fit_line(trusted, variances[gaussian])
+    if clipped:  # the fit with the clipping's share of each level's variance
+        params = fit_clipped(trusted, variances[gaussian], start=params)
+    return params
 
 
 def estimate_correlated(img: torch.Tensor, max_patches: int = 60000, quantile: float = 0.05,
@@ -89,6 +121,8 @@ def fit_line(levels: torch.Tensor, variances: torch.Tensor, iterations: int = 30
     with `quantile` below 0.5 a quantile regression, a line with that fraction of the points
     below it (a lower envelope: texture only inflates a level's variance)."""
     x, v = levels.double(), variances.double()
+    if float(v.max()) <= 0:  # no noise at any level (flat, noiseless bins)
+        return 0.0, 0.0
     design = torch.stack([x, torch.ones_like(x)], 1)
     weight = torch.ones_like(v)
     for _ in range(iterations):  # iteratively reweighted least squares for the check loss
