@@ -127,11 +127,10 @@ def denoise_signal_dependent(img: torch.Tensor, auto: bool, params: tuple[float,
     (a, b) are fitted (`poisson_gaussian.fit_levels`, on the level bins whose noise reads as
     Gaussian) with the clipping's share of each level's variance, and the clipping's bias is
     taken out of the output (`clipping.unclip` with the std sqrt(a x + b) of each level; with
-    (a, b) fitted, from a
-    noise std of clipping.ESTIMATED_FROM at the image's mean level). Under `auto`, an image
-    whose noise so fitted does not depend on the signal goes the Gaussian way (since session
-    24 the clipping-aware fit decides: clipped white noise, smaller near black and white, no
-    longer reads as growing with brightness).
+    (a, b) fitted, from a noise std of clipping.ESTIMATED_FROM at the image's mean level).
+    Under `auto`, an image whose noise so fitted does not depend on the signal goes the
+    Gaussian way (since session 24 the clipping-aware fit decides: clipped white noise,
+    smaller near black and white, no longer reads as growing with brightness).
     """
     fitted, clipped = params is None, clipping.is_clipped(img)
     if fitted:

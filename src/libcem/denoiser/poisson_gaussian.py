@@ -6,10 +6,10 @@ estimate of `noise` per level): patches are sorted by their mean into equal-coun
 each bin's noise variance is estimated from its weak-texture patches; (a, b) is the
 least-absolute-deviation line through (level, variance), with a, b >= 0 (texture can only
 inflate a bin's variance; the L1 fit lets such bins go), since session 25 through the bins
-whose weak-texture patches read as Gaussian noise only (`fit_levels`: texture is heavy-tailed,
-and a dark flat background beside bright texture had read as noise that grows steeply). When the noise is also spatially
-correlated (`camera`), `estimate_correlated` reads each bin's variance under the fitted
-correlation instead, and fits a lower envelope.
+whose weak-texture patches read as Gaussian noise only (`fit_levels`: texture is
+heavy-tailed, and a dark flat background beside bright texture had read as noise that grows
+steeply). When the noise is also spatially correlated (`camera`), `estimate_correlated`
+reads each bin's variance under the fitted correlation instead, and fits a lower envelope.
 Transform: generalised Anscombe (Murtagh, Starck & Bijaoui 1995); inverse: the closed-form
 approximation of the exact unbiased inverse (Makitalo & Foi, IEEE TIP 2011 and 2013).
 """
