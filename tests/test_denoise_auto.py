@@ -165,3 +165,21 @@ def test_auto_finds_noise_that_grows_under_a_clipped_bright_area():
     assert info.noise_model == "poisson-gaussian"
     assert info.noise_params[0] == pytest.approx(2.0, rel=0.2)  # the image units of uint8: 0..255
     assert psnr(out) > psnr(denoise(noisy, noise="gaussian")) + 0.5
+
+
+def test_a_small_image_gets_fewer_level_bins_and_its_noise_is_removed():
+    """Each level bin of the (a, b) fit holds at least MIN_BIN_PATCHES patches: on an 8x130
+    strip the 16 bins' few patches each read no noise at all, and `auto` had left it as it was."""
+    from libcem.denoiser import poisson_gaussian as pg
+
+    gen = torch.Generator().manual_seed(0)
+    for side, bins in [(30, 1), (40, 2), (200, pg.LEVEL_BINS)]:  # 24^2, 34^2, 194^2 patches
+        points = pg.level_variances(torch.rand(1, side, side, generator=gen) * 255, generator=gen)
+        assert points[0].numel() == bins
+    clean = data.astronaut()[100:108, 100:230].astype(np.float64)
+    strip = np.clip(np.round(clean + 15 * np.random.default_rng(0).standard_normal(clean.shape)), 0, 255)
+    out, info = denoise(strip.astype(np.uint8), noise="auto", return_info=True)
+    assert info.noise_model == "gaussian" and 10 < info.sigma < 20
+    gain = 10 * np.log10(np.mean((strip - clean) ** 2) / np.mean((out - clean) ** 2))
+    assert gain > 4.0  # 6.6 dB
+    assert not pg.signal_dependent(torch.full((1, 8, 8), 100.0), 1e-20, 0.0)  # noiseless bins' fit

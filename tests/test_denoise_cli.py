@@ -19,7 +19,8 @@ def _noisy_rgb(h: int = 40, w: int = 48) -> np.ndarray:
 @pytest.mark.parametrize("name,dtype,channels", [
     ("g8.png", np.uint8, 1), ("g16.png", np.uint16, 1), ("rgb8.png", np.uint8, 3),
     ("rgb16.png", np.uint16, 3), ("rgba16.png", np.uint16, 4), ("rgba8.png", np.uint8, 4),
-    ("rgb.tif", np.uint16, 3), ("g.tiff", np.uint8, 1),
+    ("rgb.tif", np.uint16, 3), ("g.tiff", np.uint8, 1), ("rgb.webp", np.uint8, 3),
+    ("rgba.webp", np.uint8, 4),
 ])
 def test_formats_round_trip(tmp_path, name, dtype, channels):
     rng = np.random.default_rng(0)
@@ -37,6 +38,45 @@ def test_jpeg_is_8bit_only(tmp_path):
     assert back.dtype == np.uint8 and back.shape == img.shape
     with pytest.raises(LibcemError, match="8-bit"):
         write_image(tmp_path / "b.jpg", img.astype(np.uint16))
+
+
+def test_each_format_takes_the_bit_depths_it_holds(tmp_path):
+    """Checked before any work (`check_writable`): JPEG and WebP 8-bit, PNG 8 and 16 bits, TIFF
+    any; a 1-bit image is read as 8-bit."""
+    from PIL import Image
+
+    from libcem.denoiser.io import check_writable
+
+    for name, dtype, fits in [("a.webp", np.uint16, "PNG or TIFF"), ("a.jpg", np.float32, "to TIFF"),
+                              ("a.png", np.float32, "to TIFF"), ("a.png", np.uint32, "to TIFF")]:
+        with pytest.raises(LibcemError, match=fits):
+            check_writable(tmp_path / name, dtype)
+    assert check_writable(tmp_path / "a.tif", np.float32) == ".tif"
+    assert check_writable(tmp_path / "a.PNG", np.uint16) == ".png"
+    img = _noisy_rgb().astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"  # the camera's maker
+    Image.fromarray(img).save(tmp_path / "m.jpg", exif=exif.tobytes())
+    from libcem.denoiser.io import read_metadata
+
+    write_image(tmp_path / "m.webp", img, read_metadata(tmp_path / "m.jpg"))
+    with Image.open(tmp_path / "m.webp") as back:  # EXIF kept in WebP, as in PNG and JPEG
+        assert back.getexif()[0x010F] == "TestCam"
+    bits = np.random.default_rng(0).random((9, 11)) > 0.5
+    Image.fromarray(bits).save(tmp_path / "bits.png")  # mode "1"
+    back = read_image(tmp_path / "bits.png")
+    assert back.dtype == np.uint8 and np.array_equal(back, bits.astype(np.uint8) * 255)
+
+
+def test_cli_refuses_an_output_format_before_denoising(tmp_path, capsys, monkeypatch):
+    import libcem.denoiser
+
+    write_image(tmp_path / "f.tif", (_noisy_rgb() / 255).astype(np.float32))
+    monkeypatch.setattr(libcem.denoiser, "denoise", lambda *a, **k: pytest.fail("denoised first"))
+    assert main(["denoise", str(tmp_path / "f.tif"), "-o", str(tmp_path / "f.png")]) == 2
+    err = capsys.readouterr().err
+    assert "PNG holds 8- and 16-bit images only; write float32 to TIFF" in err
+    assert not (tmp_path / "f.png").exists()
 
 
 def test_non_image_file_gives_clear_error(tmp_path, capsys):

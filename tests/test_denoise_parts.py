@@ -283,29 +283,34 @@ def test_first_pass_group_size_by_channels(monkeypatch):
 
 
 @pytest.mark.parametrize("window", [0.0, 2.0])
-def test_aggregation_is_the_window_weighted_mean_of_the_covering_patches(window):
+@pytest.mark.parametrize("band_rows", [None, 1, 3])  # None: the whole table in one band
+def test_aggregation_is_the_window_weighted_mean_of_the_covering_patches(window, band_rows, monkeypatch):
+    from libcem.denoiser import patches
     from libcem.denoiser.patches import PatchAccumulator
 
-    patch, h, w = 3, 5, 6
+    patch, h, w, channels = 3, 6, 6, 2
     hn, wn = h - patch + 1, w - patch + 1
+    if band_rows is not None:  # fold in bands of this many position rows (the last one shorter)
+        monkeypatch.setattr(patches, "FOLD_BAND_BYTES", 4 * wn * channels * patch**2 * band_rows)
     g = torch.Generator().manual_seed(0)
-    estimates = torch.rand(hn * wn, 1, 1, patch * patch, generator=g)  # one patch per position
+    estimates = torch.rand(hn * wn, 1, channels, patch * patch, generator=g)  # one patch per position
     weights = torch.rand(hn * wn, generator=g) + 0.5
-    acc = PatchAccumulator((1, h, w), patch, window=window)
+    acc = PatchAccumulator((channels, h, w), patch, window=window)
     acc.add(estimates, torch.arange(hn * wn)[:, None], weights)
     side = torch.kaiser_window(patch, periodic=False, beta=window) if window else torch.ones(patch)
-    want = torch.zeros(h, w)
-    for y in range(h):
-        for x in range(w):
-            num = den = 0.0
-            for r in range(max(0, y - patch + 1), min(hn, y + 1)):
-                for c in range(max(0, x - patch + 1), min(wn, x + 1)):
-                    dy, dx = y - r, x - c
-                    wt = float(weights[r * wn + c] * side[dy] * side[dx])
-                    num += wt * float(estimates[r * wn + c, 0, 0, dy * patch + dx])
-                    den += wt
-            want[y, x] = num / den
-    assert torch.allclose(acc.image()[0], want, atol=1e-6)
+    want = torch.zeros(channels, h, w)
+    for ch in range(channels):
+        for y in range(h):
+            for x in range(w):
+                num = den = 0.0
+                for r in range(max(0, y - patch + 1), min(hn, y + 1)):
+                    for c in range(max(0, x - patch + 1), min(wn, x + 1)):
+                        dy, dx = y - r, x - c
+                        wt = float(weights[r * wn + c] * side[dy] * side[dx])
+                        num += wt * float(estimates[r * wn + c, 0, ch, dy * patch + dx])
+                        den += wt
+                want[ch, y, x] = num / den
+    assert torch.allclose(acc.image(), want, atol=1e-6)
 
 
 def test_patches_are_gathered_channel_by_channel():

@@ -1,7 +1,8 @@
-"""Reading and writing PNG (8/16-bit), JPEG and TIFF images as numpy arrays, keeping dtype.
+"""Reading and writing PNG (8/16-bit), JPEG, WebP and TIFF images as numpy arrays, keeping dtype.
 
 Pillow (through imageio) handles 8-bit images and 16-bit grayscale; 16-bit colour PNG goes
-through pypng, TIFF through tifffile. Arrays are (H, W) or (H, W, C), C in 1..4.
+through pypng, TIFF through tifffile. Arrays are (H, W) or (H, W, C), C in 1..4. A 1-bit
+image is read as 8-bit (0 and 255). WebP is written lossless.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import numpy as np
 
 from libcem.errors import LibcemError
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp")  # formats that hold 8-bit images only
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -79,6 +81,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def _check_layout(img: np.ndarray, path: Path) -> np.ndarray:
+    if img.dtype == np.bool_:  # a 1-bit image (a scan, a mask): 0 and 255
+        img = img.astype(np.uint8) * 255
     if img.ndim == 3 and img.shape[0] in (1, 3, 4) and img.shape[2] > 4:  # planar TIFF
         img = np.moveaxis(img, 0, 2)
     if img.ndim == 3 and img.shape[2] == 1:
@@ -111,12 +115,7 @@ def write_image(path: str | Path, img: np.ndarray, metadata: dict[str, bytes] | 
     profile in TIFF; 16-bit PNG (written by pypng) drops them.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise LibcemError(f"{path}: cannot write {suffix or '(no suffix)'}; "
-                          f"use one of {', '.join(SUFFIXES)}")
-    if suffix in (".jpg", ".jpeg") and img.dtype != np.uint8:
-        raise LibcemError(f"{path}: JPEG holds 8-bit images only; write {img.dtype} to PNG or TIFF")
+    suffix = check_writable(path, img.dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -127,6 +126,23 @@ def write_image(path: str | Path, img: np.ndarray, metadata: dict[str, bytes] | 
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_writable(path: str | Path, dtype) -> str:
+    """The suffix of `path` when its format holds images of `dtype`, else a LibcemError that
+    says which format would (JPEG and WebP: 8-bit; PNG: 8- and 16-bit; TIFF: any). For a
+    command to check its output before the work."""
+    path, dtype = Path(path), np.dtype(dtype)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise LibcemError(f"{path}: cannot write {suffix or '(no suffix)'}; "
+                          f"use one of {', '.join(SUFFIXES)}")
+    if suffix in EIGHT_BIT_ONLY and dtype != np.uint8:
+        raise LibcemError(f"{path}: {suffix[1:].upper()} holds 8-bit images only; write "
+                          f"{dtype} to {'PNG or ' if dtype == np.uint16 else ''}TIFF")
+    if suffix == ".png" and dtype not in (np.uint8, np.uint16):
+        raise LibcemError(f"{path}: PNG holds 8- and 16-bit images only; write {dtype} to TIFF")
+    return suffix
 
 
 def _umask() -> int:
@@ -145,4 +161,5 @@ def _write_by_suffix(path: Path, img: np.ndarray, suffix: str, meta: dict[str, b
     else:
         import imageio.v3 as iio
 
-        iio.imwrite(path, img, extension=suffix, **meta)
+        extra = {"lossless": True, "exact": True} if suffix == ".webp" else {}  # exact: keep RGB under alpha 0
+        iio.imwrite(path, img, extension=suffix, **meta, **extra)

@@ -32,6 +32,7 @@ from libcem.denoiser.correlated import (
 from libcem.denoiser.noise import excess_kurtosis, sample_patches, weak_texture_patches
 
 LEVEL_BINS = 16  # level bins of the (level, variance) fit
+MIN_BIN_PATCHES = 500  # fewer level bins on small images, so that each holds at least this many
 GAUSSIAN_KURTOSIS = 0.1  # a bin's noise reads as Gaussian up to this excess kurtosis
 MIN_GAUSSIAN_BINS = 3  # fewer Gaussian bins than this show no slope
 MIN_GAUSSIAN_SPAN = 0.25  # nor Gaussian bins spanning less than this share of the levels
@@ -50,11 +51,21 @@ def level_variances(img: torch.Tensor, patch: int = 7, max_patches: int = 80000,
     """The points of the (a, b) fit: the mean level and the weak-texture noise variance of
     each of LEVEL_BINS equal-count bins of patches sorted by their mean, and whether the
     bin's weak-texture patches read as Gaussian noise (`noise.excess_kurtosis` at most
-    GAUSSIAN_KURTOSIS; else texture inflated its variance), (LEVEL_BINS,) each."""
+    GAUSSIAN_KURTOSIS; else texture inflated its variance), (bins,) each.
+
+    An image of fewer than LEVEL_BINS x MIN_BIN_PATCHES patches (about 96x96 gray) has fewer
+    bins, each of at least MIN_BIN_PATCHES patches (at least one bin): the weak-texture
+    estimate reads low on few patches (pure noise of std 10 read 9.72 / 9.55 / 8.77 / 7.95 /
+    0.57 on 2000 / 1000 / 500 / 200 / 50 patches of 7x7, the mean of 20 draws), and on an
+    8x130 photo the 16 bins' 46 patches each read 0: no noise at any level, and `auto` left
+    the image as it was. Fewer than MIN_GAUSSIAN_BINS bins show no slope (`fit_levels`): the
+    white model. (1000 lost the bright-grass case of tests/test_denoise_auto.py, where bins
+    of 1,100 patches of grass read as Gaussian; docs/denoise.md, "Small images".)"""
     samples = sample_patches(img, patch, max_patches, generator).double()  # (n, p*p)
     order = samples.mean(1).argsort()
+    bins = max(1, min(LEVEL_BINS, samples.shape[0] // MIN_BIN_PATCHES))
     levels, variances, gaussian = [], [], []
-    for part in order.chunk(LEVEL_BINS):  # equal-count bins of patch mean
+    for part in order.chunk(bins):  # equal-count bins of patch mean
         group = samples[part]
         sigma, kept = weak_texture_patches(group, patch)
         levels.append(float(group.mean()))
@@ -186,7 +197,9 @@ def noise_std_map(estimate: torch.Tensor, a: float, b: float) -> torch.Tensor:
 
 def signal_dependent(img: torch.Tensor, a: float, b: float) -> bool:
     """Whether the noise variance differs by more than half between the image's darkest and
-    brightest tenth (then the Poisson-Gaussian model is used under noise='auto')."""
+    brightest tenth (then the Poisson-Gaussian model is used under noise='auto'); not where
+    even the brightest tenth's is below NO_NOISE_VARIANCE (a fit of noiseless bins)."""
     lo, hi = torch.quantile(img.flatten()[:: max(img.numel() // 100000, 1)].double(),
                             torch.tensor([0.1, 0.9], dtype=torch.float64)).tolist()
-    return a * hi + b > 1.5 * (a * max(lo, 0.0) + b)
+    top = a * hi + b
+    return top >= NO_NOISE_VARIANCE and top > 1.5 * (a * max(lo, 0.0) + b)
