@@ -80,6 +80,26 @@ def test_16bit_and_rgba_keep_format_and_range():
     assert np.array_equal(out[..., 3], rgba[..., 3])
 
 
+def test_12bit_data_in_a_16bit_file_is_denoised_on_its_own_range(camera):
+    """Camera or microscope data of 12 bits in a uint16 image: the denoiser's levels (no noise
+    below a tenth of a grey level, clipping at white) are those of the 12-bit range, so noise
+    of std 20 (0.08 on the 16-bit range's 0..255 scale) is removed; before session 26 the
+    image came back as it was. Full-range 16-bit images keep the 16-bit scale."""
+    from libcem.denoiser.api import content_peak
+
+    u16 = np.dtype(np.uint16)
+    for top, peak in [(4095, 4095), (4096, 8191), (65535, 65535), (100, 255), (0, 255)]:
+        assert content_peak(np.full((2, 2, 1), top, np.uint16), u16, 65535.0) == peak
+    assert content_peak(np.zeros((2, 2, 1), np.uint8), np.dtype(np.uint8), 255.0) == 255.0
+    assert content_peak(torch.full((2, 2, 1), 0.25), np.dtype(np.float32), 1.0) == 1.0
+    clean = camera.astype(np.float64) * 4095 / 255
+    y = np.clip(noisy(clean, 20), 0, 4095).round().astype(np.uint16)
+    out, info = denoise(y, return_info=True)
+    assert out.dtype == np.uint16 and out.max() <= 4095
+    assert info.sigma == pytest.approx(20, rel=0.2) and info.white == 4095  # in the image's units
+    assert psnr(clean, out, 4095.0) > psnr(clean, y, 4095.0) + 1  # 46.24 -> 47.73 dB
+
+
 def test_float_and_tensor_inputs_keep_type():
     clean = data.camera()[:64, :64] / 255.0
     y = noisy(clean, 0.1).astype(np.float32)

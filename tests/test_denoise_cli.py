@@ -214,3 +214,17 @@ def test_best_runs_the_group_axis_passes_and_excludes_fast(tmp_path, capsys):
     assert ((best - clean) ** 2).mean() < 0.97 * ((default - clean) ** 2).mean()
     assert main(base + ["-o", str(tmp_path / "o.png"), "--best", "--fast"]) == 2
     assert "--fast and --best exclude each other" in capsys.readouterr().err
+
+
+def test_cli_names_the_bits_that_12bit_data_fill(tmp_path, capsys):
+    """12-bit data in a 16-bit PNG: the std on the 0..255 scale of the 16-bit range (as --sigma
+    takes it) and in the file's own units."""
+    clean = data.camera()[100:164, 100:164].astype(np.float64) * 4095 / 255
+    noisy = clean + 40 * np.random.default_rng(0).standard_normal(clean.shape)
+    write_image(tmp_path / "d12.png", np.clip(noisy, 0, 4095).round().astype(np.uint16))
+    assert main(["denoise", str(tmp_path / "d12.png"), "-o", str(tmp_path / "out.png")]) == 0
+    line = capsys.readouterr().out
+    sigma = float(line.split("sigma ")[1].split(" ")[0])
+    assert sigma == pytest.approx(40 * 255 / 65535, rel=0.25)
+    assert "in the file's units, whose data fill 12 bits" in line
+    assert read_image(tmp_path / "out.png").max() <= 4095

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 EPILOG = """examples:
@@ -228,6 +229,9 @@ def _summary(info, args: argparse.Namespace, scale: float) -> str:
         chosen += " (camera: its fit found no growth with brightness)"
     if args.best and args.noise == "auto" and info.noise_model in ("correlated", "camera"):
         chosen += ", --best's extra passes skipped (they assume white noise)"
+    if info.white is not None and info.white * scale < 255:  # 12-bit data in a 16-bit file
+        where += (f"; {info.sigma:.1f} in the file's units, whose data fill "
+                  f"{round(math.log2(info.white + 1))} bits")
     return f"{chosen}, sigma {info.sigma * scale:.2f} (0..255 scale{where}){model}"
 
 

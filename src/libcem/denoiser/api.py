@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from functools import partial
 
@@ -49,6 +51,20 @@ def _range(dtype: np.dtype) -> tuple[float, float]:
     if np.issubdtype(dtype, np.integer):
         return float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)
     return 0.0, 1.0
+
+
+def content_peak(colour, dtype: np.dtype, peak: float) -> float:
+    """Full white of an image: its dtype's, except for unsigned integers of more than 8 bits,
+    whose data often fill fewer bits (12- or 14-bit camera, scanner and microscope data in a
+    16-bit file): there the smallest 2^k - 1, k >= 8, that holds the image's largest value.
+    The denoiser's levels (no noise below a tenth of a grey level, the clipping at white, the
+    least correlated std `auto` acts on) are then those of the image's own range: 12-bit data
+    with noise of std 20 read 0.08 on the 16-bit range's 0..255 scale and came back as it
+    was."""
+    if not (np.issubdtype(dtype, np.unsignedinteger) and peak > 255):
+        return peak
+    top = float(colour.max()) if colour.shape[0] * colour.shape[1] else 0.0  # empty: refused later
+    return float(min(peak, 2 ** max(8, math.ceil(math.log2(top + 1))) - 1))
 
 
 def _split_channels(image):
@@ -355,7 +371,9 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
     """Denoise an image with the patch-graph EM denoiser; no training needed.
 
     image: numpy array or torch tensor, (H, W) or (H, W, C) with C = 1 (gray), 2 (gray + alpha),
-        3 (RGB) or 4 (RGBA); integer images span their dtype's range, float images [0, 1].
+        3 (RGB) or 4 (RGBA); integer images span their dtype's range (unsigned ones of more
+        than 8 bits the range their data fill, e.g. 0..4095 for 12-bit data: `content_peak`),
+        float images [0, 1].
         Alpha is passed through untouched.
     sigma: noise std in the image's units (25 for uint8, 25/255 for float in [0, 1]);
         None estimates it. On an image that lies within its range and touches an end of it
@@ -386,6 +404,7 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
     dtype = _numpy_dtype(image.dtype)
     lo, peak = _range(dtype)
     colour, alpha = _split_channels(image)
+    peak = content_peak(colour, dtype, peak)
     dev = resolve_device(device)
     if isinstance(colour, np.ndarray):
         colour = torch.from_numpy(np.ascontiguousarray(colour, dtype=np.float32))
@@ -416,6 +435,7 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
     if gray_as_rgb:
         out = out.expand(3, -1, -1)
     info.to_image_units(scale)
+    info.white = peak
     out = out.permute(1, 2, 0) / scale  # (H, W, C')
     if np.issubdtype(dtype, np.integer):
         out = out.round().clamp(lo, peak)

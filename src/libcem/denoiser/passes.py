@@ -73,6 +73,9 @@ class DenoiseInfo:
     # whether noise clipped at the ends of the range was modelled and its bias taken out
     # (white or Poisson-Gaussian noise on an 8-bit image)
     clipping_modelled: bool = False
+    # full white in the image's units: its dtype's, or for 9-15-bit data in a 16-bit image
+    # the smallest 2^k - 1 that holds it (`api.denoise` works on that range)
+    white: float | None = None
 
     def to_image_units(self, scale: float) -> None:
         """From the 0..255 working scale (x_work = scale * x) to the image's units, in place."""
