@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 from skimage import data
@@ -228,3 +230,21 @@ def test_cli_names_the_bits_that_12bit_data_fill(tmp_path, capsys):
     assert sigma == pytest.approx(40 * 255 / 65535, rel=0.25)
     assert "in the file's units, whose data fill 12 bits" in line
     assert read_image(tmp_path / "out.png").max() <= 4095
+
+
+def test_cli_suggests_fast_for_a_big_photo_once_per_run(tmp_path, capsys, monkeypatch):
+    from libcem.commands import denoise as command
+
+    monkeypatch.setattr(command, "BIG_PHOTO_MEGAPIXELS", 0.001)  # 40x48 pixels count as big
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        write_image(src / name, _noisy_rgb().astype(np.uint8))
+    assert main(["denoise", str(src), "-o", str(tmp_path / "out"), "--sigma", "15"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("--fast is about 2.8x faster") == 1 and "note: a.png: 0.0 megapixels" in err
+    assert main(["denoise", str(src / "a.png"), "-o", str(tmp_path / "f.png"), "--fast"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    photo = np.zeros((3000, 4000, 3), np.uint8)
+    best = command._speed_note(photo, argparse.Namespace(fast=False, best=True, device="cpu"))
+    assert best[0] == "best" and "12.0 megapixels with --best" in best[1]
