@@ -141,6 +141,21 @@ def test_bad_files_are_one_line_errors(tmp_path):
             photos.load_photo(path, max_megapixels=0.05)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_photo_is_shown_upright_as_its_exif_says(tmp_path, orientation):
+    """A phone stores a portrait photo sideways with EXIF orientation 6; the page has no EXIF
+    to show or return, so the pixels are turned at loading, as Pillow's exif_transpose does."""
+    from PIL import ImageOps
+
+    pixels = (np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(tmp_path / "phone.png", exif=exif.tobytes())
+    with Image.open(tmp_path / "phone.png") as im:
+        want = np.asarray(ImageOps.exif_transpose(im))
+    assert np.array_equal(photos.load_photo(tmp_path / "phone.png").original, want)
+
+
 def test_result_keeps_the_input_format(tmp_path):
     src = tmp_path / "deep.png"
     write_image(src, (np.arange(64 * 64 * 3, dtype=np.uint16) * 7).reshape(64, 64, 3))

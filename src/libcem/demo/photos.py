@@ -24,7 +24,7 @@ from libcem.denoiser.api import (
     gray_if_equal_channels,
 )
 from libcem.denoiser.api import read_noise as denoiser_read_noise
-from libcem.denoiser.io import read_image, write_image
+from libcem.denoiser.io import exif_orientation, read_image, upright, write_image
 from libcem.denoiser.noise_choice import NoiseReading
 from libcem.errors import LibcemError
 from libcem.imaging import psnr
@@ -79,6 +79,7 @@ def load_photo(path: str | Path | None, max_megapixels: float = MAX_MEGAPIXELS) 
         img = read_image(path)
     except LibcemError as err:  # the same message with the file's name, not the server's upload folder
         raise LibcemError(str(err).replace(str(path), path.name)) from None
+    img = upright(img, exif_orientation(path))  # a phone's photo as its viewer shows it
     h, w = img.shape[:2]
     if h * w > max_megapixels * 1e6:
         raise LibcemError(f"{path.name} is {w}x{h} ({h * w / 1e6:.1f} megapixels); this page takes up to "

@@ -107,6 +107,30 @@ def read_metadata(path: str | Path) -> dict[str, bytes]:
     return {k: v for k, v in meta.items() if v}
 
 
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation of an image file, 1..8 (1: as stored; 6: a phone held upright,
+    to be turned 90 degrees clockwise); 1 when it has none or Pillow cannot read its header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get(0x0112, 1)
+    except UnidentifiedImageError:
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def upright(img: np.ndarray, orientation: int) -> np.ndarray:
+    """The array turned and mirrored as a viewer shows an image of that EXIF orientation (as
+    Pillow's `ImageOps.exif_transpose`, for any dtype). The CLI keeps the stored pixels and
+    their EXIF; a web page that shows and returns pixels without EXIF needs them upright."""
+    turn = {1: lambda x: x, 2: lambda x: x[:, ::-1], 3: lambda x: x[::-1, ::-1],
+            4: lambda x: x[::-1], 5: lambda x: np.swapaxes(x, 0, 1),
+            6: lambda x: np.rot90(x, -1), 7: lambda x: np.swapaxes(x, 0, 1)[::-1, ::-1],
+            8: lambda x: np.rot90(x, 1)}[orientation]
+    return np.ascontiguousarray(turn(img))
+
+
 def write_image(path: str | Path, img: np.ndarray, metadata: dict[str, bytes] | None = None) -> None:
     """Write an array to PNG, JPEG (8-bit only) or TIFF, chosen by the suffix, atomically
     (a temporary file in the same folder, then `os.replace`).
