@@ -64,6 +64,11 @@ def test_each_format_takes_the_bit_depths_it_holds(tmp_path):
     write_image(tmp_path / "m.webp", img, read_metadata(tmp_path / "m.jpg"))
     with Image.open(tmp_path / "m.webp") as back:  # EXIF kept in WebP, as in PNG and JPEG
         assert back.getexif()[0x010F] == "TestCam"
+    rgb = Image.fromarray(_noisy_rgb().astype(np.uint8))
+    for name in ("cmyk.jpg", "cmyk.tif"):  # read as RGB, as Pillow converts it (not RGBA)
+        rgb.convert("CMYK").save(tmp_path / name)
+        with Image.open(tmp_path / name) as im:
+            assert np.array_equal(read_image(tmp_path / name), np.asarray(im.convert("RGB")))
     bits = np.random.default_rng(0).random((9, 11)) > 0.5
     Image.fromarray(bits).save(tmp_path / "bits.png")  # mode "1"
     back = read_image(tmp_path / "bits.png")

@@ -2,7 +2,7 @@
 
 Pillow (through imageio) handles 8-bit images and 16-bit grayscale; 16-bit colour PNG goes
 through pypng, TIFF through tifffile. Arrays are (H, W) or (H, W, C), C in 1..4. A 1-bit
-image is read as 8-bit (0 and 255). WebP is written lossless.
+image is read as 8-bit (0 and 255), a CMYK one as RGB. WebP is written lossless.
 """
 
 from __future__ import annotations
@@ -77,7 +77,21 @@ def read_image(path: str | Path) -> np.ndarray:
         raise
     except Exception as err:  # each reader has its own error types; report which file failed
         raise LibcemError(f"{path}: cannot read as an image ({type(err).__name__}: {err})") from err
-    return _check_layout(np.asarray(img), path)
+    rgb = _cmyk_as_rgb(path)
+    return _check_layout(np.asarray(img) if rgb is None else rgb, path)
+
+
+def _cmyk_as_rgb(path: Path) -> np.ndarray | None:
+    """A CMYK image (print JPEGs and TIFFs) as 8-bit RGB through Pillow; None for any other.
+    Its four channels had read as RGBA, the black plate as alpha: a CMYK JPEG came out as a
+    transparent PNG."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB")) if im.mode == "CMYK" else None
+    except UnidentifiedImageError:  # read_image has read it with another reader
+        return None
 
 
 def _check_layout(img: np.ndarray, path: Path) -> np.ndarray:
