@@ -44,10 +44,11 @@ def test_jpeg_is_8bit_only(tmp_path):
 
 def test_each_format_takes_the_bit_depths_it_holds(tmp_path):
     """Checked before any work (`check_writable`): JPEG and WebP 8-bit, PNG 8 and 16 bits, TIFF
-    any; a 1-bit image is read as 8-bit."""
+    any. WebP keeps EXIF; a CMYK image is read as RGB (without its inks' profile), a 1-bit one
+    as 8-bit."""
     from PIL import Image
 
-    from libcem.denoiser.io import check_writable
+    from libcem.denoiser.io import check_writable, read_metadata
 
     for name, dtype, fits in [("a.webp", np.uint16, "PNG or TIFF"), ("a.jpg", np.float32, "to TIFF"),
                               ("a.png", np.float32, "to TIFF"), ("a.png", np.uint32, "to TIFF")]:
@@ -59,16 +60,15 @@ def test_each_format_takes_the_bit_depths_it_holds(tmp_path):
     exif = Image.Exif()
     exif[0x010F] = "TestCam"  # the camera's maker
     Image.fromarray(img).save(tmp_path / "m.jpg", exif=exif.tobytes())
-    from libcem.denoiser.io import read_metadata
-
     write_image(tmp_path / "m.webp", img, read_metadata(tmp_path / "m.jpg"))
     with Image.open(tmp_path / "m.webp") as back:  # EXIF kept in WebP, as in PNG and JPEG
         assert back.getexif()[0x010F] == "TestCam"
-    rgb = Image.fromarray(_noisy_rgb().astype(np.uint8))
+    rgb = Image.fromarray(img)
     for name in ("cmyk.jpg", "cmyk.tif"):  # read as RGB, as Pillow converts it (not RGBA)
-        rgb.convert("CMYK").save(tmp_path / name)
+        rgb.convert("CMYK").save(tmp_path / name, icc_profile=b"a CMYK profile")
         with Image.open(tmp_path / name) as im:
             assert np.array_equal(read_image(tmp_path / name), np.asarray(im.convert("RGB")))
+        assert "icc_profile" not in read_metadata(tmp_path / name)  # the inks', not for RGB
     bits = np.random.default_rng(0).random((9, 11)) > 0.5
     Image.fromarray(bits).save(tmp_path / "bits.png")  # mode "1"
     back = read_image(tmp_path / "bits.png")

@@ -108,16 +108,19 @@ def _check_layout(img: np.ndarray, path: Path) -> np.ndarray:
 
 def read_metadata(path: str | Path) -> dict[str, bytes]:
     """The EXIF and ICC profile of an image file, as raw bytes ({} when it has none or Pillow
-    cannot parse its header, e.g. some scientific TIFFs; the pixels are read separately)."""
+    cannot parse its header, e.g. some scientific TIFFs; the pixels are read separately); no
+    ICC profile for a CMYK image, read as RGB."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             info = dict(im.info)
             exif = im.getexif().tobytes() if len(im.getexif()) else None
+            cmyk = im.mode == "CMYK"
     except UnidentifiedImageError:  # not a metadata problem: read_image reports bad files
         return {}
-    meta = {"exif": info.get("exif") or exif, "icc_profile": info.get("icc_profile")}
+    # a CMYK image's profile describes its inks, not the RGB read_image makes of it
+    meta = {"exif": info.get("exif") or exif, "icc_profile": None if cmyk else info.get("icc_profile")}
     return {k: v for k, v in meta.items() if v}
 
 
