@@ -253,3 +253,17 @@ def test_cli_suggests_fast_for_a_big_photo_once_per_run(tmp_path, capsys, monkey
     photo = np.zeros((3000, 4000, 3), np.uint8)
     best = command._speed_note(photo, argparse.Namespace(fast=False, best=True, device="cpu"))
     assert best[0] == "best" and "12.0 megapixels with --best" in best[1]
+
+
+def test_a_tiff_too_large_for_pillow_is_read_by_tifffile_alone(tmp_path, monkeypatch):
+    """Pillow refuses images over 2 x MAX_IMAGE_PIXELS (179 megapixels) as decompression
+    bombs; tifffile reads them, and the header readers (CMYK, EXIF) then step aside."""
+    from PIL import Image
+
+    from libcem.denoiser.io import exif_orientation, read_metadata
+
+    img = _noisy_rgb().astype(np.uint16) * 257
+    write_image(tmp_path / "big.tif", img)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40x48 is then "too large"
+    assert np.array_equal(read_image(tmp_path / "big.tif"), img)
+    assert read_metadata(tmp_path / "big.tif") == {} and exif_orientation(tmp_path / "big.tif") == 1

@@ -90,7 +90,7 @@ def _cmyk_as_rgb(path: Path) -> np.ndarray | None:
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB")) if im.mode == "CMYK" else None
-    except UnidentifiedImageError:  # read_image has read it with another reader
+    except (UnidentifiedImageError, Image.DecompressionBombError):  # read by another reader
         return None
 
 
@@ -117,7 +117,7 @@ def read_metadata(path: str | Path) -> dict[str, bytes]:
             info = dict(im.info)
             exif = im.getexif().tobytes() if len(im.getexif()) else None
             cmyk = im.mode == "CMYK"
-    except UnidentifiedImageError:  # not a metadata problem: read_image reports bad files
+    except (UnidentifiedImageError, Image.DecompressionBombError):  # read_image reports bad files
         return {}
     # a CMYK image's profile describes its inks, not the RGB read_image makes of it
     meta = {"exif": info.get("exif") or exif, "icc_profile": None if cmyk else info.get("icc_profile")}
@@ -132,7 +132,7 @@ def exif_orientation(path: str | Path) -> int:
     try:
         with Image.open(path) as im:
             value = im.getexif().get(0x0112, 1)
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, Image.DecompressionBombError):
         return 1
     return value if value in range(1, 9) else 1
 
@@ -149,11 +149,12 @@ def upright(img: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def write_image(path: str | Path, img: np.ndarray, metadata: dict[str, bytes] | None = None) -> None:
-    """Write an array to PNG, JPEG (8-bit only) or TIFF, chosen by the suffix, atomically
-    (a temporary file in the same folder, then `os.replace`).
+    """Write an array to PNG, JPEG or WebP (8-bit only; WebP lossless) or TIFF, chosen by the
+    suffix (`check_writable`), atomically (a temporary file in the same folder, then
+    `os.replace`).
 
-    metadata: from `read_metadata`; EXIF and ICC are kept in 8-bit PNG and JPEG, the ICC
-    profile in TIFF; 16-bit PNG (written by pypng) drops them.
+    metadata: from `read_metadata`; EXIF and ICC are kept in 8-bit PNG, JPEG and WebP, the
+    ICC profile in TIFF; 16-bit PNG (written by pypng) drops them.
     """
     path = Path(path)
     suffix = check_writable(path, img.dtype)
