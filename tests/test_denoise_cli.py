@@ -22,7 +22,8 @@ def _noisy_rgb(h: int = 40, w: int = 48) -> np.ndarray:
     ("g8.png", np.uint8, 1), ("g16.png", np.uint16, 1), ("rgb8.png", np.uint8, 3),
     ("rgb16.png", np.uint16, 3), ("rgba16.png", np.uint16, 4), ("rgba8.png", np.uint8, 4),
     ("rgb.tif", np.uint16, 3), ("g.tiff", np.uint8, 1), ("rgb.webp", np.uint8, 3),
-    ("rgba.webp", np.uint8, 4),
+    ("rgba.webp", np.uint8, 4), ("rgb.heic", np.uint8, 3), ("g.heif", np.uint8, 1),
+    ("rgba.heic", np.uint8, 4),
 ])
 def test_formats_round_trip(tmp_path, name, dtype, channels):
     rng = np.random.default_rng(0)
@@ -267,3 +268,26 @@ def test_a_tiff_too_large_for_pillow_is_read_by_tifffile_alone(tmp_path, monkeyp
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40x48 is then "too large"
     assert np.array_equal(read_image(tmp_path / "big.tif"), img)
     assert read_metadata(tmp_path / "big.tif") == {} and exif_orientation(tmp_path / "big.tif") == 1
+
+
+def test_heic_keeps_exif_and_names_its_extra_when_missing(tmp_path, monkeypatch):
+    """A phone's HEIC photo: read and written (lossless) through pillow-heif, EXIF kept; without
+    pillow-heif a one-line error names the extra, before any work."""
+    import sys
+
+    from PIL import Image
+
+    from libcem.denoiser.io import check_writable, read_metadata
+
+    img = _noisy_rgb().astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"
+    write_image(tmp_path / "a.heic", img, {"exif": exif.tobytes()})
+    write_image(tmp_path / "b.heic", read_image(tmp_path / "a.heic"), read_metadata(tmp_path / "a.heic"))
+    assert np.array_equal(read_image(tmp_path / "b.heic"), img)
+    with Image.open(tmp_path / "b.heic") as back:
+        assert back.getexif()[0x010F] == "TestCam"
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if not installed
+    for call in (lambda: read_image(tmp_path / "a.heic"), lambda: check_writable(tmp_path / "c.heic", np.uint8)):
+        with pytest.raises(LibcemError, match="pip install pillow-heif"):
+            call()

@@ -10,18 +10,19 @@ from pathlib import Path
 EPILOG = """examples:
   libcem denoise noisy.png -o clean.png              noise model and level read from the image
   libcem denoise noisy.png -o clean.png --sigma 25   white noise, std on the 0..255 scale
-  libcem denoise photos/ -o clean/                   every PNG/JPEG/WebP/TIFF in the folder
+  libcem denoise photos/ -o clean/                   every PNG/JPEG/WebP/HEIC/TIFF in the folder
   libcem denoise crop.png -o clean.png --best        highest quality, several times slower
   libcem denoise phone.jpg -o clean.jpg --strength 0.8   a phone's JPEG, some grain kept
   libcem denoise photo.png -o clean.png --noise correlated   blotchy (demosaiced) noise
   libcem denoise phone.png -o clean.png --noise camera       blotches brighter in bright areas
 
 Gray, gray+alpha, RGB and RGBA images in 8 or 16 bits (float TIFF too) keep their bit depth,
-in the output suffix's format (WebP written lossless); alpha is copied.
+in the output suffix's format (WebP and HEIC written lossless; HEIC needs pillow-heif);
+alpha is copied.
 Images larger than --tile are processed in overlapping tiles (memory stays bounded).
 In a folder, a file that cannot be read or denoised is reported on stderr and skipped; the
 exit status is 1 if any file failed. Outputs are written atomically (temporary file, rename)
-and keep the input's EXIF and ICC profile (8-bit PNG, JPEG, WebP; ICC only in TIFF)."""
+and keep the input's EXIF and ICC profile (8-bit PNG, JPEG, WebP, HEIC; ICC only in TIFF)."""
 
 
 def register(subparsers) -> None:
@@ -40,7 +41,7 @@ def register(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", type=Path, help="an image file (PNG, JPEG, WebP, TIFF) or a folder of them")
+    p.add_argument("input", type=Path, help="an image file (PNG, JPEG, WebP, HEIC, TIFF) or a folder of them")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file (for a file input) or folder (for a folder input)")
     p.add_argument("--sigma", type=float, default=None,
@@ -100,7 +101,7 @@ def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
     if src.is_dir():
         files = sorted(f for f in src.iterdir() if f.is_file() and is_image_path(f))
         if not files:
-            raise LibcemError(f"{src}: no PNG, JPEG, WebP or TIFF images in this folder")
+            raise LibcemError(f"{src}: no PNG, JPEG, WebP, HEIC or TIFF images in this folder")
         if dst.exists() and not dst.is_dir():
             raise LibcemError(f"{dst}: the input is a folder, so the output must be a folder")
         return [(f, dst / f.name) for f in files]

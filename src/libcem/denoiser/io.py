@@ -1,8 +1,10 @@
-"""Reading and writing PNG (8/16-bit), JPEG, WebP and TIFF images as numpy arrays, keeping dtype.
+"""Reading and writing PNG (8/16-bit), JPEG, WebP, HEIC and TIFF images as numpy arrays,
+keeping dtype.
 
 Pillow (through imageio) handles 8-bit images and 16-bit grayscale; 16-bit colour PNG goes
-through pypng, TIFF through tifffile. Arrays are (H, W) or (H, W, C), C in 1..4. A 1-bit
-image is read as 8-bit (0 and 255), a CMYK one as RGB. WebP is written lossless.
+through pypng, TIFF through tifffile, HEIC (phones' photos) through Pillow with the optional
+pillow-heif (`pip install pillow-heif`, libcem's extra `heic`). Arrays are (H, W) or (H, W, C), C in 1..4. A 1-bit
+image is read as 8-bit (0 and 255), a CMYK one as RGB. WebP and HEIC are written lossless.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import numpy as np
 
 from libcem.errors import LibcemError
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
-EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp")  # formats that hold 8-bit images only
+HEIF_SUFFIXES = (".heic", ".heif")  # read and written through pillow-heif
+SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", *HEIF_SUFFIXES, ".tif", ".tiff")
+EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp", *HEIF_SUFFIXES)  # formats that hold 8-bit images only
+# a lossless HEIC: no quantisation, full chroma, RGB stored as it is (no YCbCr matrix)
+HEIF_LOSSLESS = {"quality": -1, "chroma": 444, "matrix_coefficients": 0}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -69,6 +74,9 @@ def read_image(path: str | Path) -> np.ndarray:
             img = tifffile.imread(path)
         elif suffix == ".png" and _png_bit_depth(path) == 16:
             img = _read_png16(path)
+        elif suffix in HEIF_SUFFIXES:
+            with _pillow_open(path) as im:  # upright already: libheif applies the rotation
+                img = np.asarray(im)
         else:
             import imageio.v3 as iio
 
@@ -81,6 +89,26 @@ def read_image(path: str | Path) -> np.ndarray:
     return _check_layout(np.asarray(img) if rgb is None else rgb, path)
 
 
+def _register_heif(path: str | Path) -> None:
+    """Teach Pillow HEIC (pillow-heif's opener and saver), or a one-line error naming the
+    extra to install."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise LibcemError(f"{path}: HEIC images need pillow-heif: pip install pillow-heif "
+                          "(libcem's extra [heic]), or save the photo as JPEG or PNG") from None
+    pillow_heif.register_heif_opener()
+
+
+def _pillow_open(path: str | Path):
+    """Pillow's `Image.open`, HEIC included (`_register_heif`)."""
+    from PIL import Image
+
+    if Path(path).suffix.lower() in HEIF_SUFFIXES:
+        _register_heif(path)
+    return Image.open(path)
+
+
 def _cmyk_as_rgb(path: Path) -> np.ndarray | None:
     """A CMYK image (print JPEGs and TIFFs) as 8-bit RGB through Pillow; None for any other.
     Its four channels had read as RGBA, the black plate as alpha: a CMYK JPEG came out as a
@@ -88,7 +116,7 @@ def _cmyk_as_rgb(path: Path) -> np.ndarray | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _pillow_open(path) as im:
             return np.asarray(im.convert("RGB")) if im.mode == "CMYK" else None
     except (UnidentifiedImageError, Image.DecompressionBombError):  # read by another reader
         return None
@@ -113,7 +141,7 @@ def read_metadata(path: str | Path) -> dict[str, bytes]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _pillow_open(path) as im:
             info = dict(im.info)
             exif = im.getexif().tobytes() if len(im.getexif()) else None
             cmyk = im.mode == "CMYK"
@@ -130,7 +158,7 @@ def exif_orientation(path: str | Path) -> int:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _pillow_open(path) as im:
             value = im.getexif().get(0x0112, 1)
     except (UnidentifiedImageError, Image.DecompressionBombError):
         return 1
@@ -149,12 +177,12 @@ def upright(img: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def write_image(path: str | Path, img: np.ndarray, metadata: dict[str, bytes] | None = None) -> None:
-    """Write an array to PNG, JPEG or WebP (8-bit only; WebP lossless) or TIFF, chosen by the
-    suffix (`check_writable`), atomically (a temporary file in the same folder, then
-    `os.replace`).
+    """Write an array to PNG, JPEG, WebP or HEIC (8-bit only; WebP and HEIC lossless) or TIFF,
+    chosen by the suffix (`check_writable`), atomically (a temporary file in the same folder,
+    then `os.replace`).
 
-    metadata: from `read_metadata`; EXIF and ICC are kept in 8-bit PNG, JPEG and WebP, the
-    ICC profile in TIFF; 16-bit PNG (written by pypng) drops them.
+    metadata: from `read_metadata`; EXIF and ICC are kept in 8-bit PNG, JPEG, WebP and HEIC,
+    the ICC profile in TIFF; 16-bit PNG (written by pypng) drops them.
     """
     path = Path(path)
     suffix = check_writable(path, img.dtype)
@@ -171,9 +199,9 @@ def write_image(path: str | Path, img: np.ndarray, metadata: dict[str, bytes] | 
 
 
 def check_writable(path: str | Path, dtype) -> str:
-    """The suffix of `path` when its format holds images of `dtype`, else a LibcemError that
-    says which format would (JPEG and WebP: 8-bit; PNG: 8- and 16-bit; TIFF: any). For a
-    command to check its output before the work."""
+    """The suffix of `path` when its format holds images of `dtype` (and, for HEIC, pillow-heif
+    is installed), else a LibcemError that says which format would (JPEG, WebP and HEIC:
+    8-bit; PNG: 8- and 16-bit; TIFF: any). For a command to check its output before the work."""
     path, dtype = Path(path), np.dtype(dtype)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -184,6 +212,8 @@ def check_writable(path: str | Path, dtype) -> str:
                           f"{dtype} to {'PNG or ' if dtype == np.uint16 else ''}TIFF")
     if suffix == ".png" and dtype not in (np.uint8, np.uint16):
         raise LibcemError(f"{path}: PNG holds 8- and 16-bit images only; write {dtype} to TIFF")
+    if suffix in HEIF_SUFFIXES:
+        _register_heif(path)
     return suffix
 
 
@@ -200,6 +230,11 @@ def _write_by_suffix(path: Path, img: np.ndarray, suffix: str, meta: dict[str, b
         tifffile.imwrite(path, img, iccprofile=meta.get("icc_profile"))
     elif suffix == ".png" and img.dtype == np.uint16:
         _write_png16(path, img)
+    elif suffix in HEIF_SUFFIXES:  # gray + alpha comes back as RGBA
+        from PIL import Image
+
+        _register_heif(path)
+        Image.fromarray(img).save(path, format="HEIF", **HEIF_LOSSLESS, **meta)
     else:
         import imageio.v3 as iio
 
