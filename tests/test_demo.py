@@ -156,6 +156,26 @@ def test_a_photo_is_shown_upright_as_its_exif_says(tmp_path, orientation):
     assert np.array_equal(photos.load_photo(tmp_path / "phone.png").original, want)
 
 
+def test_12bit_data_in_a_16bit_file_show_and_denoise_on_their_own_range(tmp_path):
+    """As `denoise` does (`api.content_peak`): the page's 0..255 scale is that of the range the
+    data fill, so 12-bit data show bright (they showed nearly black) and their noise levels
+    read as on an 8-bit photo; alpha keeps the dtype's range; the result shows on the input's
+    scale, whatever its own largest value."""
+    eight = data.camera()[:64, :64]
+    clean = (eight.astype(np.float64) * 4095 / 255).round().astype(np.uint16)
+    assert photos.peak(clean) == 4095  # the largest value, 3372, needs 12 bits
+    assert np.abs(photos.to_display(clean).astype(int) - eight).max() <= 1  # as the 8-bit photo
+    noisy = photos.add_noise(clean, 10.0)  # std 10 on the 0..255 scale of 0..4095
+    assert noisy.max() <= 4095 and np.std(noisy.astype(float) - clean) == pytest.approx(160, rel=0.1)
+    assert photos.estimate_noise(noisy) == pytest.approx(10.0, rel=0.15)
+    out, used, _ = photos.denoise_photo(noisy, 10.0)
+    assert out.dtype == np.uint16 and photos.psnr_db(out, clean) > photos.psnr_db(noisy, clean) + 3
+    dim = photos.to_display(out // 2, white=4095)  # a darker result keeps the input's scale
+    assert dim.max() <= 130
+    rgba = np.dstack([np.repeat(clean[:, :, None], 3, 2), np.full((64, 64, 1), 32768, np.uint16)])
+    assert photos.to_display(rgba, side=None)[0, 0, 3] == 128  # half transparent stays half
+
+
 def test_result_keeps_the_input_format(tmp_path):
     src = tmp_path / "deep.png"
     write_image(src, (np.arange(64 * 64 * 3, dtype=np.uint16) * 7).reshape(64, 64, 3))

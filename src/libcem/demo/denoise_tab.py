@@ -118,8 +118,10 @@ class DenoiseTab:
         if photo.download is not None and photo.download.parent.is_dir():  # the previous result's folder
             shutil.rmtree(photo.download.parent)
         path = photo.download = photos.save_result(result, photo, Path(tempfile.mkdtemp(dir=self.workdir.name)))
-        return ((photos.to_display(photo.noisy), photos.to_display(result)),
-                (photos.zoom(photo.noisy, centre, factor), photos.zoom(result, centre, factor)),
+        white = photos.peak(photo.noisy)  # the result on the input's scale
+        return ((photos.to_display(photo.noisy, white=white), photos.to_display(result, white=white)),
+                (photos.zoom(photo.noisy, centre, factor, white=white),
+                 photos.zoom(result, centre, factor, white=white)),
                 text, gr.DownloadButton(f"Download {path.name}", value=str(path), visible=True))
 
 

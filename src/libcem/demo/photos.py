@@ -16,6 +16,7 @@ import torch
 
 from libcem.denoiser import DenoiseConfig
 from libcem.denoiser.api import (
+    content_peak,
     denoise_auto,
     denoise_camera,
     denoise_correlated,
@@ -47,9 +48,16 @@ class Photo:
     download: Path | None = None  # the result file last written for it (`save_result`)
 
 
-def peak(dtype: np.dtype) -> float:
+def full_range(dtype: np.dtype) -> float:
     """Full white of an image dtype: the integer maximum, or 1 for floats."""
     return float(np.iinfo(dtype).max) if np.dtype(dtype).kind in "ui" else 1.0
+
+
+def peak(img: np.ndarray) -> float:
+    """Full white of an image's colour as `denoise` takes it: its dtype's, or for unsigned
+    integers of more than 8 bits the range its data fill (`api.content_peak`: 4095 for 12-bit
+    data in a 16-bit file, which showed nearly black on the page until session 26)."""
+    return content_peak(split_alpha(img)[0], img.dtype, full_range(img.dtype))
 
 
 def split_alpha(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -93,7 +101,7 @@ def load_photo(path: str | Path | None, max_megapixels: float = MAX_MEGAPIXELS) 
 def add_noise(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
     """img plus white Gaussian noise of std `sigma` (0..255 scale), clipped to the dtype's range."""
     colour, alpha = split_alpha(img)
-    top = peak(img.dtype)
+    top = peak(img)
     rng = np.random.default_rng(seed)
     noisy = colour.astype(np.float64) + rng.normal(0.0, sigma * top / SCALE, colour.shape)
     noisy = np.clip(noisy, 0.0, top)
@@ -107,7 +115,7 @@ def to_work(img: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor
     colour, _ = split_alpha(img)
     x = torch.from_numpy(np.ascontiguousarray(colour, dtype=np.float32)).to(device)
     x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-    return gray_if_equal_channels(x)[0] * (SCALE / peak(img.dtype))  # gray stored as RGB: gray
+    return gray_if_equal_channels(x)[0] * (SCALE / peak(img))  # gray stored as RGB: gray
 
 
 def from_work(x: torch.Tensor, like: np.ndarray) -> np.ndarray:
@@ -115,10 +123,11 @@ def from_work(x: torch.Tensor, like: np.ndarray) -> np.ndarray:
     colour, alpha = split_alpha(like)
     if colour.ndim == 3 and x.shape[0] < colour.shape[2]:  # a gray image stored as RGB
         x = x.expand(colour.shape[2], -1, -1)
-    out = (x.permute(1, 2, 0) * (peak(like.dtype) / SCALE)).cpu().numpy()
+    top = peak(like)
+    out = (x.permute(1, 2, 0) * (top / SCALE)).cpu().numpy()
     out = out[:, :, 0] if colour.ndim == 2 else out
     if like.dtype.kind in "ui":
-        out = np.clip(np.round(out), 0, peak(like.dtype))
+        out = np.clip(np.round(out), 0, top)
     return join_alpha(out.astype(like.dtype), alpha)
 
 
@@ -182,16 +191,20 @@ def blend(noisy: np.ndarray, denoised: np.ndarray, strength: float) -> np.ndarra
 
 
 def psnr_db(img: np.ndarray, ref: np.ndarray) -> float:
-    """PSNR in dB of img against ref on the dtype's full range (colour channels only)."""
+    """PSNR in dB of img against ref on ref's range (`peak`; colour channels only)."""
     a, b = (torch.from_numpy(np.asarray(split_alpha(x)[0], dtype=np.float64)) for x in (img, ref))
-    return float(psnr(a.reshape(1, -1), b.reshape(1, -1), peak=peak(ref.dtype)))
+    return float(psnr(a.reshape(1, -1), b.reshape(1, -1), peak=peak(ref)))
 
 
-def to_display(img: np.ndarray, side: int | None = VIEW_SIDE) -> np.ndarray:
-    """8-bit RGB(A) or gray for the browser, shrunk to `side` pixels at most (None: full size)."""
+def to_display(img: np.ndarray, side: int | None = VIEW_SIDE, white: float | None = None) -> np.ndarray:
+    """8-bit RGB(A) or gray for the browser, shrunk to `side` pixels at most (None: full size);
+    the colour scaled from `white` (default `peak(img)`: pass the noisy photo's, so that its
+    result shows on the same scale), alpha from the dtype's full range."""
     from PIL import Image
 
-    u8 = np.clip(np.round(img.astype(np.float64) * (255.0 / peak(img.dtype))), 0, 255).astype(np.uint8)
+    colour, alpha = split_alpha(img)
+    colour8 = _eight_bit(colour, peak(img) if white is None else white)
+    u8 = join_alpha(colour8, None if alpha is None else _eight_bit(alpha, full_range(img.dtype)))
     if u8.ndim == 3 and u8.shape[2] == 2:  # gray + alpha: browsers want RGBA
         u8 = np.concatenate([np.repeat(u8[:, :, :1], 3, axis=2), u8[:, :, 1:]], axis=2)
     pil = Image.fromarray(u8[:, :, 0] if u8.ndim == 3 and u8.shape[2] == 1 else u8)
@@ -200,15 +213,21 @@ def to_display(img: np.ndarray, side: int | None = VIEW_SIDE) -> np.ndarray:
     return np.asarray(pil)
 
 
-def zoom(img: np.ndarray, centre: tuple[float, float], factor: int, box: int = 384) -> np.ndarray:
+def _eight_bit(x: np.ndarray, white: float) -> np.ndarray:
+    return np.clip(np.round(x.astype(np.float64) * (255.0 / white)), 0, 255).astype(np.uint8)
+
+
+def zoom(img: np.ndarray, centre: tuple[float, float], factor: int, box: int = 384,
+         white: float | None = None) -> np.ndarray:
     """A crop of `box / factor` pixels around centre (x, y as fractions of the width and height),
-    enlarged `factor` times with nearest neighbour so single pixels show. 8-bit, for the browser."""
+    enlarged `factor` times with nearest neighbour so single pixels show. 8-bit, for the browser,
+    on the scale of `white` (default: the whole image's `peak`)."""
     h, w = img.shape[:2]
     side = max(8, box // factor)
     ch, cw = min(side, h), min(side, w)
     y = int(np.clip(round(centre[1] * h - ch / 2), 0, h - ch))
     x = int(np.clip(round(centre[0] * w - cw / 2), 0, w - cw))
-    crop = to_display(img[y:y + ch, x:x + cw], side=None)
+    crop = to_display(img[y:y + ch, x:x + cw], side=None, white=peak(img) if white is None else white)
     return np.repeat(np.repeat(crop, factor, axis=0), factor, axis=1)
 
 
