@@ -3,8 +3,10 @@ keeping dtype.
 
 Pillow (through imageio) handles 8-bit images and 16-bit grayscale; 16-bit colour PNG goes
 through pypng, TIFF through tifffile, HEIC (phones' photos) through Pillow with the optional
-pillow-heif (`pip install pillow-heif`, libcem's extra `heic`). Arrays are (H, W) or (H, W, C), C in 1..4. A 1-bit
-image is read as 8-bit (0 and 255), a CMYK one as RGB. WebP and HEIC are written lossless.
+pillow-heif (`pip install pillow-heif`, libcem's extra `heic`). Arrays are (H, W) or
+(H, W, C), C in 1..4. A 1-bit image is read as 8-bit (0 and 255), a CMYK one as RGB. WebP and
+HEIC are written lossless. EXIF, ICC profile and orientation come from Pillow's reading of the
+header (`_from_header`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from libcem.errors import LibcemError
 
 HEIF_SUFFIXES = (".heic", ".heif")  # read and written through pillow-heif
+CMYK_SUFFIXES = (".jpg", ".jpeg", ".tif", ".tiff")  # the formats that can hold CMYK
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", *HEIF_SUFFIXES, ".tif", ".tiff")
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp", *HEIF_SUFFIXES)  # formats that hold 8-bit images only
 # a lossless HEIC: no quantisation, full chroma, RGB stored as it is (no YCbCr matrix)
@@ -85,7 +88,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise
     except Exception as err:  # each reader has its own error types; report which file failed
         raise LibcemError(f"{path}: cannot read as an image ({type(err).__name__}: {err})") from err
-    rgb = _cmyk_as_rgb(path)
+    rgb = _cmyk_as_rgb(path) if suffix in CMYK_SUFFIXES else None
     return _check_layout(np.asarray(img) if rgb is None else rgb, path)
 
 
@@ -109,17 +112,25 @@ def _pillow_open(path: str | Path):
     return Image.open(path)
 
 
-def _cmyk_as_rgb(path: Path) -> np.ndarray | None:
-    """A CMYK image (print JPEGs and TIFFs) as 8-bit RGB through Pillow; None for any other.
-    Its four channels had read as RGBA, the black plate as alpha: a CMYK JPEG came out as a
-    transparent PNG."""
+def _from_header(path: str | Path, read, default):
+    """read(im) on Pillow's opening of the file (its header; pixels only if `read` asks), or
+    `default` where Pillow cannot parse it (some scientific TIFFs) or refuses it (over 179
+    megapixels, a decompression-bomb guard): the pixels are read by another reader."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with _pillow_open(path) as im:
-            return np.asarray(im.convert("RGB")) if im.mode == "CMYK" else None
-    except (UnidentifiedImageError, Image.DecompressionBombError):  # read by another reader
-        return None
+            return read(im)
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        return default
+
+
+def _cmyk_as_rgb(path: Path) -> np.ndarray | None:
+    """A CMYK image (print JPEGs and TIFFs) as 8-bit RGB through Pillow; None for any other.
+    Its four channels had read as RGBA, the black plate as alpha: a CMYK JPEG came out as a
+    transparent PNG."""
+    return _from_header(path, lambda im: np.asarray(im.convert("RGB")) if im.mode == "CMYK" else None,
+                        None)
 
 
 def _check_layout(img: np.ndarray, path: Path) -> np.ndarray:
@@ -138,15 +149,11 @@ def read_metadata(path: str | Path) -> dict[str, bytes]:
     """The EXIF and ICC profile of an image file, as raw bytes ({} when it has none or Pillow
     cannot parse its header, e.g. some scientific TIFFs; the pixels are read separately); no
     ICC profile for a CMYK image, read as RGB."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with _pillow_open(path) as im:
-            info = dict(im.info)
-            exif = im.getexif().tobytes() if len(im.getexif()) else None
-            cmyk = im.mode == "CMYK"
-    except (UnidentifiedImageError, Image.DecompressionBombError):  # read_image reports bad files
+    header = _from_header(path, lambda im: (dict(im.info), im.getexif(), im.mode == "CMYK"), None)
+    if header is None:
         return {}
+    info, exif, cmyk = header
+    exif = exif.tobytes() if len(exif) else None
     # a CMYK image's profile describes its inks, not the RGB read_image makes of it
     meta = {"exif": info.get("exif") or exif, "icc_profile": None if cmyk else info.get("icc_profile")}
     return {k: v for k, v in meta.items() if v}
@@ -155,13 +162,7 @@ def read_metadata(path: str | Path) -> dict[str, bytes]:
 def exif_orientation(path: str | Path) -> int:
     """The EXIF orientation of an image file, 1..8 (1: as stored; 6: a phone held upright,
     to be turned 90 degrees clockwise); 1 when it has none or Pillow cannot read its header."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with _pillow_open(path) as im:
-            value = im.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, Image.DecompressionBombError):
-        return 1
+    value = _from_header(path, lambda im: im.getexif().get(0x0112, 1), 1)
     return value if value in range(1, 9) else 1
 
 
