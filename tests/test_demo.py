@@ -156,6 +156,17 @@ def test_a_photo_is_shown_upright_as_its_exif_says(tmp_path, orientation):
     assert np.array_equal(photos.load_photo(tmp_path / "phone.png").original, want)
 
 
+def test_a_phones_heic_photo_uploads_as_it_is(tmp_path):
+    """The demo extra installs pillow-heif: an iPhone's HEIC loads, and its result is written
+    back as HEIC, lossless."""
+    pixels = (np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8)
+    write_image(tmp_path / "IMG_0001.heic", pixels)
+    photo = photos.load_photo(tmp_path / "IMG_0001.heic")
+    assert np.array_equal(photo.original, pixels)
+    path = photos.save_result(photo.original, photo, tmp_path / "out")
+    assert path.name == "IMG_0001-denoised.heic" and np.array_equal(read_image(path), pixels)
+
+
 def test_12bit_data_in_a_16bit_file_show_and_denoise_on_their_own_range(tmp_path):
     """As `denoise` does (`api.content_peak`): the page's 0..255 scale is that of the range the
     data fill, so 12-bit data show bright (they showed nearly black) and their noise levels
