@@ -89,9 +89,9 @@ def test_12bit_data_in_a_16bit_file_is_denoised_on_its_own_range(camera):
 
     u16 = np.dtype(np.uint16)
     for top, peak in [(4095, 4095), (4096, 8191), (65535, 65535), (100, 255), (0, 255)]:
-        assert content_peak(np.full((2, 2, 1), top, np.uint16), u16, 65535.0) == peak
-    assert content_peak(np.zeros((2, 2, 1), np.uint8), np.dtype(np.uint8), 255.0) == 255.0
-    assert content_peak(torch.full((2, 2, 1), 0.25), np.dtype(np.float32), 1.0) == 1.0
+        assert content_peak(np.full((2, 2, 1), top, np.uint16), u16) == peak
+    assert content_peak(np.zeros((2, 2, 1), np.uint8), np.dtype(np.uint8)) == 255.0
+    assert content_peak(torch.full((2, 2, 1), 0.25), np.dtype(np.float32)) == 1.0
     clean = camera.astype(np.float64) * 4095 / 255
     y = np.clip(noisy(clean, 20), 0, 4095).round().astype(np.uint16)
     out, info = denoise(y, return_info=True)

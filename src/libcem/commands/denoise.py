@@ -180,6 +180,7 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg, noted: se
     from tqdm import tqdm
 
     from libcem.denoiser import denoise
+    from libcem.denoiser.api import dtype_white
     from libcem.denoiser.io import (
         check_writable,
         read_image,
@@ -193,7 +194,7 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg, noted: se
     if note and note[0] not in noted:  # once per run
         noted.add(note[0])
         tqdm.write(f"note: {src.name}: {note[1]}", file=sys.stderr)
-    scale = 255.0 / _peak(img)  # image units -> 0..255 scale
+    scale = 255.0 / dtype_white(img.dtype)  # image units -> 0..255 scale
     sigma = None if args.sigma is None else args.sigma / scale
     with _TileBar(src) as bar:
         out, info = denoise(img, sigma, config=cfg, device=args.device, return_info=True,
@@ -258,12 +259,6 @@ def _speed_note(img, args: argparse.Namespace) -> tuple[str, str] | None:
     return "fast", (f"{megapixels:.1f} megapixels; --fast is about 2.8x faster on colour photos "
                     "(1.7x on gray) for about 0.1 dB less (12 megapixels on 2 cores: 115 s "
                     "against 324 s)")
-
-
-def _peak(img) -> float:
-    import numpy as np
-
-    return float(np.iinfo(img.dtype).max) if img.dtype.kind in "ui" else 1.0
 
 
 class _TileBar:

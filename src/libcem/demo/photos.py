@@ -21,6 +21,7 @@ from libcem.denoiser.api import (
     denoise_camera,
     denoise_correlated,
     denoise_white,
+    dtype_white,
     estimate_white,
     gray_if_equal_channels,
 )
@@ -48,16 +49,11 @@ class Photo:
     download: Path | None = None  # the result file last written for it (`save_result`)
 
 
-def full_range(dtype: np.dtype) -> float:
-    """Full white of an image dtype: the integer maximum, or 1 for floats."""
-    return float(np.iinfo(dtype).max) if np.dtype(dtype).kind in "ui" else 1.0
-
-
 def peak(img: np.ndarray) -> float:
     """Full white of an image's colour as `denoise` takes it: its dtype's, or for unsigned
     integers of more than 8 bits the range its data fill (`api.content_peak`: 4095 for 12-bit
     data in a 16-bit file, which showed nearly black on the page until session 26)."""
-    return content_peak(split_alpha(img)[0], img.dtype, full_range(img.dtype))
+    return content_peak(split_alpha(img)[0], img.dtype)
 
 
 def split_alpha(img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -204,7 +200,7 @@ def to_display(img: np.ndarray, side: int | None = VIEW_SIDE, white: float | Non
 
     colour, alpha = split_alpha(img)
     colour8 = _eight_bit(colour, peak(img) if white is None else white)
-    u8 = join_alpha(colour8, None if alpha is None else _eight_bit(alpha, full_range(img.dtype)))
+    u8 = join_alpha(colour8, None if alpha is None else _eight_bit(alpha, dtype_white(img.dtype)))
     if u8.ndim == 3 and u8.shape[2] == 2:  # gray + alpha: browsers want RGBA
         u8 = np.concatenate([np.repeat(u8[:, :, :1], 3, axis=2), u8[:, :, 1:]], axis=2)
     pil = Image.fromarray(u8[:, :, 0] if u8.ndim == 3 and u8.shape[2] == 1 else u8)

@@ -52,14 +52,20 @@ def _range(dtype: np.dtype) -> tuple[float, float]:
     return 0.0, 1.0
 
 
-def content_peak(colour, dtype: np.dtype, peak: float) -> float:
-    """Full white of an image: its dtype's, except for unsigned integers of more than 8 bits,
+def dtype_white(dtype) -> float:
+    """Full white of an image dtype (numpy): its integer maximum, or 1 for floats."""
+    return _range(np.dtype(dtype))[1]
+
+
+def content_peak(colour, dtype: np.dtype) -> float:
+    """Full white of an image: its dtype's (`dtype_white`), except for unsigned integers of more than 8 bits,
     whose data often fill fewer bits (12- or 14-bit camera, scanner and microscope data in a
     16-bit file): there the smallest 2^k - 1, k >= 8, that holds the image's largest value.
     The denoiser's levels (no noise below a tenth of a grey level, the clipping at white, the
     least correlated std `auto` acts on) are then those of the image's own range: 12-bit data
     with noise of std 20 read 0.08 on the 16-bit range's 0..255 scale and came back as it
     was."""
+    peak = dtype_white(dtype)
     if not (np.issubdtype(dtype, np.unsignedinteger) and peak > 255):
         return peak
     top = float(colour.max()) if colour.shape[0] * colour.shape[1] else 0.0  # empty: refused later
@@ -403,7 +409,7 @@ def denoise(image, sigma: float | None = None, *, config: DenoiseConfig | None =
     dtype = _numpy_dtype(image.dtype)
     lo, peak = _range(dtype)
     colour, alpha = _split_channels(image)
-    peak = content_peak(colour, dtype, peak)
+    peak = content_peak(colour, dtype)
     dev = resolve_device(device)
     if isinstance(colour, np.ndarray):
         colour = torch.from_numpy(np.ascontiguousarray(colour, dtype=np.float32))
