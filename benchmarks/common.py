@@ -1,4 +1,5 @@
-"""What several benchmarks share: the device's name and timed optimizer steps of a training stage."""
+"""What several benchmarks share: the device's name, timed optimizer steps of a training stage, and
+images side by side."""
 
 from __future__ import annotations
 
@@ -6,7 +7,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+
+
+def side_by_side(path: Path, panels: list[np.ndarray], crop: int | None = None, gap: int = 8) -> None:
+    """Images on the 0..255 scale (H, W) or (H, W, 3), all the same shape, in one row with
+    `gap`-pixel white gaps, saved as an 8-bit PNG; with `crop`, the central crop x crop of each."""
+    from PIL import Image
+
+    if crop is not None:
+        h, w = panels[0].shape[:2]
+        top, left = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
+        panels = [p[top:top + crop, left:left + crop] for p in panels]
+    sep = np.full((panels[0].shape[0], gap) + panels[0].shape[2:], 255.0)
+    row = np.concatenate([part for p in panels for part in (sep, p)][1:], axis=1)
+    Image.fromarray(np.clip(np.round(row), 0, 255).astype(np.uint8)).save(path, optimize=True)
 
 
 def device_name() -> str:

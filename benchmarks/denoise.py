@@ -25,7 +25,10 @@ Protocol
 Run `python -m benchmarks.denoise` (full) or `--quick`; writes a markdown table to stdout
 and to --out. `--speed-repeats N` only times libcem against BM3D on the 256x256 images
 (`--speed-best`: libcem --best too),
-alternating them, N runs each (medians), which is steadier on a busy machine.
+alternating them, N runs each (medians), which is steadier on a busy machine. `--picture P`
+saves the first image at the first sigma as noisy | each method's output (McMaster's when
+colour sigmas are given; `--picture-crop N`: the central N x N of each), as at the top of
+docs/denoise.md.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import side_by_side
 from libcem.denoiser import DenoiseConfig, denoise
 from libcem.denoiser.settings import AFFINITY_HEADS
 from libcem.errors import LibcemError
@@ -140,18 +144,23 @@ def methods(color: bool, include_bm3d: bool, one_head: bool, threads: int = 1) -
 
 
 def run_set(images, sigmas, color: bool, include_bm3d: bool, one_head_sigmas=(),
-            only: list[str] | None = None, threads: int = 1) -> dict:
-    """{(sigma, method): Scores} over the images (methods restricted to `only` if given)."""
+            only: list[str] | None = None, threads: int = 1, picture: Path | None = None,
+            crop: int | None = None) -> dict:
+    """{(sigma, method): Scores} over the images (methods restricted to `only` if given).
+    picture: the first image at the first sigma saved there as noisy | each method's output
+    (`common.side_by_side`, the central crop x crop of each with `crop`)."""
     results: dict = {}
     for sigma in sigmas:
         table = methods(color, include_bm3d, sigma in one_head_sigmas, threads)
         table = {k: v for k, v in table.items() if only is None or k in only}
         for name, clean in images:
             y = add_noise(clean, sigma)
+            panels = [y]
             for method, fn in table.items():
                 start = time.perf_counter()
                 out, iters = fn(y, sigma)
                 seconds = time.perf_counter() - start
+                panels.append(out)
                 psnr, ssim = quality(clean, out)
                 s = results.setdefault((sigma, method), Scores())
                 s.psnr.append(psnr)
@@ -161,6 +170,10 @@ def run_set(images, sigmas, color: bool, include_bm3d: bool, one_head_sigmas=(),
                 if iters is not None:
                     s.iterations.append(iters)
                 print(f"  {name} sigma={sigma} {method}: {psnr:.2f} dB {seconds:.2f} s", flush=True)
+            if picture is not None:
+                side_by_side(picture, panels, crop)
+                print(f"  {picture}: {name} at sigma {sigma:g}, noisy | " + " | ".join(table), flush=True)
+                picture = None
     return results
 
 
@@ -277,6 +290,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="threads for every method: torch's for libcem, BM3D's num_threads")
     p.add_argument("--out", type=Path, default=None, help="also write the tables here")
+    p.add_argument("--picture", type=Path, default=None,
+                   help="save the first image at the first sigma as noisy | each method's output "
+                   "(PNG; McMaster's when colour sigmas are given, else Set12's)")
+    p.add_argument("--picture-crop", type=int, default=None,
+                   help="the picture's panels: their central N x N crop (default: whole)")
     return p.parse_args(argv)
 
 
@@ -297,14 +315,16 @@ def main(argv=None) -> None:
     if args.sigmas:
         gray = load_images(args.data_root, "set12", args.gray_limit, args.images)
         results = run_set(gray, args.sigmas, False, has_bm3d, args.one_head_sigmas, args.methods,
-                          args.threads)
+                          args.threads, None if args.color_sigmas else args.picture,
+                          args.picture_crop)
         parts.append(markdown(results, f"Set12 (grayscale, {len(gray)} images)"))
         conv_sigma = 25.0 if 25.0 in args.sigmas else args.sigmas[0]
         conv = em_convergence(gray, conv_sigma, args.em_cap)
         parts.append(convergence_markdown(conv, results, conv_sigma))
     if args.color_sigmas:
         color = load_images(args.data_root, "mcmaster", args.color_limit, args.images)
-        results = run_set(color, args.color_sigmas, True, has_bm3d, (), args.methods, args.threads)
+        results = run_set(color, args.color_sigmas, True, has_bm3d, (), args.methods, args.threads,
+                          args.picture, args.picture_crop)
         parts.append(markdown(results, f"McMaster (colour, {len(color)} images)"))
     text = "\n\n".join(parts) + "\n"
     print(text)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import side_by_side
 from benchmarks.denoise import DEFAULT_DATA, load_images, quality
 from benchmarks.denoise_auto import noisy_pair
 from libcem.denoiser import DenoiseConfig, denoise
@@ -88,16 +89,8 @@ def save_picture(path: Path, clean: np.ndarray, sigma: float, methods: list[str]
                  crop: int | None = None) -> None:
     """noisy | each method's output, side by side with 8-pixel white gaps (8-bit PNG); with
     `crop`, the central crop x crop of each."""
-    from PIL import Image
-
     _, y = noisy_pair(clean, f"white {sigma:g}")
-    panels = [y.astype(np.float64)] + [run(y, sigma, m) for m in methods]
-    if crop is not None:
-        top, left = max((y.shape[0] - crop) // 2, 0), max((y.shape[1] - crop) // 2, 0)
-        panels = [p[top:top + crop, left:left + crop] for p in panels]
-    gap = np.full((panels[0].shape[0], 8) + y.shape[2:], 255.0)
-    row = np.concatenate([part for p in panels for part in (gap, p)][1:], axis=1)
-    Image.fromarray(np.clip(np.round(row), 0, 255).astype(np.uint8)).save(path, optimize=True)
+    side_by_side(path, [y.astype(np.float64)] + [run(y, sigma, m) for m in methods], crop)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import side_by_side
 from benchmarks.denoise import DEFAULT_DATA, bm3d_profile, load_images, quality
 from libcem.denoiser import DenoiseConfig, denoise
 
@@ -148,12 +149,7 @@ def true_psd(shape: tuple[int, int], k: np.ndarray, sigma: float) -> np.ndarray:
 
 def write_picture(path: Path, images: list[np.ndarray], side: int = 192) -> None:
     """The central side x side crops of images in [0, 1], side by side, as an 8-bit PNG."""
-    from PIL import Image
-
-    h, w = images[0].shape[:2]
-    top, left = (h - side) // 2, (w - side) // 2
-    crops = [np.clip(np.round(x[top:top + side, left:left + side] * 255), 0, 255) for x in images]
-    Image.fromarray(np.concatenate(crops, 1).astype(np.uint8)).save(path)
+    side_by_side(path, [x * 255.0 for x in images], side, gap=0)
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,31 @@
+"""The benchmarks' shared picture: panels in a row, and the denoising benchmark's --picture."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.common import side_by_side
+from benchmarks.denoise import run_set
+
+
+def test_side_by_side_lays_panels_in_a_row_with_white_gaps(tmp_path):
+    a = np.zeros((6, 10, 3))
+    b = np.full((6, 10, 3), 300.0)  # clipped to 255
+    side_by_side(tmp_path / "row.png", [a, b, a], crop=4, gap=2)
+    row = np.asarray(Image.open(tmp_path / "row.png"))
+    assert row.shape == (4, 3 * 4 + 2 * 2, 3)
+    assert (row[:, :4] == 0).all() and (row[:, 4:6] == 255).all() and (row[:, 6:10] == 255).all()
+    assert (row[:, 12:] == 0).all()
+
+
+def test_denoise_benchmark_picture_is_noisy_then_each_method(tmp_path):
+    clean = (np.add.outer(np.arange(32), np.arange(32)) * 4).astype(np.uint8)
+    picture = tmp_path / "pic.png"
+    results = run_set([("ramp", clean)], [20.0], False, False, only=["skimage TV"],
+                      picture=picture)
+    assert set(results) == {(20.0, "skimage TV")}
+    row = np.asarray(Image.open(picture))
+    assert row.shape == (32, 2 * 32 + 8)
+    noisy, tv = row[:, :32].astype(float), row[:, 40:].astype(float)
+    assert np.abs(tv - clean).mean() < np.abs(noisy - clean).mean()  # the second panel denoised
