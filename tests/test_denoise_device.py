@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage import data
 
-from libcem.denoiser import DenoiseConfig, em, passes, tiling
+from libcem.denoiser import DenoiseConfig, em, linalg, passes, tiling
 from libcem.denoiser.correlated import NoiseCorrelation
 from libcem.denoiser.passes import PatchGroups
 from libcem.denoiser.patches import pad_to_grid, to_opponent
@@ -56,7 +56,9 @@ def test_the_passes_read_no_number_back_from_a_tensor(monkeypatch, colour, corre
     """Pass 1 with its per-group scale EM, the covariance pass with its covariance EM, the graph
     Wiener pass and a group-axis Wiener pass run with every host read refused: on a GPU none
     of their chunk loops waits for the device (with correlated noise too: its scales and
-    whitening are made once per image, not per pass)."""
+    whitening are made once per image, not per pass). The block inversion of the covariances
+    reads their condition bounds, so it runs on the CPU only: here it is off, as on a GPU."""
+    monkeypatch.setattr(linalg, "BLOCK_DEVICES", ())
     cfg = DenoiseConfig(threads=1, search_radius=8, combination_radius=8)
     img = _noisy(colour)
     noise = _binomial_noise() if correlated else None

@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage import data
 
-from libcem.denoiser import DenoiseConfig, covariance
+from libcem.denoiser import DenoiseConfig, covariance, linalg
 from libcem.denoiser.attention import attention_weights, chain_distances
 from libcem.denoiser.graph import spectrum
 from libcem.denoiser.passes import PatchGroups, fit_group_model
@@ -31,6 +31,46 @@ def test_covariance_posterior_mean_equals_the_direct_formula(k, d):
         mu = z[i].mean(0)
         assert torch.allclose(est[i], mu + (z[i] - mu) @ shrink.T, atol=1e-10)
         assert math.isclose(float(kept[i]), float(torch.trace(shrink)), rel_tol=1e-10)
+
+
+@pytest.mark.parametrize("d", [5, 25, 26, 49, 81, 147])  # LAPACK alone, one split, several
+def test_spd_inverse_is_the_inverse(d):
+    g = torch.Generator().manual_seed(d)
+    a = torch.randn(4, d + 3, d, generator=g, dtype=torch.float64)
+    ridge = torch.tensor([0.1, 1.0, 10.0, 1e4], dtype=torch.float64) * d  # ill- to well-conditioned
+    m = a.transpose(1, 2) @ a + ridge[:, None, None] * torch.eye(d, dtype=torch.float64)
+    inv = linalg.spd_inverse(m, ridge)
+    assert torch.allclose(inv @ m, torch.eye(d, dtype=torch.float64).expand(4, d, d), atol=1e-9)
+    assert torch.allclose(inv, inv.transpose(1, 2), atol=1e-12)
+
+
+def test_spd_inverse_sends_ill_conditioned_matrices_to_cholesky(monkeypatch):
+    """By blocks, float32 rounding grows with the condition number squared: a matrix whose
+    bound tr M / ridge exceeds SPD_BLOCK_COND is inverted again through Cholesky, and a batch
+    of mostly such matrices goes through Cholesky alone."""
+    calls = []
+    real = linalg._block_inverse
+    monkeypatch.setattr(linalg, "_block_inverse", lambda m, failed: calls.append(m.shape[0]) or real(m, failed))
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 64, 49, generator=g)
+    ridge = torch.tensor([100.0, 1e-3, 100.0, 100.0])  # bounds about 80, 3e6, 80, 80
+    m = a.transpose(1, 2) @ a + ridge[:, None, None] * torch.eye(49)
+    inv = linalg.spd_inverse(m, ridge)
+    assert calls and calls[0] == 4  # the batch by blocks
+    assert torch.equal(inv[1], torch.cholesky_inverse(torch.linalg.cholesky(m[1:2]))[0])
+    assert torch.allclose(inv @ m, torch.eye(49).expand(4, 49, 49), atol=1e-4)
+    calls.clear()
+    ridge = torch.tensor([1e-3, 1e-3, 1e-3, 100.0])
+    m = a.transpose(1, 2) @ a + ridge[:, None, None] * torch.eye(49)
+    assert torch.equal(linalg.spd_inverse(m, ridge), torch.cholesky_inverse(torch.linalg.cholesky(m)))
+    assert not calls
+
+
+def test_spd_inverse_refuses_a_matrix_that_is_not_positive_definite():
+    m = torch.eye(49).repeat(2, 1, 1)
+    m[1, 40, 40] = -1.0  # lands in a Schur complement, past the first block
+    with pytest.raises(torch.linalg.LinAlgError):
+        linalg.spd_inverse(m, 1.0)
 
 
 @pytest.mark.parametrize("k, d", [(4, 6), (6, 4)])

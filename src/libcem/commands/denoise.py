@@ -56,7 +56,7 @@ def register(subparsers) -> None:
                    help="tile side in pixels for large images (default: 768 on a CPU; on a GPU the "
                    "largest its free memory holds, the whole photo when it fits)")
     p.add_argument("--fast", action="store_true",
-                   help="about 2.7x faster on colour photos for about 0.1 dB less, 1.7x on gray "
+                   help="about 2.5x faster on colour photos for about 0.1 dB less, 1.7x on gray "
                    "ones for about 0.05 dB: sparser reference patches, and on colour two second "
                    "passes instead of three (for 12-megapixel photos: about 2 minutes on 2 cores)")
     p.add_argument("--best", action="store_true",
@@ -254,11 +254,11 @@ def _speed_note(img, args: argparse.Namespace) -> tuple[str, str] | None:
         return None
     if args.best:
         return "best", (f"{megapixels:.1f} megapixels with --best, meant for small images and "
-                        "crops: 12 megapixels took 16 minutes on 2 cores, 5.5 with the default "
+                        "crops: 12 megapixels took 16 minutes on 2 cores, under 5 with the default "
                         "settings")
-    return "fast", (f"{megapixels:.1f} megapixels; --fast is about 2.8x faster on colour photos "
-                    "(1.7x on gray) for about 0.1 dB less (12 megapixels on 2 cores: 115 s "
-                    "against 324 s)")
+    return "fast", (f"{megapixels:.1f} megapixels; --fast is about 2.5x faster on colour photos "
+                    "(1.7x on gray) for about 0.1 dB less (12 megapixels on 2 cores: 113 s "
+                    "against 284 s)")
 
 
 class _TileBar:

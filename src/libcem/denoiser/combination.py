@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from libcem.denoiser.linalg import spd_inverse
+
 
 def group_filter(pilot: torch.Tensor, noise_var: torch.Tensor) -> torch.Tensor:
     """The affine group-axis Wiener filter theta (G, K, K) of each group, from the pilot's
@@ -40,12 +42,12 @@ def group_filter(pilot: torch.Tensor, noise_var: torch.Tensor) -> torch.Tensor:
     if n < k:
         m = x.transpose(1, 2) @ x  # (G, n, n)
         m.diagonal(dim1=1, dim2=2).add_(ridge[:, None])
-        smooth = (x @ torch.cholesky_inverse(torch.linalg.cholesky(m))) @ x.transpose(1, 2)
+        smooth = (x @ spd_inverse(m, ridge)) @ x.transpose(1, 2)
         u = 1.0 - smooth.sum(2, keepdim=True)  # r Q^-1 1, (G, K, 1)
         return smooth + u @ u.transpose(1, 2) / u.sum(1, keepdim=True)
     q = x @ x.transpose(1, 2)  # (G, K, K)
     q.diagonal(dim1=1, dim2=2).add_(ridge[:, None])
-    q_inv = torch.cholesky_inverse(torch.linalg.cholesky(q))
+    q_inv = spd_inverse(q, ridge)
     ones = q_inv.sum(2, keepdim=True)  # Q^-1 1, (G, K, 1)
     q_inv = q_inv - ones @ ones.transpose(1, 2) / ones.sum(1, keepdim=True)
     theta = -ridge[:, None, None] * q_inv

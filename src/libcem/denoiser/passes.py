@@ -280,7 +280,7 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
     heads = _heads_on(params, positions.device)
 
     def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        lam, vec = _graph(guide, pos, heads)
+        _, vec = _graph(guide, pos, heads)
         c = vec.transpose(1, 2) @ noisy.coefficients(pos)
         q = vec.transpose(1, 2) @ guide.coefficients(pos)
         gain = q * q / (q * q + sigma2)
