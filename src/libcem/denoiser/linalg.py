@@ -32,7 +32,7 @@ def spd_inverse(m: torch.Tensor, ridge: torch.Tensor | float) -> torch.Tensor:
     easy = bound <= SPD_BLOCK_COND
     if 2 * int(easy.sum()) < easy.numel():  # mostly ill-conditioned (sigma below 5 or so)
         return _cholesky_inverse(m)
-    failed = torch.zeros(m.shape[0], dtype=torch.bool)
+    failed = torch.zeros(m.shape[0], dtype=torch.bool, device=m.device)
     out = _block_inverse(m, failed)
     if bool((failed & easy).any()):  # as torch.linalg.cholesky says it
         raise torch.linalg.LinAlgError("spd_inverse: a matrix is not positive definite")
