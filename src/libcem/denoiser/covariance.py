@@ -13,7 +13,8 @@ inverse of M = A^T A + K sigma^2 I, as x_hat = z - K sigma^2 (z - mu) M^-1 (sinc
 C (C + sigma^2 I)^-1 = I - K sigma^2 M^-1); for d > K through Woodbury's K x K system,
 C (C + sigma^2 I)^-1 = A^T (A A^T + K sigma^2 I)^-1 A. Both are symmetric positive definite;
 the d x d Cholesky form was 2.3x faster than a K x K LU solve at d = 49, K = 64 (one thread),
-and since session 27 M is inverted by blocks (`linalg.spd_inverse`), 1.6-2.1x faster again.
+and since session 27 `linalg.spd_inverse` inverts the well-conditioned M by blocks, faster
+still (the figures are in its docstring).
 
 The pilot is a smoothed estimate, so its covariance is too small in the directions it
 flattened. `em_covariance` refits C to the noisy patches themselves by EM, starting from the
