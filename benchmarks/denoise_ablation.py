@@ -12,7 +12,8 @@ rounded to 8 bits. Each variant changes one setting of the shipped `DenoiseConfi
 
 Run `python -m benchmarks.denoise_ablation --split train --count 24` and
 `python -m benchmarks.denoise_ablation --split set12`; prints a markdown table (mean PSNR,
-and the change against the shipped settings) and writes it to --out.
+the change against the shipped settings and on how many images the variant was better) and
+writes it to --out.
 """
 
 from __future__ import annotations
@@ -135,8 +136,11 @@ def markdown(result: dict, sigmas, variants, title: str) -> str:
     for v in variants:
         cells = []
         for s in sigmas:
-            m, b = np.mean(psnr[(s, v)]), np.mean(psnr[(s, "as shipped")])
-            cells.append(f"{m:.2f}" if v == "as shipped" else f"{m:.2f} ({m - b:+.2f})")
+            ours, base = np.array(psnr[(s, v)]), np.array(psnr[(s, "as shipped")])
+            m, b = ours.mean(), base.mean()
+            better = int((ours > base).sum())  # images where the variant beats the shipped one
+            cells.append(f"{m:.2f}" if v == "as shipped"
+                         else f"{m:.2f} ({m - b:+.2f}, {better} of {len(ours)})")
         lines.append(f"| {v} | " + " | ".join(cells)
                      + f" | {result['seconds'][v] / base_t:.2f} |")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The benchmarks' shared picture: panels in a row, and the denoising benchmark's --picture."""
+"""The benchmarks: the shared picture (panels in a row), the denoising benchmark's --picture and
+the ablation table."""
 
 from __future__ import annotations
 
@@ -29,3 +30,13 @@ def test_denoise_benchmark_picture_is_noisy_then_each_method(tmp_path):
     assert row.shape == (32, 2 * 32 + 8)
     noisy, tv = row[:, :32].astype(float), row[:, 40:].astype(float)
     assert np.abs(tv - clean).mean() < np.abs(noisy - clean).mean()  # the second panel denoised
+
+
+def test_ablation_table_counts_the_images_each_variant_wins():
+    from benchmarks.denoise_ablation import markdown
+
+    result = {"psnr": {(25, "as shipped"): [30.0, 31.0, 32.0], (25, "tau = 0"): [30.5, 30.0, 32.0]},
+              "seconds": {"as shipped": 2.0, "tau = 0": 1.0}}
+    table = markdown(result, [25], ["as shipped", "tau = 0"], "t")
+    assert "| as shipped | 31.00 | 1.00 |" in table
+    assert "| tau = 0 | 30.83 (-0.17, 1 of 3) | 0.50 |" in table  # a tie is not a win

@@ -22,7 +22,7 @@ Poisson-Gaussian path (`api.denoise_signal_dependent`) takes out the bias of noi
 a x + b with it, after fitting (a, b) with each level's clipped share of that variance
 (`poisson_gaussian.fit_clipped`).
 On 8-bit Train400 images with clipped noise of known std 25 / 50 this gained 0.12 / 0.77 dB
-over taking sigma as it is (docs/denoise.md, "Clipped noise").
+over taking sigma as it is (docs/denoise-noise.md, "Clipped noise").
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def estimate_std(img: torch.Tensor, patch: int = 7, count: int = 60000,
     (`std_before`); then once more, each patch kept as weak-texture by the gradient energy
     of its own clipped noise under that std, rather than of the measured std (which kept
     too few of the unclipped flat patches: on a crop with a black band at std 10-50, 0.88-0.92
-    of the std before this round, 0.95-0.97 after; docs/denoise.md, "Clipped noise").
+    of the std before this round, 0.95-0.97 after; docs/denoise-noise.md, "Clipped noise").
     """
     from libcem.denoiser.noise import (
         gradient_energy,

@@ -188,7 +188,7 @@ def estimate_correlation(img: torch.Tensor, max_patches: int = 60000,
     (module docstring): channels pooled, or with `per_channel` one per channel, on patches at
     the same positions, those with a `clipped` pixel ((H, W) bool) left out when enough others
     remain (clipping flattens the noise; without that, the per-channel fit lost 0.4 dB on
-    colour crops with clipped highlights, docs/denoise.md). The pooled fit when some channel
+    colour crops with clipped highlights, docs/denoise-noise.md). The pooled fit when some channel
     shows no noise."""
     patch = min(FIT_PATCH, img.shape[1], img.shape[2])
     lag = min(LAG, patch - 2)

@@ -19,7 +19,7 @@ still (the figures are in its docstring).
 The pilot is a smoothed estimate, so its covariance is too small in the directions it
 flattened. `em_covariance` refits C to the noisy patches themselves by EM, starting from the
 pilot's (the settings `cov_em_iter_gray`, `cov_em_iter_color`): on a Train400 split, two
-iterations gained 0.08 dB at sigma 15 and 0.09 dB at 25 on gray images (docs/denoise.md).
+iterations gained 0.08 dB at sigma 15 and 0.09 dB at 25 on gray images (docs/denoise-log.md, session 8).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ camera's (`camera`: correlated, and signal dependent where its fit finds a slope
 (`poisson_gaussian.signal_dependent`, on the line `api.denoise_signal_dependent` fits, which
 on an 8-bit image takes in the clipping at black and white). `api.read_noise` makes both
 fits. Both thresholds were chosen on 16 Train400 images and 8 skimage colour crops under
-20 noise types (docs/denoise.md, "Choosing the noise model").
+20 noise types (docs/denoise-noise.md, "Choosing the noise model").
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ class PatchGroups:
         after pass 1, the covariance passes read the noisy image's pixels only. With this and
         the noisy tables freed at the first feedback pass, the peak memory of a colour image
         at sigma 50 with 4096-group batches fell from 5,330 to 3,300 bytes per pixel
-        (session 16, docs/denoise.md)."""
+        (docs/denoise-log.md, session 16)."""
         self._coef = self._lum = None
 
     def match(self, step: int, radius: int, k: int) -> torch.Tensor:

@@ -156,7 +156,7 @@ class PatchAccumulator:
         reading across memory with a stride of C * p * p floats; 0.12-0.48 s in bands).
         Session 26, default settings, sigma 25: that image in 0.92x the time and 0.89x the
         peak memory (one thread); the 12-megapixel photo in the same time, at 0.90x the
-        memory per tile worker (docs/denoise.md)."""
+        memory per tile worker (docs/denoise-log.md, session 26)."""
         (c, h, w), p = self.shape, self.patch
         hn, wn = h - p + 1, w - p + 1
         on_cpu = self.num.device.type == "cpu"

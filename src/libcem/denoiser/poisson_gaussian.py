@@ -60,7 +60,7 @@ def level_variances(img: torch.Tensor, patch: int = 7, max_patches: int = 80000,
     8x130 photo the 16 bins' 46 patches each read 0: no noise at any level, and `auto` left
     the image as it was. Fewer than MIN_GAUSSIAN_BINS bins show no slope (`fit_levels`): the
     white model. (1000 lost the bright-grass case of tests/test_denoise_auto.py, where bins
-    of 1,100 patches of grass read as Gaussian; docs/denoise.md, "Small images".)"""
+    of 1,100 patches of grass read as Gaussian; docs/denoise-noise.md, "Small images".)"""
     samples = sample_patches(img, patch, max_patches, generator).double()  # (n, p*p)
     order = samples.mean(1).argsort()
     bins = max(1, min(LEVEL_BINS, samples.shape[0] // MIN_BIN_PATCHES))
@@ -107,7 +107,7 @@ def estimate_correlated(img: torch.Tensor, max_patches: int = 60000, quantile: f
     at a low `quantile` (`correlated.energy_quantile_variance`: a twentieth of a bin need be
     flat), and the line is a lower envelope, a quantile regression at `envelope` (a textured
     bin's variance is only ever too high). Patches with a clipped pixel are left out. Both
-    quantiles were chosen on skimage crops through a simulated camera (docs/denoise.md,
+    quantiles were chosen on skimage crops through a simulated camera (docs/denoise-noise.md,
     "Camera noise"): the median line followed the texture of the middle levels."""
     patch = min(FIT_PATCH, img.shape[1], img.shape[2])
     lag = min(LAG, patch - 2)

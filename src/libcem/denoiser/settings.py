@@ -147,7 +147,7 @@ class DenoiseConfig:
         autocovariance in each luminance/chroma channel (True) or one for all three (False).
         A JPEG's chroma subsampling and a camera's processing leave different noise in luma
         and chroma: on skimage colour crops through a simulated camera and a JPEG at quality
-        95 with 4:2:0 chroma, `camera` gained 2.5 dB (docs/denoise.md, session 19).
+        95 with 4:2:0 chroma, `camera` gained 2.5 dB (docs/denoise-noise.md, session 19).
     tile, overlap: images larger than tile x tile are processed in overlapping tiles (on a CPU).
     gpu_tile: the tile side on a GPU; 0 = the largest square whose passes fit in the GPU's free
         memory (`tiling.device_tile`): a photo that fits is denoised whole, its groups in
