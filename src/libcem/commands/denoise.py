@@ -60,7 +60,7 @@ def register(subparsers) -> None:
                    "ones for about 0.05 dB: sparser reference patches, and on colour two second "
                    "passes instead of three (for 12-megapixel photos: about 2 minutes on 2 cores)")
     p.add_argument("--best", action="store_true",
-                   help="the highest quality: 0.15-0.24 dB above the default on Set12 (gray) and "
+                   help="the highest quality: 0.12-0.24 dB above the default on Set12 (gray) and "
                    "0.13 dB on McMaster (colour), 2.5-5.5x slower: LIChI-style passes that replace each "
                    "patch by a linear combination of its group's patches (small images and crops)")
     p.add_argument("--workers", type=int, default=None,
