@@ -28,7 +28,8 @@ and to --out. `--speed-repeats N` only times libcem against BM3D on the 256x256 
 alternating them, N runs each (medians), which is steadier on a busy machine. `--picture P`
 saves the first image at the first sigma as noisy | each method's output (McMaster's when
 colour sigmas are given; `--picture-crop N`: the central N x N of each), as at the top of
-docs/denoise.md.
+docs/denoise.md. `--train-draw SEED` runs the gray columns on a draw of Train400 images
+instead of Set12 (the tuning pool; a draw no setting was chosen on).
 """
 
 from __future__ import annotations
@@ -78,6 +79,19 @@ def load_images(root: Path, kind: str, limit: int | None,
     if not files:
         raise LibcemError(f"{folder}: no test images (set --data-root)")
     return [(p.stem, read_image(p)) for p in files[:limit]]
+
+
+def train_images(root: Path, count: int, seed: int) -> list[tuple[str, np.ndarray]]:
+    """`count` Train400 images drawn without replacement by a generator seeded `seed` (the
+    pool the settings are tuned on: a draw no setting was chosen on shows how the tuning
+    carries over to images of the same kind)."""
+    from libcem.denoiser.io import read_image
+
+    files = sorted((root / "train400").glob("*.png"))
+    if len(files) < count:
+        raise LibcemError(f"{root / 'train400'}: {len(files)} images, {count} asked (set --data-root)")
+    pick = np.random.default_rng(seed).choice(len(files), count, replace=False)
+    return [(files[i].stem, read_image(files[i])) for i in sorted(pick)]
 
 
 def add_noise(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -251,8 +265,8 @@ def markdown(results: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def convergence_markdown(conv: dict, results: dict, sigma: float) -> str:
-    lines = [f"### One head vs four heads (Set12, sigma {sigma:g})", "",
+def convergence_markdown(conv: dict, results: dict, sigma: float, title: str = "Set12") -> str:
+    lines = [f"### One head vs four heads ({title}, sigma {sigma:g})", "",
              "| heads | mean PSNR | mean EM iterations to converge | converged | final objective |",
              "|---|---|---|---|---|"]
     psnr = {"1 head (texture)": results.get((sigma, "libcem (known sigma)")),
@@ -273,6 +287,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sigmas", type=float, nargs="*", default=[15, 25, 50], help="Set12 levels")
     p.add_argument("--color-sigmas", type=float, nargs="*", default=[25], help="McMaster levels")
     p.add_argument("--gray-limit", type=int, default=None, help="first N Set12 images only")
+    p.add_argument("--train-draw", type=int, default=None, metavar="SEED",
+                   help="the gray columns on 24 Train400 images drawn with SEED (--gray-limit: "
+                   "how many) instead of Set12")
     p.add_argument("--color-limit", type=int, default=None, help="first N McMaster images only")
     p.add_argument("--images", nargs="*", default=None,
                    help="only these image names (file stems, e.g. 01 02 or 1 2) in both sets")
@@ -313,14 +330,18 @@ def main(argv=None) -> None:
         print(speed(gray, args.speed_sigma, args.speed_repeats, args.threads, args.speed_best))
         return
     if args.sigmas:
-        gray = load_images(args.data_root, "set12", args.gray_limit, args.images)
+        if args.train_draw is None:
+            gray, title = load_images(args.data_root, "set12", args.gray_limit, args.images), "Set12"
+        else:
+            gray = train_images(args.data_root, args.gray_limit or 24, args.train_draw)
+            title = f"Train400, seed {args.train_draw}"
         results = run_set(gray, args.sigmas, False, has_bm3d, args.one_head_sigmas, args.methods,
                           args.threads, None if args.color_sigmas else args.picture,
                           args.picture_crop)
-        parts.append(markdown(results, f"Set12 (grayscale, {len(gray)} images)"))
+        parts.append(markdown(results, f"{title} (grayscale, {len(gray)} images)"))
         conv_sigma = 25.0 if 25.0 in args.sigmas else args.sigmas[0]
         conv = em_convergence(gray, conv_sigma, args.em_cap)
-        parts.append(convergence_markdown(conv, results, conv_sigma))
+        parts.append(convergence_markdown(conv, results, conv_sigma, title))
     if args.color_sigmas:
         color = load_images(args.data_root, "mcmaster", args.color_limit, args.images)
         results = run_set(color, args.color_sigmas, True, has_bm3d, (), args.methods, args.threads,

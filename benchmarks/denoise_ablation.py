@@ -25,9 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.denoise import DEFAULT_DATA, add_noise, load_images, quality
+from benchmarks.denoise import (
+    DEFAULT_DATA,
+    add_noise,
+    load_images,
+    quality,
+    train_images,
+)
 from libcem.denoiser import DenoiseConfig, denoise
-from libcem.denoiser.io import read_image
 from libcem.denoiser.settings import AFFINITY_HEADS, SPEEDS
 
 SESSION8_HIGH = {"pass2_high": "graph_wiener", "later_pass2": "graph_wiener", "feedback_high": 0.0,
@@ -103,13 +108,6 @@ def colour_images() -> list[tuple[str, np.ndarray]]:
         y, x = (img.shape[0] - 256) // 2, (img.shape[1] - 256) // 2
         out.append((name, np.ascontiguousarray(img[y:y + 256, x:x + 256]).astype(np.float64)))
     return out
-
-
-def train_images(root: Path, count: int, seed: int) -> list[tuple[str, np.ndarray]]:
-    """`count` Train400 images drawn without replacement by a generator seeded `seed`."""
-    files = sorted((root / "train400").glob("*.png"))
-    pick = np.random.default_rng(seed).choice(len(files), count, replace=False)
-    return [(files[i].stem, read_image(files[i])) for i in sorted(pick)]
 
 
 def run(images, sigmas, variants) -> dict:

@@ -40,3 +40,15 @@ def test_ablation_table_counts_the_images_each_variant_wins():
     table = markdown(result, [25], ["as shipped", "tau = 0"], "t")
     assert "| as shipped | 31.00 | 1.00 |" in table
     assert "| tau = 0 | 30.83 (-0.17, 1 of 3) | 0.50 |" in table  # a tie is not a win
+
+
+def test_train_draw_is_seeded_and_distinct(tmp_path):
+    from benchmarks.denoise import train_images
+
+    folder = tmp_path / "train400"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((4, 4), 40 * i, np.uint8)).save(folder / f"test_{i:03d}.png")
+    a, b = train_images(tmp_path, 3, 7), train_images(tmp_path, 3, 7)
+    assert [n for n, _ in a] == [n for n, _ in b] and len({n for n, _ in a}) == 3
+    assert all(img.shape == (4, 4) and img[0, 0] == 40 * int(n[-3:]) for n, img in a)
