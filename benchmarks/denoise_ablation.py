@@ -13,7 +13,8 @@ rounded to 8 bits. Each variant changes one setting of the shipped `DenoiseConfi
 Run `python -m benchmarks.denoise_ablation --split train --count 24` and
 `python -m benchmarks.denoise_ablation --split set12`; prints a markdown table (mean PSNR,
 the change against the shipped settings and on how many images the variant was better) and
-writes it to --out.
+writes it to --out. `--picture P` saves the first image at the first sigma as noisy | each
+variant's output (`--picture-crop N`: the central N x N of each).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import side_by_side
 from benchmarks.denoise import (
     DEFAULT_DATA,
     add_noise,
@@ -110,18 +112,27 @@ def colour_images() -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def run(images, sigmas, variants) -> dict:
-    """{(sigma, variant): [PSNR per image]} and the total seconds per variant."""
+def run(images, sigmas, variants, picture: Path | None = None, crop: int | None = None) -> dict:
+    """{(sigma, variant): [PSNR per image]} and the total seconds per variant. picture: the
+    first image at the first sigma saved there as noisy | each variant's output
+    (`common.side_by_side`, the central crop x crop of each with `crop`)."""
     psnr, seconds = {}, {}
     for sigma in sigmas:
         for name, clean in images:
             y = add_noise(clean, sigma)
+            panels = [y]
             for variant, overrides in variants.items():
                 cfg = DenoiseConfig().override(**overrides)
                 start = time.perf_counter()
                 out = denoise(y / 255.0, sigma / 255.0, config=cfg) * 255.0
                 seconds[variant] = seconds.get(variant, 0.0) + time.perf_counter() - start
                 psnr.setdefault((sigma, variant), []).append(quality(clean, out)[0])
+                panels.append(out)
+            if picture is not None:
+                side_by_side(picture, panels, crop)
+                dbs = " | ".join(f"{v} {psnr[(sigma, v)][-1]:.2f} dB" for v in variants)
+                print(f"  {picture}: {name} at sigma {sigma:g}, noisy | {dbs}", flush=True)
+                picture = None
             print(f"  {name} sigma={sigma:g} done", flush=True)
     return {"psnr": psnr, "seconds": seconds}
 
@@ -156,6 +167,10 @@ def main(argv=None) -> None:
     p.add_argument("--sigmas", type=float, nargs="*", default=[15, 25, 50])
     p.add_argument("--variants", nargs="*", default=None, help="only these (by name)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--picture", type=Path, default=None,
+                   help="save the first image at the first sigma as noisy | each variant's output")
+    p.add_argument("--picture-crop", type=int, default=None,
+                   help="the picture's panels: their central N x N crop (default: whole)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     variants = {k: v for k, v in VARIANTS.items()
@@ -169,7 +184,8 @@ def main(argv=None) -> None:
     else:
         images = load_images(args.data_root, "set12", None)
         title = "Ablations, Set12 (12 images), known sigma"
-    text = markdown(run(images, args.sigmas, variants), args.sigmas, variants, title) + "\n"
+    result = run(images, args.sigmas, variants, args.picture, args.picture_crop)
+    text = markdown(result, args.sigmas, variants, title) + "\n"
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -52,3 +52,17 @@ def test_train_draw_is_seeded_and_distinct(tmp_path):
     a, b = train_images(tmp_path, 3, 7), train_images(tmp_path, 3, 7)
     assert [n for n, _ in a] == [n for n, _ in b] and len({n for n, _ in a}) == 3
     assert all(img.shape == (4, 4) and img[0, 0] == 40 * int(n[-3:]) for n, img in a)
+
+
+def test_ablation_picture_shows_noisy_then_each_variant(tmp_path):
+    from benchmarks.denoise_ablation import run
+
+    x = np.tile(np.linspace(40, 200, 48), (48, 1))
+    variants = {"as shipped": {}, "pass 1 only": {"second_pass": False}}
+    result = run([("ramp", x)], [25], variants, tmp_path / "a.png", crop=32)
+    row = np.asarray(Image.open(tmp_path / "a.png"))
+    assert row.shape == (32, 3 * 32 + 2 * 8)
+    noisy, first = row[:, :32].astype(float), row[:, 40:72].astype(float)
+    crop = x[8:40, 8:40]
+    assert np.abs(first - crop).mean() < np.abs(noisy - crop).mean() / 2  # denoised, not noisy
+    assert set(result["psnr"]) == {(25, "as shipped"), (25, "pass 1 only")}
