@@ -120,14 +120,15 @@ def run(images, sigmas, variants, picture: Path | None = None, crop: int | None 
     for sigma in sigmas:
         for name, clean in images:
             y = add_noise(clean, sigma)
-            panels = [y]
+            panels = [y] if picture is not None else []  # kept only for the picture
             for variant, overrides in variants.items():
                 cfg = DenoiseConfig().override(**overrides)
                 start = time.perf_counter()
                 out = denoise(y / 255.0, sigma / 255.0, config=cfg) * 255.0
                 seconds[variant] = seconds.get(variant, 0.0) + time.perf_counter() - start
                 psnr.setdefault((sigma, variant), []).append(quality(clean, out)[0])
-                panels.append(out)
+                if picture is not None:
+                    panels.append(out)
             if picture is not None:
                 side_by_side(picture, panels, crop)
                 dbs = " | ".join(f"{v} {psnr[(sigma, v)][-1]:.2f} dB" for v in variants)
