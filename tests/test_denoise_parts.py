@@ -112,6 +112,31 @@ def test_ablation_switches(overrides, tau, iterations):
         assert np.all(np.diff(trace.objective) >= -1e-9)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_first_pass_without_diffusion_skips_the_graph_and_gives_the_same_estimate(channels, monkeypatch):
+    from libcem.denoiser import passes
+
+    cfg = DenoiseConfig(graph_diffusion=False)
+    x = torch.tensor(data.astronaut()[100:164, 150:214], dtype=torch.float32).permute(2, 0, 1)
+    x = x[:channels] if channels == 3 else x.mean(0, keepdim=True)
+    y = x + 25 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    groups = PatchGroups(pad_to_grid(y, cfg.patch, cfg.step), cfg.patch, cfg.heads_for(channels))
+    positions = groups.match(cfg.step, cfg.search_radius, cfg.pass1_group_size(channels))
+    params, _ = fit_group_model(groups, positions, 25.0, cfg, torch.Generator().manual_seed(0))
+    assert params.tau == 0.0
+    fast = passes.graph_diffusion_pass(groups, positions, params, cfg)  # the DCT along the group
+    built = []
+    monkeypatch.setattr(passes, "_group_dct", lambda k, device: None)
+    monkeypatch.setattr(passes, "_graph", lambda *a: built.append(1) or spectrum_of(*a))
+    slow = passes.graph_diffusion_pass(groups, positions, params, cfg)  # each group's eigenbasis
+    assert built and torch.allclose(fast, slow, atol=1e-3)  # grey levels, float32 rounding
+    assert (fast[:, :64, :64] - y).abs().mean() > 5  # it did denoise
+
+
+def spectrum_of(groups, pos, heads):
+    return spectrum(attention_weights(groups.distances(pos), *heads))
+
+
 def test_new_settings_are_checked():
     with pytest.raises(LibcemError, match="pass2"):
         DenoiseConfig(pass2="bm4d")

@@ -39,6 +39,7 @@ from libcem.denoiser.patches import (
     PatchAccumulator,
     all_patches,
     block_match,
+    dct_1d,
     dct_matrix,
     from_opponent,
     pad_to_grid,
@@ -200,6 +201,16 @@ def _graph(groups: PatchGroups, positions: torch.Tensor, heads: tuple[torch.Tens
     return spectrum(attention_weights(groups.distances(positions), *heads))
 
 
+def _group_dct(k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """At tau = 0 the group model does not depend on the graph: every orthonormal basis whose
+    mode 0 is the group mean gives the same posterior (the scales and gains are sums over the
+    proper modes). So pass 1 without graph diffusion (correlated noise, the ablation) takes
+    the DCT along the group, shared by all groups, for the eigenbasis: no affinity weights and
+    no `eigh` per group. Returns eigenvalues (1, K), all 0, and eigenvectors (1, K, K)."""
+    basis = dct_1d(k).T.to(device=device, dtype=torch.float32)  # columns: the basis vectors
+    return torch.zeros(1, k, device=device), basis[None]
+
+
 def _heads_on(params: em.GroupModelParams, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The head parameters (kept on the host by EM) as float32 on `device`, copied once per
     pass, not in every chunk: on a GPU each copy from the host waits for the device."""
@@ -235,9 +246,10 @@ def graph_diffusion_pass(groups: PatchGroups, positions: torch.Tensor, params: e
     free = em.free_mask(positions.shape[1], groups.channels * groups.patch**2, groups.channels,
                         positions.device)
     heads = _heads_on(params, positions.device)
+    fixed = _group_dct(positions.shape[1], positions.device) if params.tau == 0 else None
 
     def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        lam, vec = _graph(groups, pos, heads)
+        lam, vec = fixed if fixed is not None else _graph(groups, pos, heads)
         c = vec.transpose(1, 2) @ groups.coefficients(pos)  # (G, K, F) graph Fourier x DCT
         scale = em.initial_scale(c, lam, params.tau, params.sigma2, free)
         for _ in range(cfg.scale_iter):  # EM on the per-group scales, global params fixed

@@ -110,11 +110,17 @@ def all_patches(img: torch.Tensor, patch: int) -> torch.Tensor:
     return img.unfold(1, patch, 1).unfold(2, patch, 1).reshape(img.shape[0], -1, patch * patch)
 
 
+def dct_1d(n: int) -> torch.Tensor:
+    """Orthonormal DCT-II of length n, float64 (n, n): row k is basis vector k, row 0 constant."""
+    i = torch.arange(n, dtype=torch.float64)
+    d = torch.cos(math.pi * (i[None, :] + 0.5) * i[:, None] / n) * math.sqrt(2.0 / n)
+    d[0] /= math.sqrt(2.0)
+    return d
+
+
 def dct_matrix(patch: int, device=None) -> torch.Tensor:
     """Orthonormal 2-D DCT-II on flattened p x p patches: (p*p, p*p), coefficients = D @ x."""
-    n = torch.arange(patch, dtype=torch.float64)
-    d = torch.cos(math.pi * (n[None, :] + 0.5) * n[:, None] / patch) * math.sqrt(2.0 / patch)
-    d[0] /= math.sqrt(2.0)
+    d = dct_1d(patch)
     return torch.kron(d, d).to(device=device, dtype=torch.float32)
 
 
