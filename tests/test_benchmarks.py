@@ -66,3 +66,15 @@ def test_ablation_picture_shows_noisy_then_each_variant(tmp_path):
     crop = x[8:40, 8:40]
     assert np.abs(first - crop).mean() < np.abs(noisy - crop).mean() / 2  # denoised, not noisy
     assert set(result["psnr"]) == {(25, "as shipped"), (25, "pass 1 only")}
+
+
+def test_speed_photo_with_smoothed_noise_is_correlated(tmp_path):
+    from benchmarks.denoise_speed import synthetic_photo
+
+    (tmp_path / "mcmaster").mkdir()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(tmp_path / "mcmaster" / "1.tif")
+    for smoothed, low, high in [(False, -0.05, 0.05), (True, 0.6, 0.72)]:
+        photo = synthetic_photo(tmp_path, 96, 64, 10.0, smoothed).astype(float) - 128
+        assert photo.shape == (64, 96, 3) and 9.0 < photo.std() < 11.0
+        across = np.corrcoef(photo[:, :-1].ravel(), photo[:, 1:].ravel())[0, 1]
+        assert low < across < high  # 2/3 for the 3x3 binomial kernel, 0 for white noise
