@@ -393,3 +393,16 @@ def test_patches_are_gathered_channel_by_channel():
                 y, x = divmod(int(positions[i, j]), wn)
                 want = img[c, y:y + patch, x:x + patch].reshape(-1)
                 assert torch.equal(got[c * 5 + i, j], want)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_patch_table_is_whitened_once_in_steps(shared, monkeypatch):
+    from libcem.denoiser import passes
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(3, 10, 4, generator=g)
+    matrix = torch.randn(1 if shared else 3, 4, 4, generator=g)
+    expected = table @ matrix
+    monkeypatch.setattr(passes, "WHITEN_ROWS", 3)  # 10 rows in steps of 3, the last one short
+    passes._whiten_in_place(table, matrix)
+    assert torch.allclose(table, expected, atol=1e-6)

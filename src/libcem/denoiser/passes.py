@@ -108,7 +108,7 @@ class PatchGroups:
         if noise is not None:
             scale, w, w_inv = noise.tables(self.dct)  # one row / matrix per channel, or shared
             self._scale = scale.expand(self.channels, -1).reshape(-1)
-            self._whiten = (w[:, None], w_inv[:, None])  # broadcast over (C, G, K, p * p)
+            self._whiten = (w, w_inv)  # (C', p * p, p * p), C' = 1 when shared
         self._coef: torch.Tensor | None = None
         self._lum: torch.Tensor | None = None  # (p * p, positions) luminance patches, for matching
         self._pixels: torch.Tensor | None = None
@@ -131,6 +131,8 @@ class PatchGroups:
         laid out as the pass's per-channel batch."""
         if self._pixels is None:
             self._pixels = all_patches(self.image, self.patch)
+            if self._whiten is not None:  # each patch whitened once, not in every group it joins
+                _whiten_in_place(self._pixels, self._whiten[0])
         return self._pixels
 
     def forget_pass1_tables(self) -> None:
@@ -157,16 +159,13 @@ class PatchGroups:
     def patches(self, positions: torch.Tensor) -> torch.Tensor:
         """(G, K) positions -> (C * G, K, p * p) pixel patches, channel by channel (under
         correlated noise whitened: `unwhiten` maps estimates back)."""
-        patches = _gather(self.pixels, 1, positions)  # (C, G, K, p * p)
-        if self._whiten is not None:
-            patches = patches @ self._whiten[0]
-        return patches.flatten(0, 1)
+        return _gather(self.pixels, 1, positions).flatten(0, 1)  # (C, G, K, p * p) flattened
 
     def unwhiten(self, patches: torch.Tensor) -> torch.Tensor:
         """Pixel-patch estimates (C * G, K, p * p) made on `patches` back to pixels."""
         if self._whiten is None:
             return patches
-        return (patches.unflatten(0, (self.channels, -1)) @ self._whiten[1]).flatten(0, 1)
+        return _per_channel(patches.unflatten(0, (self.channels, -1)), self._whiten[1]).flatten(0, 1)
 
     def accumulator(self, cfg: DenoiseConfig) -> PatchAccumulator:
         """An empty aggregate of patch estimates for this image, with the aggregation window
@@ -185,6 +184,26 @@ class PatchGroups:
         if self._scale is not None:
             coef = coef / self._scale
         return coef.reshape(*coef.shape[:2], self.channels, -1) @ self.dct
+
+
+def _per_channel(patches: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Patches (C, G, K, d) times each channel's matrix (C or 1, d, d), as one product per
+    channel over all G x K patches: broadcasting the matrices over the groups instead made a
+    small product per group."""
+    c, g, k, d = patches.shape
+    return (patches.reshape(c, g * k, d) @ matrix).reshape(c, g, k, d)
+
+
+WHITEN_ROWS = 1 << 14  # patches whitened per step (9.6 MB of colour rows): the table is never held twice
+
+
+def _whiten_in_place(table: torch.Tensor, matrix: torch.Tensor) -> None:
+    """table (C, positions, d) <- table @ matrix (C or 1, d, d), in steps of WHITEN_ROWS rows.
+    A patch sits in about K / stride^2 = 4 groups, so whitening the table once does a quarter
+    of the work of whitening every gathered group."""
+    for start in range(0, table.shape[1], WHITEN_ROWS):
+        rows = table[:, start:start + WHITEN_ROWS]
+        rows.copy_(rows @ matrix)
 
 
 def _gather(table: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:
