@@ -187,11 +187,10 @@ class PatchGroups:
 
 
 def _per_channel(patches: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Patches (C, G, K, d) times each channel's matrix (C or 1, d, d), as one product per
-    channel over all G x K patches: broadcasting the matrices over the groups instead made a
+    """Patches (C, ..., d) times each channel's matrix (C or 1, d, d), as one product per
+    channel over all its patches: broadcasting the matrices over the groups instead made a
     small product per group."""
-    c, g, k, d = patches.shape
-    return (patches.reshape(c, g * k, d) @ matrix).reshape(c, g, k, d)
+    return (patches.reshape(patches.shape[0], -1, patches.shape[-1]) @ matrix).reshape(patches.shape)
 
 
 WHITEN_ROWS = 1 << 14  # patches whitened per step (9.6 MB of colour rows): the table is never held twice
@@ -203,7 +202,7 @@ def _whiten_in_place(table: torch.Tensor, matrix: torch.Tensor) -> None:
     of the work of whitening every gathered group."""
     for start in range(0, table.shape[1], WHITEN_ROWS):
         rows = table[:, start:start + WHITEN_ROWS]
-        rows.copy_(rows @ matrix)
+        rows.copy_(_per_channel(rows, matrix))
 
 
 def _gather(table: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:
