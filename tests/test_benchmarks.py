@@ -78,3 +78,14 @@ def test_speed_photo_with_smoothed_noise_is_correlated(tmp_path):
         assert photo.shape == (64, 96, 3) and 9.0 < photo.std() < 11.0
         across = np.corrcoef(photo[:, :-1].ravel(), photo[:, 1:].ravel())[0, 1]
         assert low < across < high  # 2/3 for the 3x3 binomial kernel, 0 for white noise
+
+
+def test_every_ablation_variant_is_a_valid_setting():
+    """A misspelt setting or a value out of range in an ablation row fails here, not an hour
+    into a benchmark run."""
+    from benchmarks.denoise_ablation import VARIANTS
+    from libcem.denoiser import DenoiseConfig
+
+    for name, overrides in VARIANTS.items():
+        cfg = DenoiseConfig().override(**overrides)
+        assert all(getattr(cfg, key) == value for key, value in overrides.items()), name

@@ -33,6 +33,85 @@ def test_covariance_posterior_mean_equals_the_direct_formula(k, d):
         assert math.isclose(float(kept[i]), float(torch.trace(shrink)), rel_tol=1e-10)
 
 
+def _dct2(side: int) -> torch.Tensor:
+    n = torch.arange(side, dtype=torch.float64)
+    d1 = torch.cos(math.pi * (n[None, :] + 0.5) * n[:, None] / side)  # rows: DCT-II basis
+    d1 = d1 / d1.norm(dim=1, keepdim=True)
+    return torch.kron(d1, d1)
+
+
+def test_toward_dct_diagonal_keeps_each_coefficients_variance_and_drops_the_rest():
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(2, 5, 9, generator=g, dtype=torch.float64)
+    cov = a.transpose(1, 2) @ a / 5  # rank 4 of 9
+    assert covariance.toward_dct_diagonal(cov, 0.0) is cov
+    dct = _dct2(3)
+    full = dct @ covariance.toward_dct_diagonal(cov, 1.0) @ dct.T  # in DCT coordinates
+    assert torch.allclose(full, torch.diag_embed((dct @ cov @ dct.T).diagonal(dim1=1, dim2=2)), atol=1e-12)
+    half = covariance.toward_dct_diagonal(cov, 0.5)
+    assert torch.allclose(half, (cov + covariance.toward_dct_diagonal(cov, 1.0)) / 2, atol=1e-12)
+    assert torch.linalg.matrix_rank(half[0]) == 9  # shrunk, full rank
+
+
+@pytest.mark.parametrize("k", [12, 6])  # more patches than pixels, and fewer
+def test_covariance_shrunk_to_the_dct_diagonal_is_a_wiener_filter_per_coefficient(k):
+    """Shrunk all the way, the group's covariance is diagonal in the patch DCT, and the
+    posterior mean is the Wiener filter of each DCT coefficient, v / (v + sigma^2), v the
+    pilot's variance of that coefficient in the group."""
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(3, k, 9, generator=g, dtype=torch.float64) * 2
+    pilot = torch.randn(3, k, 9, generator=g, dtype=torch.float64) * 3
+    sigma2 = 0.8
+    est, kept = covariance.posterior_mean(z, pilot, sigma2, to_diagonal=1.0)
+    dct = _dct2(3)
+    mu = z.mean(1, keepdim=True)
+    v = (((pilot - pilot.mean(1, keepdim=True)) @ dct.T) ** 2).mean(1, keepdim=True)  # (3, 1, 9)
+    gain = v / (v + sigma2)
+    assert torch.allclose(est, mu + (((z - mu) @ dct.T) * gain) @ dct, atol=1e-10)
+    assert torch.allclose(kept, gain.sum((1, 2)), atol=1e-10)
+    half, _ = covariance.posterior_mean(z, pilot, sigma2, em_iter=1, to_diagonal=0.5)
+    a = pilot - pilot.mean(1, keepdim=True)
+    cov = covariance.em_covariance(z - mu, covariance.toward_dct_diagonal(a.transpose(1, 2) @ a / k, 0.5),
+                                   sigma2, 1, 0.0)
+    assert torch.allclose(half, mu + (z - mu) @ covariance.shrinkage(cov, sigma2), atol=1e-10)
+
+
+def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
+    """The first colour covariance pass shrinks the chroma channels' covariances by
+    `chroma_to_diagonal` and leaves the luminance's; the setting is 0.5 above sigma 37.5 only
+    (session 29), and a gray image's output does not depend on it."""
+    from libcem.denoiser import passes
+
+    cfg = DenoiseConfig(patch=4, step_wiener=4, group_size_wiener=8, search_radius=4,
+                        search_radius_color=4, chroma_to_diagonal=0.5)
+    g = torch.Generator().manual_seed(0)
+    pilot = torch.rand(3, 24, 24, generator=g) * 255
+    noisy = PatchGroups(pilot + 20 * torch.randn(3, 24, 24, generator=g), cfg.patch, ())
+    calls = []
+    plain = covariance.posterior_mean
+
+    def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0):
+        calls.append((z.shape[0], to_diagonal))
+        return plain(z, pil, sigma2, em_iter, prior, to_diagonal)
+
+    monkeypatch.setattr(covariance, "posterior_mean", record)
+    est, positions = passes.covariance_pass(noisy, pilot, 400.0, cfg)
+    groups = math.ceil(positions.shape[0] / cfg.chunk)
+    assert calls[:2] == [(positions.shape[0], 0.0), (2 * positions.shape[0], 0.5)] and len(calls) == 2 * groups
+    calls.clear()
+    same, _ = passes.covariance_pass(noisy, pilot, 400.0, cfg.override(chroma_to_diagonal=0.0))
+    assert len(calls) == groups and not torch.allclose(est, same)
+    calls.clear()
+    passes.covariance_pass(noisy, pilot, 400.0, cfg, later=True)  # the first pass only
+    assert calls == [(3 * positions.shape[0], 0.0)] * groups
+    assert [DenoiseConfig().at_sigma(s, 256).chroma_to_diagonal for s in (25.0, 50.0)] == [0.0, 0.5]
+    monkeypatch.setattr(covariance, "posterior_mean", plain)
+    gray = torch.from_numpy(data.camera()[:48, :48].astype(np.float32))[None]
+    gray = gray + 50 * torch.randn(gray.shape, generator=g)
+    out = [passes.denoise_tensor(gray, 50.0, DenoiseConfig(chroma_to_diagonal_high=w))[0] for w in (0.0, 0.5)]
+    assert torch.equal(*out)
+
+
 @pytest.mark.parametrize("d", [5, 25, 26, 49, 81, 147])  # LAPACK alone, one split, several
 def test_spd_inverse_is_the_inverse(d):
     g = torch.Generator().manual_seed(d)
@@ -227,7 +306,8 @@ def test_feedback_and_covariance_em_settings_are_checked():
     for bad in ({"feedback": 1.5}, {"feedback_gamma": 0.0}, {"cov_em_iter_gray": -1}, {"cov_em_iter_color": -1},
                 {"cov_prior": -1.0}, {"feedback_gamma_high": 1.5}, {"cov_em_iter_high_gray": -1},
                 {"cov_em_iter_high_color": -1}, {"cov_em_iter_later": -1}, {"pass2_repeats_color_high": 0},
-                {"later_pass2": "wiener"}, {"group_size_gray": 1}, {"aggregation_window_gray": -1.0}):
+                {"later_pass2": "wiener"}, {"group_size_gray": 1}, {"aggregation_window_gray": -1.0},
+                {"chroma_to_diagonal": 1.5}, {"chroma_to_diagonal_high": -0.1}):
         with pytest.raises(LibcemError, match=next(iter(bad))):
             DenoiseConfig(**bad)
 

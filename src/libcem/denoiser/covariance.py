@@ -29,29 +29,33 @@ import math
 import torch
 
 from libcem.denoiser.linalg import spd_inverse
+from libcem.denoiser.patches import dct_1d
 
 SHRINK_FLOOR = 1e-4  # noise variance at least this fraction of a group's mean patch variance
 
 
 def posterior_mean(z: torch.Tensor, pilot: torch.Tensor, sigma2: float, em_iter: int = 0,
-                   prior: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                   prior: float = 0.0, to_diagonal: float = 0.0,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bayes estimate of the patches z (G, K, d) under N(mean z, C), C from the pilot (G, K, d).
 
     em_iter = 0: C is the pilot's sample covariance C0 (NL-Bayes). em_iter > 0: C is then
     refined by that many EM iterations on the noisy patches themselves (`em_covariance`, with
-    `prior` weighting C0). Returns the estimate (G, K, d) and tr C (C + sigma^2 I)^-1 per group
-    (G,), the number of directions kept (the aggregation weight is its inverse, as BM3D
-    weights by its count).
+    `prior` weighting C0). to_diagonal: C0 first shrunk by this fraction toward its diagonal
+    in the patch DCT (`toward_dct_diagonal`; d must be a square). Returns the estimate (G, K,
+    d) and tr C (C + sigma^2 I)^-1 per group (G,), the number of directions kept (the
+    aggregation weight is its inverse, as BM3D weights by its count).
     """
     k, d = z.shape[1], z.shape[2]
     mu = z.mean(1, keepdim=True)
     a = pilot - pilot.mean(1, keepdim=True)  # (G, K, d)
     if em_iter > 0:
-        cov = em_covariance(z - mu, a.transpose(1, 2) @ a / k, sigma2, em_iter, prior)
+        cov = toward_dct_diagonal(a.transpose(1, 2) @ a / k, to_diagonal)
+        cov = em_covariance(z - mu, cov, sigma2, em_iter, prior)
         gain = shrinkage(cov, sigma2)
         return mu + (z - mu) @ gain, gain.diagonal(dim1=1, dim2=2).sum(1)
-    if d <= k:
-        m = a.transpose(1, 2) @ a  # (G, d, d)
+    if d <= k or to_diagonal > 0:  # shrunk, C0 has full rank: the d x d form
+        m = toward_dct_diagonal(a.transpose(1, 2) @ a, to_diagonal)  # (G, d, d)
         diag = m.diagonal(dim1=1, dim2=2)
         ridge = diag.mean(1).mul(SHRINK_FLOOR).clamp(min=k * sigma2)  # as `shrinkage`
         diag.add_(ridge[:, None])
@@ -63,6 +67,21 @@ def posterior_mean(z: torch.Tensor, pilot: torch.Tensor, sigma2: float, em_iter:
     inner = torch.linalg.solve(gram + k * sigma2 * eye, a)  # (G, K, d)
     kept = (a * inner).sum((1, 2))  # tr (A A^T + K s2 I)^-1 A A^T
     return mu + ((z - mu) @ a.transpose(1, 2)) @ inner, kept
+
+
+def toward_dct_diagonal(cov: torch.Tensor, weight: float) -> torch.Tensor:
+    """(1 - weight) C + weight D^T diag(D C D^T) D for each C of cov (G, d, d), D the
+    orthonormal 2-D DCT of sqrt(d) x sqrt(d) patches: C shrunk toward the covariance that keeps
+    its variance per DCT coefficient and drops the correlations between coefficients (that of
+    a stationary signal, nearly). A sample covariance of K patches of d pixels has rank at most
+    K - 1 and is noisy where the signal is weak; the shrunk one has full rank. weight 0: C."""
+    if weight == 0:
+        return cov
+    side = dct_1d(math.isqrt(cov.shape[-1])).to(cov.device, cov.dtype)
+    dct = torch.kron(side, side)  # (d, d), rows: the basis
+    var = ((dct @ cov) * dct).sum(-1)  # (G, d) the variance of each DCT coefficient
+    target = (dct.T * var[:, None, :]) @ dct
+    return torch.lerp(cov, target, weight)
 
 
 def shrinkage(cov: torch.Tensor, sigma2: float) -> torch.Tensor:

@@ -324,7 +324,9 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
                     positions: torch.Tensor | None = None, later: bool = False,
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pass 2: posterior mean under each group's patch covariance, the pilot's refined by EM
-    (`cfg.cov_em_iter`: the first second pass's iterations, or a `later` pass's).
+    (`cfg.cov_em_iter`: the first second pass's iterations, or a `later` pass's); in the
+    first pass on a colour image, the chroma channels' pilot covariances shrunk by
+    `cfg.chroma_to_diagonal` toward their DCT diagonal.
 
     Groups are matched on the pilot unless `positions` (G, K) gives them. Returns the
     estimate (C, H, W) and the groups."""
@@ -337,8 +339,15 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     _ = noisy.pixels, guide.pixels  # the tables the chunks share, built before the threads
 
     def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        est, kept = covariance.posterior_mean(noisy.patches(pos), guide.patches(pos), sigma2,
-                                              em_iter, cfg.cov_prior)  # (C * G, K, p * p)
+        z, pil = noisy.patches(pos), guide.patches(pos)  # (C * G, K, p * p), channel by channel
+        if c > 1 and cfg.chroma_to_diagonal > 0 and not later:  # the chroma covariances shrunk
+            g = pos.shape[0]
+            lum = covariance.posterior_mean(z[:g], pil[:g], sigma2, em_iter, cfg.cov_prior)
+            chroma = covariance.posterior_mean(z[g:], pil[g:], sigma2, em_iter, cfg.cov_prior,
+                                               cfg.chroma_to_diagonal)
+            est, kept = torch.cat([lum[0], chroma[0]]), torch.cat([lum[1], chroma[1]])
+        else:
+            est, kept = covariance.posterior_mean(z, pil, sigma2, em_iter, cfg.cov_prior)
         est = noisy.unwhiten(est)
         weight = 1.0 / (kept.reshape(c, -1).sum(0) + 1.0)
         return est.reshape(c, *pos.shape, -1).permute(1, 2, 0, 3), pos, weight

@@ -94,6 +94,18 @@ class DenoiseConfig:
         pass gained +0.031 for 1.81x. Colour 0: on the colour crops one iteration in the first
         pass gained nothing (-0.00 dB) for 1.36x the time, one in every pass lost 0.05-0.06 dB. `--fast`
         keeps 0 on gray too (it is the setting that is 2x faster than BM3D at sigma 50).
+    chroma_to_diagonal, chroma_to_diagonal_high: how far the first covariance pass shrinks
+        the pilot's covariance of each group in the two chroma channels toward its diagonal in
+        the patch DCT (`covariance.toward_dct_diagonal`; 0: not at all), at and below
+        `high_sigma` and above it. Above it a group has K = 81 patches of d = 81 pixels, so
+        the pilot's sample covariance has rank 80 at most, and the chroma channels carry
+        little signal: 0.5 there since session 29. In the first pass only, on the skimage
+        colour crops +0.024 / +0.032 dB at sigma 40 / 50 and on six other skimage crops
+        +0.012 / +0.018 (better on all 22 cases) for 1.04x the time; in every pass +0.034 /
+        +0.048 and +0.026 / +0.039 (21 of 22) for 1.16x; 0.75 about as much on average but on
+        fewer images, the diagonal itself less. Shrinking the luminance too lost 0.015-0.04
+        dB on the Train400 split at sigma 50, and at sigma 15 / 25 (K = 64, d = 49)
+        half-way shrinking of the chroma gave -0.03 / +0.01 dB on the colour crops: 0 there.
     cov_prior: weight of the pilot's covariance as an inverse-Wishart prior in that EM, as a
         multiple of the group's K patches (0: maximum likelihood, made safe by stopping early).
     sigma_schedule: above `high_sigma` (0..255 scale) use `patch_high` and `pass2_high`
@@ -196,6 +208,7 @@ class DenoiseConfig:
     cov_em_iter_color: int = 1
     cov_em_iter_later: int = 0
     cov_prior: float = 0.0
+    chroma_to_diagonal: float = 0.0
     sigma_schedule: bool = True
     high_sigma: float = 37.5
     patch_high: int = 9
@@ -208,6 +221,7 @@ class DenoiseConfig:
     pass2_repeats_color_high: int = 3
     cov_em_iter_high_gray: int = 1
     cov_em_iter_high_color: int = 0
+    chroma_to_diagonal_high: float = 0.5
     combination_passes: int = 0
     combination_passes_high: int = 0
     combination_patch: int = 6
@@ -245,6 +259,8 @@ class DenoiseConfig:
             "feedback_gamma_high": (0 < self.feedback_gamma_high <= 1, "use a number in (0, 1]"),
             "cov_em_iter_high_gray": (self.cov_em_iter_high_gray >= 0, "must be >= 0"),
             "cov_em_iter_high_color": (self.cov_em_iter_high_color >= 0, "must be >= 0"),
+            "chroma_to_diagonal": (0 <= self.chroma_to_diagonal <= 1, "use 0..1"),
+            "chroma_to_diagonal_high": (0 <= self.chroma_to_diagonal_high <= 1, "use 0..1"),
             "pass2_repeats_gray_high": (self.pass2_repeats_gray_high >= 1, "must be >= 1"),
             "pass2_repeats_color_high": (self.pass2_repeats_color_high >= 1, "must be >= 1"),
             "group_size": (2 <= self.group_size <= (2 * self.search_radius + 1) ** 2, "use 2..(2 * search_radius + 1)^2"),
@@ -301,7 +317,7 @@ class DenoiseConfig:
         check(bool(self.affinity_heads) and all(h in AFFINITY_HEADS for h in self.affinity_heads),
               "denoiser.affinity_heads", f"a non-empty subset of {', '.join(AFFINITY_HEADS)}, got {self.affinity_heads}")
 
-    def at_sigma(self, sigma: float, size: int) -> "DenoiseConfig":
+    def at_sigma(self, sigma: float, size: int) -> DenoiseConfig:
         """The settings for noise std `sigma` (0..255 scale) on an image whose shorter side
         is `size`: above `high_sigma`, the high-noise patch, second pass, search window,
         feedback, number of second passes and covariance EM iterations (the fields ending in
@@ -316,11 +332,12 @@ class DenoiseConfig:
                            pass2_repeats_color=self.pass2_repeats_color_high,
                            cov_em_iter_gray=self.cov_em_iter_high_gray,
                            cov_em_iter_color=self.cov_em_iter_high_color,
+                           chroma_to_diagonal=self.chroma_to_diagonal_high,
                            combination_passes=self.combination_passes_high)
         return self
 
     @classmethod
-    def for_speed(cls, speed: str) -> "DenoiseConfig":
+    def for_speed(cls, speed: str) -> DenoiseConfig:
         """The shipped settings ("default"), the slower "best" ones (group-axis Wiener passes
         after the others, `combination_passes`; see docs/denoise.md) or the faster ones for
         large photos ("fast": stride 6
@@ -331,7 +348,7 @@ class DenoiseConfig:
         session 12); chosen on images outside Set12 and McMaster, see docs/denoise.md)."""
         return cls().at_speed(speed)
 
-    def at_speed(self, speed: str) -> "DenoiseConfig":
+    def at_speed(self, speed: str) -> DenoiseConfig:
         """These settings with the changes of the named speed ("default": none; see `for_speed`)."""
         check(speed in SPEEDS, "denoiser speed", f"use one of {', '.join(SPEEDS)}, got {speed!r}")
         return replace(self, **SPEEDS[speed])
@@ -368,7 +385,7 @@ class DenoiseConfig:
             heads = tuple(h for h in heads if h in GRAY_AFFINITY_HEADS)
         return heads or ("texture",)
 
-    def override(self, **changes) -> "DenoiseConfig":
+    def override(self, **changes) -> DenoiseConfig:
         """A copy with some fields changed (unknown names raise LibcemError)."""
         names = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - names)
