@@ -30,7 +30,7 @@ import math
 import torch
 
 from libcem.denoiser.linalg import spd_inverse
-from libcem.denoiser.patches import dct_1d
+from libcem.denoiser.patches import dct_matrix
 
 SHRINK_FLOOR = 1e-4  # noise variance at least this fraction of a group's mean patch variance
 
@@ -70,12 +70,9 @@ def posterior_mean(z: torch.Tensor, pilot: torch.Tensor, sigma2: float, em_iter:
     return mu + ((z - mu) @ a.transpose(1, 2)) @ inner, kept
 
 
-@functools.lru_cache(maxsize=8)
-def _dct_2d(side: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The orthonormal 2-D DCT of side x side patches on `device`, made once: a copy from the
-    host in every chunk would wait for a GPU."""
-    basis = dct_1d(side).to(device, dtype)
-    return torch.kron(basis, basis)
+# the patch DCT made once per size, device and dtype: a copy from the host in every chunk
+# would wait for a GPU
+_dct_2d = functools.lru_cache(maxsize=8)(dct_matrix)
 
 
 def toward_dct_diagonal(cov: torch.Tensor, weight: float) -> torch.Tensor:

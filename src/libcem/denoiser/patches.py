@@ -118,10 +118,10 @@ def dct_1d(n: int) -> torch.Tensor:
     return d
 
 
-def dct_matrix(patch: int, device=None) -> torch.Tensor:
+def dct_matrix(patch: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Orthonormal 2-D DCT-II on flattened p x p patches: (p*p, p*p), coefficients = D @ x."""
     d = dct_1d(patch)
-    return torch.kron(d, d).to(device=device, dtype=torch.float32)
+    return torch.kron(d, d).to(device=device, dtype=dtype)
 
 
 FOLD_BAND_BYTES = 1 << 20  # aggregation folds bands of about this size on a CPU (`image`)
