@@ -90,9 +90,9 @@ def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
     calls = []
     plain = covariance.posterior_mean
 
-    def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0):
+    def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0, flat=0.0):
         calls.append((z.shape[0], to_diagonal))
-        return plain(z, pil, sigma2, em_iter, prior, to_diagonal)
+        return plain(z, pil, sigma2, em_iter, prior, to_diagonal, flat)
 
     monkeypatch.setattr(covariance, "posterior_mean", record)
     est, positions = passes.covariance_pass(noisy, pilot, 400.0, cfg)
@@ -110,6 +110,56 @@ def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
     gray = gray + 50 * torch.randn(gray.shape, generator=g)
     out = [passes.denoise_tensor(gray, 50.0, DenoiseConfig(chroma_to_diagonal_high=w))[0] for w in (0.0, 0.5)]
     assert torch.equal(*out)
+
+
+@pytest.mark.parametrize("em_iter", [0, 1])
+def test_flat_groups_get_their_mean_patch_wiener_filtered(em_iter):
+    """In a group whose pilot varies by less than flat x sigma^2, the mean patch is replaced by
+    its Wiener estimate in the patch DCT, c^2 / (c^2 + sigma^2 / K) per AC coefficient, c the
+    pilot mean's coefficient, its brightness (DC) kept, and the rest of the posterior is kept;
+    other groups are left as they were."""
+    g = torch.Generator().manual_seed(5)
+    k, sigma2 = 10, 4.0
+    pilot = 50 + torch.randn(2, k, 9, generator=g, dtype=torch.float64) * 0.1  # variance 0.01
+    pilot[1] += torch.randn(k, 9, generator=g, dtype=torch.float64) * 3  # a textured group
+    z = pilot + 2 * torch.randn(2, k, 9, generator=g, dtype=torch.float64)
+    plain, kept = covariance.posterior_mean(z, pilot, sigma2, em_iter)
+    est, kept_flat = covariance.posterior_mean(z, pilot, sigma2, em_iter, flat=0.01)
+    dct = _dct2(3)
+    mean, oracle = z.mean(1) @ dct.T, (pilot.mean(1) @ dct.T) ** 2
+    gain = oracle / (oracle + sigma2 / k)
+    gain[:, 0] = 1.0  # the DC coefficient is kept
+    wiener = (mean * gain) @ dct  # (2, 9)
+    assert torch.allclose(est[0], plain[0] + (wiener[0] - z[0].mean(0)), atol=1e-10)
+    assert torch.equal(est[1], plain[1]) and torch.equal(kept, kept_flat)
+    assert torch.allclose(wiener[0].mean(), z[0].mean(), rtol=1e-12)  # the brightness is kept
+    assert float((wiener[0] - wiener[0].mean()).abs().max()) < 0.05 * float(z[0].mean(0).std())
+
+
+def test_flat_means_take_the_blotches_out_of_a_smooth_image(monkeypatch):
+    """Only the first covariance pass denoises flat groups' mean patches; on a smooth ramp
+    with white noise of std 25 that takes out more than 5% of the squared error."""
+    from libcem.denoiser import passes
+
+    flats = []
+    plain = covariance.posterior_mean
+
+    def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0, flat=0.0):
+        flats.append(flat)
+        return plain(z, pil, sigma2, em_iter, prior, to_diagonal, flat)
+
+    monkeypatch.setattr(covariance, "posterior_mean", record)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    clean = (100 + 0.5 * xx + 0.3 * yy)[None]
+    noisy = clean + 25 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    err = []
+    for threshold in (0.0, 0.01):
+        flats.clear()
+        out = passes.denoise_tensor(noisy, 25.0, DenoiseConfig(flat_threshold=threshold))[0]
+        err.append(float(((out - clean) ** 2).mean()))
+        assert set(flats) == {threshold, 0.0}
+        assert flats[0] == threshold and flats[-1] == 0.0  # the first pass, not the later one
+    assert err[1] < 0.95 * err[0]
 
 
 @pytest.mark.parametrize("d", [5, 25, 26, 49, 81, 147])  # LAPACK alone, one split, several
@@ -307,7 +357,7 @@ def test_feedback_and_covariance_em_settings_are_checked():
                 {"cov_prior": -1.0}, {"feedback_gamma_high": 1.5}, {"cov_em_iter_high_gray": -1},
                 {"cov_em_iter_high_color": -1}, {"cov_em_iter_later": -1}, {"pass2_repeats_color_high": 0},
                 {"later_pass2": "wiener"}, {"group_size_gray": 1}, {"aggregation_window_gray": -1.0},
-                {"chroma_to_diagonal": 1.5}, {"chroma_to_diagonal_high": -0.1}):
+                {"chroma_to_diagonal": 1.5}, {"chroma_to_diagonal_high": -0.1}, {"flat_threshold": -0.01}):
         with pytest.raises(LibcemError, match=next(iter(bad))):
             DenoiseConfig(**bad)
 

@@ -324,8 +324,9 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
                     positions: torch.Tensor | None = None, later: bool = False,
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pass 2: posterior mean under each group's patch covariance, the pilot's refined by EM
-    (`cfg.cov_em_iter`: the first second pass's iterations, or a `later` pass's); in the
-    first pass on a colour image, the chroma channels' pilot covariances shrunk by
+    (`cfg.cov_em_iter`: the first second pass's iterations, or a `later` pass's). In the
+    first pass the mean patches of flat groups are denoised too (`cfg.flat_threshold`), and
+    on a colour image the chroma channels' pilot covariances are shrunk by
     `cfg.chroma_to_diagonal` toward their DCT diagonal.
 
     Groups are matched on the pilot unless `positions` (G, K) gives them. Returns the
@@ -336,18 +337,21 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     acc = noisy.accumulator(cfg)
     c = noisy.channels
     em_iter = cfg.cov_em_iter(c, later)
+    flat = 0.0 if later else cfg.flat_threshold
     _ = noisy.pixels, guide.pixels  # the tables the chunks share, built before the threads
 
     def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z, pil = noisy.patches(pos), guide.patches(pos)  # (C * G, K, p * p), channel by channel
         if c > 1 and cfg.chroma_to_diagonal > 0 and not later:  # the chroma covariances shrunk
             g = pos.shape[0]
-            lum = covariance.posterior_mean(z[:g], pil[:g], sigma2, em_iter, cfg.cov_prior)
+            lum = covariance.posterior_mean(z[:g], pil[:g], sigma2, em_iter, cfg.cov_prior,
+                                            flat=flat)
             chroma = covariance.posterior_mean(z[g:], pil[g:], sigma2, em_iter, cfg.cov_prior,
-                                               cfg.chroma_to_diagonal)
+                                               cfg.chroma_to_diagonal, flat)
             est, kept = torch.cat([lum[0], chroma[0]]), torch.cat([lum[1], chroma[1]])
         else:
-            est, kept = covariance.posterior_mean(z, pil, sigma2, em_iter, cfg.cov_prior)
+            est, kept = covariance.posterior_mean(z, pil, sigma2, em_iter, cfg.cov_prior,
+                                                  flat=flat)
         est = noisy.unwhiten(est)
         weight = 1.0 / (kept.reshape(c, -1).sum(0) + 1.0)
         return est.reshape(c, *pos.shape, -1).permute(1, 2, 0, 3), pos, weight

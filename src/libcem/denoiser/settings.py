@@ -106,6 +106,11 @@ class DenoiseConfig:
         fewer images, the diagonal itself less. Shrinking the luminance too lost 0.015-0.04
         dB on the Train400 split at sigma 50, and at sigma 15 / 25 (K = 64, d = 49)
         half-way shrinking of the chroma gave -0.03 / +0.01 dB on the colour crops: 0 there.
+    flat_threshold: in the first covariance pass, the groups whose pilot varies by less than
+        flat_threshold x sigma^2 (over all their pixels) have their mean patch denoised too
+        (`covariance.flat_group_means`; 0: never), which takes out the faint blotches that
+        the noise of the group means leaves in smooth areas. 0.01 since session 30 (see
+        docs/denoise-log.md).
     cov_prior: weight of the pilot's covariance as an inverse-Wishart prior in that EM, as a
         multiple of the group's K patches (0: maximum likelihood, made safe by stopping early).
     sigma_schedule: above `high_sigma` (0..255 scale) use `patch_high` and `pass2_high`
@@ -222,6 +227,7 @@ class DenoiseConfig:
     cov_em_iter_high_gray: int = 1
     cov_em_iter_high_color: int = 0
     chroma_to_diagonal_high: float = 0.5
+    flat_threshold: float = 0.01
     combination_passes: int = 0
     combination_passes_high: int = 0
     combination_patch: int = 6
@@ -261,6 +267,7 @@ class DenoiseConfig:
             "cov_em_iter_high_color": (self.cov_em_iter_high_color >= 0, "must be >= 0"),
             "chroma_to_diagonal": (0 <= self.chroma_to_diagonal <= 1, "use 0..1"),
             "chroma_to_diagonal_high": (0 <= self.chroma_to_diagonal_high <= 1, "use 0..1"),
+            "flat_threshold": (self.flat_threshold >= 0, "must be >= 0"),
             "pass2_repeats_gray_high": (self.pass2_repeats_gray_high >= 1, "must be >= 1"),
             "pass2_repeats_color_high": (self.pass2_repeats_color_high >= 1, "must be >= 1"),
             "group_size": (2 <= self.group_size <= (2 * self.search_radius + 1) ** 2, "use 2..(2 * search_radius + 1)^2"),
