@@ -20,6 +20,9 @@ The pilot is a smoothed estimate, so its covariance is too small in the directio
 flattened. `em_covariance` refits C to the noisy patches themselves by EM, starting from the
 pilot's (the settings `cov_em_iter_gray`, `cov_em_iter_color`): on a Train400 split, two
 iterations gained 0.08 dB at sigma 15 and 0.09 dB at 25 on gray images (docs/denoise-log.md, session 8).
+
+The group mean mu carries noise of variance sigma^2 / K that the formula above passes on; in
+flat groups `flat_group_means` denoises it too (session 30).
 """
 
 from __future__ import annotations
