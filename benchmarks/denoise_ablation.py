@@ -8,6 +8,8 @@ rounded to 8 bits. Each variant changes one setting of the shipped `DenoiseConfi
   are chosen here only);
 - `--split colour`: the central 256x256 crops of five skimage colour images (astronaut,
   chelsea, coffee, rocket, immunohistochemistry), for colour-only settings (tuning too);
+- `--split gray`: the central 256x256 crops of eight skimage gray images (clock, moon, brick,
+  text, page, coins, grass, gravel; not in Set12), smooth ones first (tuning too);
 - `--split set12`: the 12 Set12 images (reporting only).
 
 Run `python -m benchmarks.denoise_ablation --split train --count 24` and
@@ -102,18 +104,25 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
         {**SPEEDS["best"], "second_pass": False, "graph": "chain"},
 }
 COLOUR_CROPS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")  # skimage.data
+GRAY_CROPS = ("clock", "moon", "brick", "text", "page", "coins", "grass", "gravel")  # smooth first
+
+
+def skimage_crops(names: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
+    """The central 256x256 crops of these skimage images (RGB for colour ones)."""
+    from skimage import data
+
+    out = []
+    for name in names:
+        img = getattr(data, name)()
+        img = img[..., :3] if img.ndim == 3 else img
+        y, x = (img.shape[0] - 256) // 2, (img.shape[1] - 256) // 2
+        out.append((name, np.ascontiguousarray(img[y:y + 256, x:x + 256]).astype(np.float64)))
+    return out
 
 
 def colour_images() -> list[tuple[str, np.ndarray]]:
     """The central 256x256 crops of five skimage colour images (not in Set12 or McMaster)."""
-    from skimage import data
-
-    out = []
-    for name in COLOUR_CROPS:
-        img = getattr(data, name)()[..., :3]
-        y, x = (img.shape[0] - 256) // 2, (img.shape[1] - 256) // 2
-        out.append((name, np.ascontiguousarray(img[y:y + 256, x:x + 256]).astype(np.float64)))
-    return out
+    return skimage_crops(COLOUR_CROPS)
 
 
 def run(images, sigmas, variants, picture: Path | None = None, crop: int | None = None) -> dict:
@@ -164,9 +173,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.denoise_ablation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--split", choices=("train", "colour", "set12"), default="train",
-                   help="train: Train400 draw; colour: skimage colour crops (both for tuning); "
-                   "set12: reporting only")
+    p.add_argument("--split", choices=("train", "colour", "gray", "set12"), default="train",
+                   help="train: Train400 draw; colour / gray: skimage colour / gray crops (all "
+                   "three for tuning); set12: reporting only")
     p.add_argument("--count", type=int, default=24, help="Train400 images drawn")
     p.add_argument("--seed", type=int, default=0, help="seed of the Train400 draw")
     p.add_argument("--sigmas", type=float, nargs="*", default=[15, 25, 50])
@@ -186,6 +195,9 @@ def main(argv=None) -> None:
     elif args.split == "colour":
         images = colour_images()
         title = f"Ablations, {len(images)} skimage colour crops (256x256), known sigma"
+    elif args.split == "gray":
+        images = skimage_crops(GRAY_CROPS)
+        title = f"Ablations, {len(images)} skimage gray crops (256x256), known sigma"
     else:
         images = load_images(args.data_root, "set12", None)
         title = "Ablations, Set12 (12 images), known sigma"
