@@ -83,6 +83,11 @@ def _posterior_mean(z: torch.Tensor, pilot: torch.Tensor, sigma2: float, em_iter
     return mu + ((z - mu) @ a.transpose(1, 2)) @ inner, kept
 
 
+# the patch DCT made once per size, device and dtype: a copy from the host in every chunk
+# would wait for a GPU
+_dct_2d = functools.lru_cache(maxsize=8)(dct_matrix)
+
+
 def flat_group_means(mean: torch.Tensor, pilot: torch.Tensor, sigma2: float,
                      threshold: float) -> torch.Tensor:
     """The change (G, d) that denoises the mean patch of each flat group.
@@ -109,11 +114,6 @@ def flat_group_means(mean: torch.Tensor, pilot: torch.Tensor, sigma2: float,
     gain[:, 0] = 1.0  # the DC coefficient, the patch's brightness, is kept: no pull toward black
     change = (coef * (gain - 1.0)) @ dct
     return change * (spread < threshold * sigma2)[:, None]
-
-
-# the patch DCT made once per size, device and dtype: a copy from the host in every chunk
-# would wait for a GPU
-_dct_2d = functools.lru_cache(maxsize=8)(dct_matrix)
 
 
 def toward_dct_diagonal(cov: torch.Tensor, weight: float) -> torch.Tensor:
