@@ -14,6 +14,7 @@ from libcem.denoiser.attention import attention_weights, chain_distances
 from libcem.denoiser.graph import spectrum
 from libcem.denoiser.passes import PatchGroups, fit_group_model
 from libcem.denoiser.patches import pad_to_grid
+from libcem.denoiser.settings import SPEEDS
 from libcem.errors import LibcemError
 
 
@@ -90,9 +91,9 @@ def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
     calls = []
     plain = covariance.posterior_mean
 
-    def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0, flat=0.0):
+    def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0, flat=0.0, **kw):
         calls.append((z.shape[0], to_diagonal))
-        return plain(z, pil, sigma2, em_iter, prior, to_diagonal, flat)
+        return plain(z, pil, sigma2, em_iter, prior, to_diagonal, flat, **kw)
 
     monkeypatch.setattr(covariance, "posterior_mean", record)
     est, positions = passes.covariance_pass(noisy, pilot, 400.0, cfg)
@@ -144,9 +145,9 @@ def test_flat_means_take_the_blotches_out_of_a_smooth_image(monkeypatch):
     flats = []
     plain = covariance.posterior_mean
 
-    def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0, flat=0.0):
+    def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0, flat=0.0, **kw):
         flats.append(flat)
-        return plain(z, pil, sigma2, em_iter, prior, to_diagonal, flat)
+        return plain(z, pil, sigma2, em_iter, prior, to_diagonal, flat, **kw)
 
     monkeypatch.setattr(covariance, "posterior_mean", record)
     yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
@@ -160,6 +161,119 @@ def test_flat_means_take_the_blotches_out_of_a_smooth_image(monkeypatch):
         assert set(flats) == {threshold, 0.0}
         assert flats[0] == threshold and flats[-1] == 0.0  # the first pass, not the later one
     assert err[1] < 0.95 * err[0]
+
+
+def _synthetic_groups(seed: int, g: int, k: int, d: int, sigma: float):
+    """Synthetic groups (float64): pilots whose members share structure, and noisy patches."""
+    gen = torch.Generator().manual_seed(seed)
+    basis = torch.randn(g, 3, d, generator=gen, dtype=torch.float64) * 10
+    pilot = torch.randn(g, k, 3, generator=gen, dtype=torch.float64).cumsum(1) @ basis / 3
+    z = pilot + sigma * torch.randn(g, k, d, generator=gen, dtype=torch.float64)
+    return z, pilot
+
+
+def test_texture_graph_takes_each_groups_mean_distance_as_its_bandwidth():
+    """exp(-dist / beta), beta the group's mean distance between members, so -log w averages
+    exactly 1 over each group's edges, whatever the patches' scale; equal patches give a
+    complete graph, and the patch's own brightness (DC) does not count."""
+    from libcem.denoiser.attention import texture_graph
+
+    _, pilot = _synthetic_groups(0, 3, 8, 9, 1.0)
+    w = texture_graph(pilot)
+    off = ~torch.eye(8, dtype=torch.bool)
+    assert torch.allclose((-w.log())[:, off].mean(1), torch.ones(3, dtype=torch.float64))
+    assert torch.all(w.diagonal(dim1=1, dim2=2) == 0) and torch.allclose(w, w.transpose(1, 2))
+    assert torch.allclose(texture_graph(pilot * 7 + torch.randn(3, 8, 1, dtype=torch.float64)), w)
+    same = torch.ones(1, 8, 9, dtype=torch.float64) * torch.arange(8.0, dtype=torch.float64)[:, None]
+    assert torch.equal(texture_graph(same)[0], off.double())
+
+
+@pytest.mark.parametrize("em_iter, k, d", [(2, 12, 9), (0, 12, 9), (0, 6, 9)])  # EM, d <= K, d > K
+def test_group_graph_adds_one_diffusion_step_through_the_noise_part(em_iter, k, d):
+    """With a graph, the estimate is M0 + R sigma^2 (C + sigma^2 I)^-1, R =
+    `diffusion_residual`(M0), M0 the estimate without it (each form of the posterior mean);
+    channels stacked on the group axis share their group's graph; tau = 0 changes nothing."""
+    from libcem.denoiser.attention import texture_graph
+    from libcem.denoiser.graph import diffusion_residual
+
+    sigma2 = 4.0
+    z, pilot = _synthetic_groups(1, 6, k, d, 2.0)  # 6 = 2 channels x 3 groups
+    graph = texture_graph(pilot[:3])
+    plain, kept = covariance.posterior_mean(z, pilot, sigma2, em_iter)
+    est, kept_graph = covariance.posterior_mean(z, pilot, sigma2, em_iter, graph=graph, tau=1.0)
+    mu = z.mean(1, keepdim=True)
+    a = pilot - pilot.mean(1, keepdim=True)
+    cov = a.transpose(1, 2) @ a / k
+    if em_iter:
+        cov = covariance.em_covariance(z - mu, cov, sigma2, em_iter, 0.0)
+    noise_part = sigma2 * torch.linalg.inv(cov + sigma2 * torch.eye(d, dtype=torch.float64))
+    step = diffusion_residual(plain - mu, graph, 1.0)
+    assert torch.allclose(est, plain + step @ noise_part, atol=1e-8) and torch.equal(kept, kept_graph)
+    per_channel = [diffusion_residual((plain - mu)[3 * c:3 * c + 3], graph, 1.0) for c in (0, 1)]
+    assert torch.allclose(step, torch.cat(per_channel))
+    assert torch.equal(covariance.posterior_mean(z, pilot, sigma2, em_iter, graph=graph, tau=0.0)[0], plain)
+
+
+def test_group_graph_step_approaches_the_matrix_normal_posterior():
+    """Under the matrix-normal model (group-axis precision (I + tau L) / a, a = 1 + tau tr L /
+    (K - 1)), the exact posterior mean M solves (sigma^2 / a)(M + tau L M) + M C = Z C
+    (solved here in the eigenbases of L and C). One step from the independent-patch estimate
+    M0 takes most of the way: within a third of M0's distance to M; a complete graph adds
+    nothing (its proper modes all have the same precision)."""
+    from libcem.denoiser.attention import texture_graph
+    from libcem.denoiser.graph import laplacian
+
+    k, d, sigma2, tau = 16, 9, 25.0, 1.0
+    z, pilot = _synthetic_groups(2, 4, k, d, 5.0)
+    graph = texture_graph(pilot)
+    plain, _ = covariance.posterior_mean(z, pilot, sigma2)
+    est, _ = covariance.posterior_mean(z, pilot, sigma2, graph=graph, tau=tau)
+    mu = z.mean(1, keepdim=True)
+    a = pilot - pilot.mean(1, keepdim=True)
+    lam, u = torch.linalg.eigh(laplacian(graph))
+    cv, cu = torch.linalg.eigh(a.transpose(1, 2) @ a / k)
+    scale = 1 + tau * lam.sum(1, keepdim=True) / (k - 1)  # a, per group
+    prec = (1 + tau * lam.clamp_min(0)) / scale  # (G, K)
+    coef = u.transpose(1, 2) @ (z - mu) @ cu
+    exact = mu + u @ (coef * cv[:, None] / (cv[:, None] + sigma2 * prec[..., None])) @ cu.transpose(1, 2)
+    for i in range(4):
+        assert float((est[i] - exact[i]).norm()) < float((plain[i] - exact[i]).norm()) / 3
+    complete = torch.ones(4, k, k, dtype=torch.float64) - torch.eye(k, dtype=torch.float64)
+    assert torch.allclose(covariance.posterior_mean(z, pilot, sigma2, graph=complete, tau=tau)[0], plain)
+
+
+def test_only_the_first_covariance_pass_diffuses_along_its_groups(monkeypatch):
+    """The first covariance pass gets the pilot luminance's texture graph (the chain with
+    graph="chain") at tau = cov_graph_tau, for every channel; later passes, `--fast` and
+    graph_diffusion=False (as under correlated noise) get none."""
+    from libcem.denoiser import passes
+    from libcem.denoiser.attention import texture_graph
+
+    cfg = DenoiseConfig(patch=4, step_wiener=4, group_size_wiener=8, search_radius=4,
+                        search_radius_color=4, chroma_to_diagonal=0.5)
+    g = torch.Generator().manual_seed(0)
+    pilot = torch.rand(3, 24, 24, generator=g) * 255
+    noisy = PatchGroups(pilot + 20 * torch.randn(3, 24, 24, generator=g), cfg.patch, ())
+    calls = []
+    plain = covariance.posterior_mean
+
+    def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0, flat=0.0, graph=None, tau=0.0):
+        calls.append((tau, graph, pil))
+        return plain(z, pil, sigma2, em_iter, prior, to_diagonal, flat, graph, tau)
+
+    monkeypatch.setattr(covariance, "posterior_mean", record)
+    passes.covariance_pass(noisy, pilot, 400.0, cfg)
+    (tau, lum_graph, lum), (_, chroma_graph, _) = calls[:2]
+    assert tau == 1.0 and lum_graph is chroma_graph and torch.equal(lum_graph, texture_graph(lum))
+    calls.clear()
+    passes.covariance_pass(noisy, pilot, 400.0, cfg.override(graph="chain"))
+    chain = calls[0][1]
+    assert torch.equal(chain[0], torch.diag(torch.ones(7), 1) + torch.diag(torch.ones(7), -1))
+    fast = {"cov_graph_tau": SPEEDS["fast"]["cov_graph_tau"]}
+    for changed, later in (({}, True), ({"graph_diffusion": False}, False), (fast, False)):
+        calls.clear()
+        passes.covariance_pass(noisy, pilot, 400.0, cfg.override(**changed), later=later)
+        assert {tau for tau, _, _ in calls} == {0.0}
 
 
 @pytest.mark.parametrize("d", [5, 25, 26, 49, 81, 147])  # LAPACK alone, one split, several
@@ -357,7 +471,8 @@ def test_feedback_and_covariance_em_settings_are_checked():
                 {"cov_prior": -1.0}, {"feedback_gamma_high": 1.5}, {"cov_em_iter_high_gray": -1},
                 {"cov_em_iter_high_color": -1}, {"cov_em_iter_later": -1}, {"pass2_repeats_color_high": 0},
                 {"later_pass2": "wiener"}, {"group_size_gray": 1}, {"aggregation_window_gray": -1.0},
-                {"chroma_to_diagonal": 1.5}, {"chroma_to_diagonal_high": -0.1}, {"flat_threshold": -0.01}):
+                {"chroma_to_diagonal": 1.5}, {"chroma_to_diagonal_high": -0.1}, {"flat_threshold": -0.01},
+                {"cov_graph_tau": -1.0}):
         with pytest.raises(LibcemError, match=next(iter(bad))):
             DenoiseConfig(**bad)
 
@@ -424,7 +539,7 @@ def test_a_later_covariance_pass_takes_its_own_em_iterations():
     noisy = PatchGroups(pilot + 20 * torch.randn(1, 24, 24, generator=g), cfg.patch, ())
     later, _ = covariance_pass(noisy, pilot, 400.0, cfg, later=True)
     first, _ = covariance_pass(noisy, pilot, 400.0, cfg)
-    no_em, _ = covariance_pass(noisy, pilot, 400.0, cfg.override(cov_em_iter_gray=0))
+    no_em, _ = covariance_pass(noisy, pilot, 400.0, cfg.override(cov_em_iter_gray=0, cov_graph_tau=0.0))
     assert (cfg.cov_em_iter(1, later=False), cfg.cov_em_iter(1, later=True)) == (2, 0)
     assert torch.equal(later, no_em) and not torch.allclose(first, no_em)
 

@@ -56,12 +56,12 @@ def register(subparsers) -> None:
                    help="tile side in pixels for large images (default: 768 on a CPU; on a GPU the "
                    "largest its free memory holds, the whole photo when it fits)")
     p.add_argument("--fast", action="store_true",
-                   help="about 2.5x faster on colour photos for about 0.1 dB less, 1.7x on gray "
-                   "ones for about 0.05 dB: sparser reference patches, and on colour two second "
+                   help="about 3x faster on colour photos for about 0.15 dB less, 2x on gray "
+                   "ones for about 0.07 dB: sparser reference patches, on colour two second "
                    "passes instead of three (for 12-megapixel photos: about 2 minutes on 2 cores)")
     p.add_argument("--best", action="store_true",
-                   help="the highest quality: 0.12-0.24 dB above the default on Set12 (gray) and "
-                   "0.13 dB on McMaster (colour), 2.5-5.5x slower: LIChI-style passes that replace each "
+                   help="the highest quality: 0.10-0.21 dB above the default on Set12 (gray) and "
+                   "0.10 dB on McMaster (colour), 2.5-5.5x slower: LIChI-style passes that replace each "
                    "patch by a linear combination of its group's patches (small images and crops)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes that denoise the tiles of a large image side by side "
@@ -254,11 +254,11 @@ def _speed_note(img, args: argparse.Namespace) -> tuple[str, str] | None:
         return None
     if args.best:
         return "best", (f"{megapixels:.1f} megapixels with --best, meant for small images and "
-                        "crops: 12 megapixels took 16 minutes on 2 cores, under 5 with the default "
+                        "crops: 12 megapixels took 16 minutes on 2 cores, under 6 with the default "
                         "settings")
-    return "fast", (f"{megapixels:.1f} megapixels; --fast is about 2.5x faster on colour photos "
-                    "(1.7x on gray) for about 0.1 dB less (12 megapixels on 2 cores: 113 s "
-                    "against 284 s)")
+    return "fast", (f"{megapixels:.1f} megapixels; --fast is about 3x faster on colour photos "
+                    "(2x on gray) for about 0.15 dB less (12 megapixels on 2 cores: 118 s "
+                    "against 329 s)")
 
 
 class _TileBar:

@@ -10,6 +10,24 @@ def laplacian(weights: torch.Tensor) -> torch.Tensor:
     return torch.diag_embed(weights.sum(-1)) - weights
 
 
+def diffusion_residual(x: torch.Tensor, weights: torch.Tensor, tau: float) -> torch.Tensor:
+    """(tau / a)(lbar X - L X) for each group's X (K, n): x (C * G, K, n), channel by channel
+    over the G groups of weights (G, K, K); lbar = tr L / (K - 1), the mean of L's proper
+    eigenvalues, and a = 1 + tau lbar.
+
+    It is the graph-diffusion part of one step toward the posterior mean of a matrix-normal
+    group model whose group-axis precision is (I + tau L) / a, its proper modes' precision
+    averaging 1 (`covariance.posterior_mean`): zero on a complete graph and on the group mean,
+    it moves each member toward its neighbours (lbar X - L X = (lbar - D) X + W X)."""
+    g, k = weights.shape[0], weights.shape[-1]
+    deg = weights.sum(-1)  # (G, K)
+    lbar = deg.sum(-1) / (k - 1)  # tr L / (K - 1)
+    scale = (tau / (1.0 + tau * lbar))[:, None, None]
+    xs = x.unflatten(0, (-1, g))  # (C, G, K, n)
+    out = torch.matmul(weights, xs).addcmul_((lbar[:, None] - deg)[..., None], xs)
+    return out.mul_(scale).flatten(0, 1)
+
+
 def spectrum(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (G, K) ascending and eigenvectors (G, K, K) of L, graph-DC mode first.
 

@@ -30,7 +30,13 @@ import torch
 import torch.nn.functional as F
 
 from libcem.denoiser import combination, covariance, em
-from libcem.denoiser.attention import attention_weights, feature_maps, head_distances
+from libcem.denoiser.attention import (
+    attention_weights,
+    chain_distances,
+    feature_maps,
+    head_distances,
+    texture_graph,
+)
 from libcem.denoiser.correlated import NoiseCorrelation
 from libcem.denoiser.graph import spectrum
 from libcem.denoiser.noise import estimate_sigma
@@ -320,6 +326,15 @@ def wiener_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: Den
     return _aggregate(chunk, positions, cfg, acc), positions
 
 
+def group_graph(pilot: torch.Tensor, cfg: DenoiseConfig) -> torch.Tensor:
+    """Edge weights (G, K, K) over each covariance-pass group's members, from the pilot's
+    luminance patches (G, K, d): the texture head (`attention.texture_graph`), or with
+    `cfg.graph` = "chain" a fixed chain in matching order (the ablation)."""
+    if cfg.graph == "chain":
+        return (chain_distances(*pilot.shape[:2], pilot.device) == 0).to(pilot.dtype)
+    return texture_graph(pilot)
+
+
 def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg: DenoiseConfig,
                     positions: torch.Tensor | None = None, later: bool = False,
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,20 +353,24 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     c = noisy.channels
     em_iter = cfg.cov_em_iter(c, later)
     flat = 0.0 if later else cfg.flat_threshold
+    # graph diffusion along the group axis (`covariance`), off where pass 1's is off
+    tau = cfg.cov_graph_tau if cfg.graph_diffusion and not later else 0.0
     _ = noisy.pixels, guide.pixels  # the tables the chunks share, built before the threads
 
     def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z, pil = noisy.patches(pos), guide.patches(pos)  # (C * G, K, p * p), channel by channel
+        g = pos.shape[0]
+        graph = group_graph(pil[:g], cfg) if tau > 0 else None
         if c > 1 and cfg.chroma_to_diagonal > 0 and not later:  # the chroma covariances shrunk
-            g = pos.shape[0]
             lum = covariance.posterior_mean(z[:g], pil[:g], sigma2, em_iter, cfg.cov_prior,
-                                            flat=flat)
+                                            flat=flat, graph=graph, tau=tau)
             chroma = covariance.posterior_mean(z[g:], pil[g:], sigma2, em_iter, cfg.cov_prior,
-                                               cfg.chroma_to_diagonal, flat)
+                                               cfg.chroma_to_diagonal, flat=flat, graph=graph,
+                                               tau=tau)
             est, kept = torch.cat([lum[0], chroma[0]]), torch.cat([lum[1], chroma[1]])
         else:
             est, kept = covariance.posterior_mean(z, pil, sigma2, em_iter, cfg.cov_prior,
-                                                  flat=flat)
+                                                  flat=flat, graph=graph, tau=tau)
         est = noisy.unwhiten(est)
         weight = 1.0 / (kept.reshape(c, -1).sum(0) + 1.0)
         return est.reshape(c, *pos.shape, -1).permute(1, 2, 0, 3), pos, weight

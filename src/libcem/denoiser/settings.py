@@ -14,7 +14,7 @@ GRAY_AFFINITY_HEADS = ("texture", "structure", "spatial")  # chroma means nothin
 SPEEDS = {  # name -> changes to the shipped settings (DenoiseConfig.for_speed)
     "default": {},
     "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 2, "pass2_repeats_color_high": 2,
-             "cov_em_iter_color": 0, "cov_em_iter_high_gray": 0},
+             "cov_em_iter_color": 0, "cov_em_iter_high_gray": 0, "cov_graph_tau": 0.0},
     "best": {"combination_passes": 9, "combination_passes_high": 11},
 }
 
@@ -111,6 +111,13 @@ class DenoiseConfig:
         (`covariance.flat_group_means`; 0: never), which takes out the faint blotches that
         the noise of the group means leaves in smooth areas. 0.01 since session 30 (see
         docs/denoise-log.md).
+    cov_graph_tau: graph diffusion along the group axis in the first covariance pass: the
+        strength tau of the group-axis precision (I + tau L) / a of the matrix-normal group
+        model (`covariance`; L the texture head's graph on the pilot; 0: off, the patches of a
+        group independent given its covariance). 1 since session 31, as the first pass's tau;
+        0.15 and 0.6 gave the same PSNR within 0.001 dB, since a takes the scale out of L. On
+        two Train400 draws +0.011-0.018 dB, on the skimage colour crops +0.03-0.04, for about
+        1.15x the time; off with `--fast` (SPEEDS) and where `graph_diffusion` is off.
     cov_prior: weight of the pilot's covariance as an inverse-Wishart prior in that EM, as a
         multiple of the group's K patches (0: maximum likelihood, made safe by stopping early).
     sigma_schedule: above `high_sigma` (0..255 scale) use `patch_high` and `pass2_high`
@@ -228,6 +235,7 @@ class DenoiseConfig:
     cov_em_iter_high_color: int = 0
     chroma_to_diagonal_high: float = 0.5
     flat_threshold: float = 0.01
+    cov_graph_tau: float = 1.0
     combination_passes: int = 0
     combination_passes_high: int = 0
     combination_patch: int = 6
@@ -268,6 +276,7 @@ class DenoiseConfig:
             "chroma_to_diagonal": (0 <= self.chroma_to_diagonal <= 1, "use 0..1"),
             "chroma_to_diagonal_high": (0 <= self.chroma_to_diagonal_high <= 1, "use 0..1"),
             "flat_threshold": (self.flat_threshold >= 0, "must be >= 0"),
+            "cov_graph_tau": (self.cov_graph_tau >= 0, "must be >= 0"),
             "pass2_repeats_gray_high": (self.pass2_repeats_gray_high >= 1, "must be >= 1"),
             "pass2_repeats_color_high": (self.pass2_repeats_color_high >= 1, "must be >= 1"),
             "group_size": (2 <= self.group_size <= (2 * self.search_radius + 1) ** 2, "use 2..(2 * search_radius + 1)^2"),
