@@ -77,17 +77,22 @@ def test_covariance_shrunk_to_the_dct_diagonal_is_a_wiener_filter_per_coefficien
     assert torch.allclose(half, mu + (z - mu) @ covariance.shrinkage(cov, sigma2), atol=1e-10)
 
 
+def _small_colour_pass() -> tuple[DenoiseConfig, torch.Tensor, PatchGroups, torch.Generator]:
+    """Small covariance-pass settings, a random 24x24 colour pilot and its noisy version (std 20)."""
+    cfg = DenoiseConfig(patch=4, step_wiener=4, group_size_wiener=8, search_radius=4,
+                        search_radius_color=4, chroma_to_diagonal=0.5)
+    g = torch.Generator().manual_seed(0)
+    pilot = torch.rand(3, 24, 24, generator=g) * 255
+    return cfg, pilot, PatchGroups(pilot + 20 * torch.randn(3, 24, 24, generator=g), cfg.patch, ()), g
+
+
 def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
     """The first colour covariance pass shrinks the chroma channels' covariances by
     `chroma_to_diagonal` and leaves the luminance's; the setting is 0.5 above sigma 37.5 only
     (session 29), and a gray image's output does not depend on it."""
     from libcem.denoiser import passes
 
-    cfg = DenoiseConfig(patch=4, step_wiener=4, group_size_wiener=8, search_radius=4,
-                        search_radius_color=4, chroma_to_diagonal=0.5)
-    g = torch.Generator().manual_seed(0)
-    pilot = torch.rand(3, 24, 24, generator=g) * 255
-    noisy = PatchGroups(pilot + 20 * torch.randn(3, 24, 24, generator=g), cfg.patch, ())
+    cfg, pilot, noisy, g = _small_colour_pass()
     calls = []
     plain = covariance.posterior_mean
 
@@ -249,11 +254,7 @@ def test_only_the_first_covariance_pass_diffuses_along_its_groups(monkeypatch):
     from libcem.denoiser import passes
     from libcem.denoiser.attention import texture_graph
 
-    cfg = DenoiseConfig(patch=4, step_wiener=4, group_size_wiener=8, search_radius=4,
-                        search_radius_color=4, chroma_to_diagonal=0.5)
-    g = torch.Generator().manual_seed(0)
-    pilot = torch.rand(3, 24, 24, generator=g) * 255
-    noisy = PatchGroups(pilot + 20 * torch.randn(3, 24, 24, generator=g), cfg.patch, ())
+    cfg, pilot, noisy, _ = _small_colour_pass()
     calls = []
     plain = covariance.posterior_mean
 
