@@ -340,9 +340,10 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pass 2: posterior mean under each group's patch covariance, the pilot's refined by EM
     (`cfg.cov_em_iter`: the first second pass's iterations, or a `later` pass's). In the
-    first pass the mean patches of flat groups are denoised too (`cfg.flat_threshold`), and
-    on a colour image the chroma channels' pilot covariances are shrunk by
-    `cfg.chroma_to_diagonal` toward their DCT diagonal.
+    first pass the mean patches of flat groups are denoised too (`cfg.flat_threshold`), the
+    members of each group are diffused along the pilot's graph over them (`group_graph`,
+    `cfg.cov_graph_tau`), and on a colour image the chroma channels' pilot covariances are
+    shrunk by `cfg.chroma_to_diagonal` toward their DCT diagonal.
 
     Groups are matched on the pilot unless `positions` (G, K) gives them. Returns the
     estimate (C, H, W) and the groups."""
