@@ -317,6 +317,18 @@ def test_spd_inverse_refuses_a_matrix_that_is_not_positive_definite():
         linalg.spd_inverse(m, 1.0)
 
 
+def test_block_inverse_flags_a_failed_factor_instead_of_raising_for_the_batch():
+    """A block whose Cholesky factor fails with an exact zero on its diagonal (as float32
+    rounding gave one ill-conditioned covariance among 384 on a camera-noise image) is flagged
+    in `failed`; the other matrices of the batch are still inverted."""
+    m = torch.eye(49).repeat(3, 1, 1) * 2.0
+    m[1, 3, 3] = 0.0  # singular: the factor's fourth diagonal element is zero
+    failed = torch.zeros(3, dtype=torch.bool)
+    out = linalg._block_inverse(m, failed)
+    assert failed.tolist() == [False, True, False]
+    assert torch.allclose(out[[0, 2]], torch.eye(49).repeat(2, 1, 1) / 2.0)
+
+
 @pytest.mark.parametrize("k, d", [(4, 6), (6, 4)])
 def test_flat_pilot_gives_the_group_mean(k, d):
     z = torch.arange(24, dtype=torch.float64).reshape(1, k, d)

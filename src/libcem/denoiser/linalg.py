@@ -52,8 +52,12 @@ def _block_inverse(m: torch.Tensor, failed: torch.Tensor) -> torch.Tensor:
     d = m.shape[-1]
     if d <= SPD_BLOCK:
         chol, info = torch.linalg.cholesky_ex(m)
-        failed |= info != 0
-        return torch.cholesky_inverse(chol)
+        bad = info != 0
+        failed |= bad
+        # a failed factor can hold an exact zero on its diagonal, which cholesky_inverse refuses
+        # (it raised for a whole batch): the identity stands in, and `failed` discards the result
+        eye = torch.eye(d, dtype=m.dtype, device=m.device)
+        return torch.cholesky_inverse(torch.where(bad[:, None, None], eye, chol))
     h = d // 2
     a, b, dd = m[:, :h, :h], m[:, :h, h:], m[:, h:, h:]
     a_inv = _block_inverse(a, failed)
