@@ -58,7 +58,7 @@ def texture_graph(patches: torch.Tensor) -> torch.Tensor:
     split, half or twice the mean 0.000-0.004 dB less (session 31). A group of equal patches
     is a complete graph."""
     ac = patches - patches.mean(-1, keepdim=True)
-    sq = ac.square().sum(-1)  # (G, K)
+    sq = ac.square().sum(-1)  # (G, K); the distances as `_pairwise`, fused and in place (hot path)
     dist = torch.baddbmm(sq[:, :, None] + sq[:, None, :], ac, ac.transpose(1, 2), alpha=-2.0)
     k = dist.shape[-1]
     beta = dist.clamp_min_(0.0).sum((1, 2)) / (k * (k - 1))
