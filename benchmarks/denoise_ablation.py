@@ -62,7 +62,7 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "no feedback (later second passes on the noisy image)": {"feedback": 0.0},
     "one second pass on gray images": {"pass2_repeats_gray": 1},
     "one gray second pass, tau = 0 (no graph diffusion)": {"pass2_repeats_gray": 1,
-                                                           "graph_diffusion": False},
+                                                           "graph_diffusion": False, "cov_graph_tau": 0.0},
     "one gray second pass, chain graph (no attention)": {"pass2_repeats_gray": 1, "graph": "chain"},
     "session 7 settings (one gray second pass, no covariance EM, no feedback)": {
         "pass2_repeats_gray": 1, "cov_em_iter_gray": 0, "cov_em_iter_color": 0, "feedback": 0.0,
@@ -82,7 +82,7 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "+ EM of the global parameters (tau, bandwidths)": {"em_fit": True},
     "+ all four affinity heads and their EM": {"em_fit": True, "affinity_heads": AFFINITY_HEADS},
     "no EM at all (moment-estimated group scales)": {"scale_iter": 0},
-    "tau = 0 (no graph diffusion)": {"graph_diffusion": False},
+    "tau = 0 (no graph diffusion)": {"graph_diffusion": False, "cov_graph_tau": 0.0},
     "chain graph (no attention: DCT along the group)": {"graph": "chain"},
     "pass-2 bandwidths refitted on the first estimate": {"refit_bandwidths": True},
     "no sigma schedule (7x7, covariance pass 2)": {"sigma_schedule": False},

@@ -286,7 +286,9 @@ def denoise_correlated(img: torch.Tensor, sigma: float | None, cfg: DenoiseConfi
     # no graph diffusion under correlated noise: a group's nearby members share noise, and the
     # attention graph links most strongly the members whose noise looks alike, so smoothing
     # along it kept noise (tau = 0 was +0.08 / +0.11 dB on Train400 at std 25 / 15, better on
-    # 8-9 of 10 images, and +0.00-0.11 dB on three skimage colour crops; docs/denoise-noise.md)
+    # 8-9 of 10 images, and +0.00-0.11 dB on three skimage colour crops; docs/denoise-noise.md).
+    # The first covariance pass still diffuses along its groups, on the pilot's graph
+    # (`cov_graph_tau`; session 32)
     out, info = denoise_float(img, None, cfg.override(graph_diffusion=False), progress, noise=corr)
     info.noise_correlation, info.noise_model = corr, "correlated"
     return out, info

@@ -354,8 +354,9 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     c = noisy.channels
     em_iter = cfg.cov_em_iter(c, later)
     flat = 0.0 if later else cfg.flat_threshold
-    # graph diffusion along the group axis (`covariance`), off where pass 1's is off
-    tau = cfg.cov_graph_tau if cfg.graph_diffusion and not later else 0.0
+    # graph diffusion along the group axis (`covariance`), first pass only; on under correlated
+    # noise too, where pass 1's is off: the pilot's graph no longer sees the noise there
+    tau = 0.0 if later else cfg.cov_graph_tau
     _ = noisy.pixels, guide.pixels  # the tables the chunks share, built before the threads
 
     def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -58,7 +58,8 @@ class DenoiseConfig:
         cost 14-32% of the time. The per-group scales are always fitted by EM (scale_iter).
     graph: "attention" (affinity heads weight the edges) or "chain" (a fixed chain over the
         members in matching order, i.e. a DCT along the group).
-    graph_diffusion: tau fitted by EM (False: tau = 0, no smoothing along the graph).
+    graph_diffusion: the first pass's tau fitted by EM (False: tau = 0, no smoothing along
+        its graph; the covariance pass's group-axis step has its own `cov_graph_tau`).
     refit_bandwidths: in a graph_wiener pass, set each head's bandwidth to the median head
         distance of the features it is applied to (the first estimate's), not the noisy ones.
         Off: on the Train400 split it lost 0.02-0.04 dB against the noisy-feature bandwidths.
@@ -117,7 +118,8 @@ class DenoiseConfig:
         group independent given its covariance). 1 since session 31, as the first pass's tau;
         0.15 and 0.6 gave the same PSNR within 0.001 dB, since a takes the scale out of L. On
         two Train400 draws +0.011-0.018 dB, on the skimage colour crops +0.03-0.04, for about
-        1.15x the time; off with `--fast` (SPEEDS) and where `graph_diffusion` is off.
+        1.15x the time; off with `--fast` (SPEEDS). On under correlated and camera noise too,
+        where pass 1's `graph_diffusion` is off (session 32).
     cov_prior: weight of the pilot's covariance as an inverse-Wishart prior in that EM, as a
         multiple of the group's K patches (0: maximum likelihood, made safe by stopping early).
     sigma_schedule: above `high_sigma` (0..255 scale) use `patch_high` and `pass2_high`
