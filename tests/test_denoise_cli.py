@@ -23,7 +23,7 @@ def _noisy_rgb(h: int = 40, w: int = 48) -> np.ndarray:
     ("rgb16.png", np.uint16, 3), ("rgba16.png", np.uint16, 4), ("rgba8.png", np.uint8, 4),
     ("rgb.tif", np.uint16, 3), ("g.tiff", np.uint8, 1), ("rgb.webp", np.uint8, 3),
     ("rgba.webp", np.uint8, 4), ("rgb.heic", np.uint8, 3), ("g.heif", np.uint8, 1),
-    ("rgba.heic", np.uint8, 4),
+    ("rgba.heic", np.uint8, 4), ("g.bmp", np.uint8, 1), ("rgb.bmp", np.uint8, 3),
 ])
 def test_formats_round_trip(tmp_path, name, dtype, channels):
     rng = np.random.default_rng(0)
@@ -74,6 +74,28 @@ def test_each_format_takes_the_bit_depths_it_holds(tmp_path):
     Image.fromarray(bits).save(tmp_path / "bits.png")  # mode "1"
     back = read_image(tmp_path / "bits.png")
     assert back.dtype == np.uint8 and np.array_equal(back, bits.astype(np.uint8) * 255)
+
+
+def test_jpeg_and_bmp_outputs_leave_alpha_out_with_a_note(tmp_path, capsys):
+    """JPEG and BMP hold no alpha channel: an RGBA image is written as its RGB, a gray + alpha
+    one as its gray, and the CLI says so; PNG keeps the alpha."""
+    from libcem.denoiser.io import drops_alpha
+
+    rgb = _noisy_rgb().astype(np.uint8)
+    alpha = np.full(rgb.shape[:2] + (1,), 200, np.uint8)
+    rgba, gray_alpha = np.concatenate([rgb, alpha], 2), np.concatenate([rgb[:, :, :1], alpha], 2)
+    for name, img, kept in [("a.bmp", rgba, rgb), ("b.bmp", gray_alpha, rgb[:, :, 0])]:
+        write_image(tmp_path / name, img)
+        assert np.array_equal(read_image(tmp_path / name), kept)
+    write_image(tmp_path / "c.jpg", rgba)
+    assert read_image(tmp_path / "c.jpg").shape == rgb.shape
+    assert drops_alpha(tmp_path / "x.JPG", rgba) and drops_alpha(tmp_path / "x.bmp", gray_alpha)
+    assert not drops_alpha(tmp_path / "x.png", rgba) and not drops_alpha(tmp_path / "x.jpg", rgb)
+    write_image(tmp_path / "p.png", rgba)
+    assert main(["denoise", str(tmp_path / "p.png"), "-o", str(tmp_path / "p.jpg"), "--fast"]) == 0
+    err = capsys.readouterr().err
+    assert "note: p.png: JPG holds no alpha channel: the output is written without it" in err
+    assert read_image(tmp_path / "p.jpg").shape == rgb.shape
 
 
 def test_cli_refuses_an_output_format_before_denoising(tmp_path, capsys, monkeypatch):

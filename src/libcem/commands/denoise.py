@@ -10,7 +10,7 @@ from pathlib import Path
 EPILOG = """examples:
   libcem denoise noisy.png -o clean.png              noise model and level read from the image
   libcem denoise noisy.png -o clean.png --sigma 25   white noise, std on the 0..255 scale
-  libcem denoise photos/ -o clean/                   every PNG/JPEG/WebP/HEIC/TIFF in the folder
+  libcem denoise photos/ -o clean/                   every PNG/JPEG/WebP/HEIC/TIFF/BMP in the folder
   libcem denoise crop.png -o clean.png --best        highest quality, several times slower
   libcem denoise phone.jpg -o clean.jpg --strength 0.8   a phone's JPEG, some grain kept
   libcem denoise photo.png -o clean.png --noise correlated   blotchy (demosaiced) noise
@@ -18,7 +18,7 @@ EPILOG = """examples:
 
 Gray, gray+alpha, RGB and RGBA images in 8 or 16 bits (float TIFF too) keep their bit depth,
 in the output suffix's format (WebP and HEIC written lossless; HEIC needs pillow-heif);
-alpha is copied.
+alpha is copied (JPEG and BMP hold none: written without it, with a note).
 Images larger than --tile are processed in overlapping tiles (memory stays bounded).
 In a folder, a file that cannot be read or denoised is reported on stderr and skipped; the
 exit status is 1 if any file failed. Outputs are written atomically (temporary file, rename)
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", type=Path, help="an image file (PNG, JPEG, WebP, HEIC, TIFF) or a folder of them")
+    p.add_argument("input", type=Path, help="an image file (PNG, JPEG, WebP, HEIC, TIFF, BMP) or a folder of them")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file (for a file input) or folder (for a folder input)")
     p.add_argument("--sigma", type=float, default=None,
@@ -101,7 +101,7 @@ def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
     if src.is_dir():
         files = sorted(f for f in src.iterdir() if f.is_file() and is_image_path(f))
         if not files:
-            raise LibcemError(f"{src}: no PNG, JPEG, WebP, HEIC or TIFF images in this folder")
+            raise LibcemError(f"{src}: no PNG, JPEG, WebP, HEIC, TIFF or BMP images in this folder")
         if dst.exists() and not dst.is_dir():
             raise LibcemError(f"{dst}: the input is a folder, so the output must be a folder")
         return [(f, dst / f.name) for f in files]
@@ -183,6 +183,7 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg, noted: se
     from libcem.denoiser.api import dtype_white
     from libcem.denoiser.io import (
         check_writable,
+        drops_alpha,
         read_image,
         read_metadata,
         write_image,
@@ -194,6 +195,10 @@ def _denoise_file(src: Path, dst: Path, args: argparse.Namespace, cfg, noted: se
     if note and note[0] not in noted:  # once per run
         noted.add(note[0])
         tqdm.write(f"note: {src.name}: {note[1]}", file=sys.stderr)
+    if drops_alpha(dst, img) and "alpha" not in noted:  # once per run
+        noted.add("alpha")
+        tqdm.write(f"note: {src.name}: {dst.suffix[1:].upper()} holds no alpha channel: the output is "
+                   "written without it (PNG, WebP or TIFF keep it)", file=sys.stderr)
     scale = 255.0 / dtype_white(img.dtype)  # image units -> 0..255 scale
     sigma = None if args.sigma is None else args.sigma / scale
     with _TileBar(src) as bar:

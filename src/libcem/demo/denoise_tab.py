@@ -161,7 +161,7 @@ def build(device: str, max_megapixels: float, config: DenoiseConfig | None = Non
     photo, centre, note = gr.State(None), gr.State((0.5, 0.5)), gr.State("")
     with gr.Row():
         with gr.Column(scale=2):
-            upload = gr.File(label="Photo: PNG, JPEG, WebP, HEIC or TIFF, 8 or 16 bits", elem_id="photo-file")
+            upload = gr.File(label="Photo: PNG, JPEG, WebP, HEIC, TIFF or BMP, 8 or 16 bits", elem_id="photo-file")
             gr.Examples([[str(p)] for p in EXAMPLES], inputs=upload, label="Clean examples: add noise below")
             noise = gr.Slider(0, 100, value=0, step=1, label="Add synthetic noise σ (0 = denoise the photo as it is)",
                               elem_id="add-noise")

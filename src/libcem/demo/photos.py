@@ -75,10 +75,10 @@ def join_alpha(colour: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
 def load_photo(path: str | Path | None, max_megapixels: float = MAX_MEGAPIXELS) -> Photo:
     """Read an uploaded file; a missing, empty, non-image, too small or too large one raises LibcemError."""
     if path is None:
-        raise LibcemError("no file: upload a photo (PNG, JPEG, WebP, HEIC or TIFF) or pick an example")
+        raise LibcemError("no file: upload a photo (PNG, JPEG, WebP, HEIC, TIFF or BMP) or pick an example")
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
-        raise LibcemError(f"{path.name} is empty: upload a photo (PNG, JPEG, WebP, HEIC or TIFF)")
+        raise LibcemError(f"{path.name} is empty: upload a photo (PNG, JPEG, WebP, HEIC, TIFF or BMP)")
     try:
         img = read_image(path)
     except LibcemError as err:  # the same message with the file's name, not the server's upload folder

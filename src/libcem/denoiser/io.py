@@ -1,12 +1,13 @@
-"""Reading and writing PNG (8/16-bit), JPEG, WebP, HEIC and TIFF images as numpy arrays,
+"""Reading and writing PNG (8/16-bit), JPEG, WebP, HEIC, TIFF and BMP images as numpy arrays,
 keeping dtype.
 
 Pillow (through imageio) handles 8-bit images and 16-bit grayscale; 16-bit colour PNG goes
 through pypng, TIFF through tifffile, HEIC (phones' photos) through Pillow with the optional
 pillow-heif (`pip install pillow-heif`, libcem's extra `heic`). Arrays are (H, W) or
 (H, W, C), C in 1..4. A 1-bit image is read as 8-bit (0 and 255), a CMYK one as RGB. WebP and
-HEIC are written lossless. EXIF, ICC profile and orientation come from Pillow's reading of the
-header (`_from_header`).
+HEIC are written lossless. JPEG and BMP hold no alpha channel: an image with one is written
+without it (`drops_alpha`). EXIF, ICC profile and orientation come from Pillow's reading of
+the header (`_from_header`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from libcem.errors import LibcemError
 
 HEIF_SUFFIXES = (".heic", ".heif")  # read and written through pillow-heif
 CMYK_SUFFIXES = (".jpg", ".jpeg", ".tif", ".tiff")  # the formats that can hold CMYK
-SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", *HEIF_SUFFIXES, ".tif", ".tiff")
-EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp", *HEIF_SUFFIXES)  # formats that hold 8-bit images only
+SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", *HEIF_SUFFIXES, ".tif", ".tiff", ".bmp")
+EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp", *HEIF_SUFFIXES, ".bmp")  # formats that hold 8-bit images only
+NO_ALPHA = (".jpg", ".jpeg", ".bmp")  # formats that hold gray and RGB only
 # a lossless HEIC: no quantisation, full chroma, RGB stored as it is (no YCbCr matrix)
 HEIF_LOSSLESS = {"quality": -1, "chroma": 444, "matrix_coefficients": 0}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -183,10 +185,13 @@ def write_image(path: str | Path, img: np.ndarray, metadata: dict[str, bytes] | 
     then `os.replace`).
 
     metadata: from `read_metadata`; EXIF and ICC are kept in 8-bit PNG, JPEG, WebP and HEIC,
-    the ICC profile in TIFF; 16-bit PNG (written by pypng) drops them.
+    the ICC profile in TIFF; 16-bit PNG (written by pypng) and BMP drop them. JPEG and BMP
+    get the image without its alpha channel (`drops_alpha`), as gray or RGB.
     """
     path = Path(path)
     suffix = check_writable(path, img.dtype)
+    if drops_alpha(path, img):
+        img = img[:, :, 0] if img.shape[2] == 2 else img[:, :, :3]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -197,6 +202,12 @@ def write_image(path: str | Path, img: np.ndarray, metadata: dict[str, bytes] | 
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def drops_alpha(path: str | Path, img: np.ndarray) -> bool:
+    """Whether `write_image` leaves out img's alpha channel at `path`: the image has one (gray
+    + alpha or RGBA) and the format holds none (JPEG, BMP)."""
+    return Path(path).suffix.lower() in NO_ALPHA and img.ndim == 3 and img.shape[2] in (2, 4)
 
 
 def check_writable(path: str | Path, dtype) -> str:
@@ -225,7 +236,11 @@ def _umask() -> int:
 
 
 def _write_by_suffix(path: Path, img: np.ndarray, suffix: str, meta: dict[str, bytes]) -> None:
-    if suffix in (".tif", ".tiff"):
+    if suffix == ".bmp":  # no EXIF or ICC in BMP: Pillow takes no metadata for it
+        import imageio.v3 as iio
+
+        iio.imwrite(path, img, extension=suffix)
+    elif suffix in (".tif", ".tiff"):
         import tifffile
 
         tifffile.imwrite(path, img, iccprofile=meta.get("icc_profile"))
