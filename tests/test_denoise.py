@@ -185,6 +185,9 @@ def test_fast_settings_are_faster_settings_and_names_are_checked():
 
 
 def test_tile_workers_run_from_a_script_without_a_main_guard(tmp_path):
+    """Forked, not spawned, for every photo of the script: tiles travel to the workers and back
+    as numpy arrays, since torch's sharing of tensors through file descriptors starts a thread
+    in this process that made the next photo's pool spawn (and re-run the script)."""
     import subprocess
     import sys
 
@@ -193,7 +196,8 @@ def test_tile_workers_run_from_a_script_without_a_main_guard(tmp_path):
         "import numpy as np\n"
         "from libcem.denoiser import DenoiseConfig, denoise\n"
         "y = np.random.default_rng(0).integers(0, 256, (120, 130), dtype=np.uint8)\n"
-        "out = denoise(y, 20, config=DenoiseConfig(tile=64, overlap=16, workers=2))\n"
+        "for _ in range(2):  # a second photo too: the first must leave no thread behind\n"
+        "    out = denoise(y, 20, config=DenoiseConfig(tile=64, overlap=16, workers=2))\n"
         "print('ok', out.shape)\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "ok (120, 130)" in run.stdout, run.stderr[-2000:]

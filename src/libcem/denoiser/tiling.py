@@ -6,6 +6,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import pickle
 import sys
 import threading
 import warnings
@@ -13,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
+import numpy as np
 import torch
 
 
@@ -66,15 +68,27 @@ def process_tiled(img: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
 
     workers = min(workers, len(tiles)) if img.device.type == "cpu" else 1
     with _pool(workers) as pool:
-        try:
-            for result in pool.map(fn, crops) if pool is not None else ():  # in tile order
-                blend(result)
+        try:  # in tile order; plain pickles and arrays across processes (`_call_pickled`)
+            payload = pickle.dumps(fn) if pool is not None else b""
+            for result in pool.map(_call_pickled, [payload] * len(crops), [c.numpy() for c in crops]) \
+                    if pool is not None else ():
+                blend(torch.from_numpy(result))
         except BrokenProcessPool:  # a worker died (killed for memory, or could not start)
             warnings.warn(f"the tile workers stopped; denoising the {len(tiles) - done} tiles "
                           "left in this process (set workers=1 to skip them)", RuntimeWarning)
     for crop in crops[done:]:
         blend(fn(crop))
     return out / norm
+
+
+def _call_pickled(payload: bytes, crop: np.ndarray) -> np.ndarray:
+    """On a tile worker: the function pickled in `payload` on the tile `crop`, a numpy array in
+    and out. Not tensors, nor a function holding tensors, through the pool's own pickler: with
+    it torch passes a CPU tensor to another process as shared memory by file descriptor, which
+    leaves a server thread running in the sender; a caller with a second thread is no longer
+    forked (`_pool`), so a script's second photo spawned workers, which re-ran a script without
+    a main guard. A plain pickle copies the few small tensors of the function's arguments."""
+    return pickle.loads(payload)(torch.from_numpy(crop)).numpy()
 
 
 @contextlib.contextmanager
