@@ -117,6 +117,10 @@ def test_float_and_tensor_inputs_keep_type():
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(LibcemError, match="shape"):
         denoise(np.zeros((8, 8, 5), np.uint8))
+    with pytest.raises(LibcemError, match=r"goes in as HxWxC: image.permute\(1, 2, 0\)"):
+        denoise(torch.zeros(3, 16, 20))  # torch's (C, H, W)
+    with pytest.raises(LibcemError, match=r"image.transpose\(1, 2, 0\)"):
+        denoise(np.zeros((3, 16, 20), np.float32))
     with pytest.raises(LibcemError, match="sigma"):
         denoise(np.zeros((16, 16), np.uint8), -1.0)
     with pytest.raises(LibcemError, match="smaller than"):

@@ -80,8 +80,12 @@ def _split_channels(image):
     if image.ndim == 2:
         return image[:, :, None], None
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        # a torch-style (C, H, W) image: say how to pass it
+        hint = (f"; a (C, H, W) image goes in as HxWxC: "
+                f"{'image.permute(1, 2, 0)' if isinstance(image, torch.Tensor) else 'image.transpose(1, 2, 0)'}"
+                if image.ndim == 3 and image.shape[0] in (1, 2, 3, 4) else "")
         raise LibcemError(f"expected an HxW or HxWxC image with C in 1..4, "
-                          f"got shape {tuple(image.shape)}")
+                          f"got shape {tuple(image.shape)}{hint}")
     c = image.shape[2]
     alpha = image[:, :, c - 1:] if c in (2, 4) else None
     return image[:, :, : (1 if c <= 2 else 3)], alpha
