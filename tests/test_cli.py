@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from conftest import TINY_CLI
 from PIL import Image
@@ -84,3 +85,25 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     a = load_tensors(StageRun(tmp_path / "whole").checkpoints()[-1] / "training" / "raw.safetensors")
     b = load_tensors(StageRun(tmp_path / "killed").checkpoints()[-1] / "training" / "raw.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unknown_options_are_named_by_their_command_and_o_is_the_output_everywhere(capsys):
+    """An unknown option is reported with the command's own usage (argparse reports it at the
+    top level, `usage: libcem [-h] COMMAND ...`), and `-o` names the output of every command
+    that writes one, as in `libcem denoise`."""
+    from pathlib import Path
+
+    from libcem.cli import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        main(["sample", "--model", "m", "a cat", "--prompt", "x"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "usage: libcem sample" in err
+    assert "libcem sample: error: unrecognized arguments: --prompt x (see libcem sample --help)" in err
+    with pytest.raises(SystemExit):
+        main(["--bogus"])
+    assert "libcem: error: unrecognized arguments: --bogus (see libcem --help)" in capsys.readouterr().err
+    parser = build_parser()
+    assert parser.parse_args(["sample", "--model", "m", "a cat", "-o", "g.png"]).output == Path("g.png")
+    assert parser.parse_args(["train", "-o", "run"]).out == Path("run")
+    assert parser.parse_args(["reconstruct", "--model", "m", "-o", "d", "x.png"]).output == Path("d")

@@ -27,6 +27,11 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _build()[0]
+
+
+def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser and each sub-command's own parser by name."""
     parser = argparse.ArgumentParser(
         prog="libcem",
         description="libcem: patch-graph EM denoising, an EM-codebook VQ tokenizer and "
@@ -35,12 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
-    return parser
+    return parser, sub.choices
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, commands = _build()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command's own parser, with its usage, not the top level's
+        name = getattr(args, "command", None)
+        commands.get(name, parser).error(f"unrecognized arguments: {' '.join(extra)} "
+                                         f"(see libcem {name + ' ' if name else ''}--help)")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

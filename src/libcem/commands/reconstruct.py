@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or data source names")
     p.add_argument("--model", required=True, type=Path, help="a run folder or a model folder")
-    p.add_argument("--output", required=True, type=Path, help="folder for the PNGs")
+    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the PNGs")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="N images spread evenly over the inputs (held-out splits may be sorted by class)")

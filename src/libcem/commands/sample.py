@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=sampler_help() + " (default: the prior's config: euler for a flow prior, dpm++ for ddpm)")
     p.add_argument("--seed", type=int, default=0, help="image i is drawn from a generator seeded by (SEED, i) (default 0)")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--output", type=Path, help="grid PNG to write (default samples.png)")
+    out.add_argument("-o", "--output", type=Path, help="grid PNG to write (default samples.png)")
     out.add_argument("--output-dir", type=Path, help="folder for one PNG per image instead of a grid")
     p.add_argument("--batch-size", type=int, default=50, help="images sampled at once (results do not depend on it)")
     p.add_argument("--upscale", type=int, default=2, help="nearest-neighbour enlargement of the grid (default 2)")

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("stage", nargs="?", default="all", choices=list(STAGES),
                    help="what to train: " + "; ".join(f"{k}: {v}" for k, v in STAGES.items()))
     p.add_argument("--data", help="data source (default fractals; for prior: the tokenizer's): " + source_help())
-    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("-o", "--out", required=True, type=Path, help="run folder")
     p.add_argument("--tokenizer", type=Path,
                    help="prior only: the trained tokenizer (its run folder or a model folder); copied into OUT/tokenizer")
     p.add_argument("--text-encoder", choices=list(ENCODERS),
