@@ -156,3 +156,37 @@ def test_corrupt_archive_and_offline_download_are_clear_errors(tmp_path, monkeyp
     monkeypatch.setattr(downloads.urllib.request, "urlopen", offline)
     with pytest.raises(LibcemError, match="could not download .*offline"):
         load_data(DataConfig(source="mnist", cache_dir=str(tmp_path / "empty")))
+
+
+def test_a_folder_path_alone_is_a_folder_source_and_survives_the_overrides(tmp_path):
+    """`--data PATH` of an existing folder means folder:PATH (a name or a prefixed path stays as
+    it is), and the override that carries it parses back to the same text, a Windows path's
+    backslashes and quotes included."""
+    import argparse
+
+    from libcem.commands.common import shortcut_overrides
+    from libcem.config import parse_override
+    from libcem.generative.data.registry import data_source
+
+    assert data_source(str(tmp_path)) == f"folder:{tmp_path}"
+    for value in ("digits", f"folder:{tmp_path}", str(tmp_path / "missing"), "cifar100"):
+        assert data_source(value) == value
+    for value in (f"folder:{tmp_path}", 'folder:C:\\Users\\me\\my "best" photos'):
+        args = argparse.Namespace(data=value, precision=None, steps=None, seed=None, overrides=[])
+        assert parse_override(shortcut_overrides(args)[0]) == (["data", "source"], value)
+
+
+def test_captions_a_prior_needs_are_checked_before_the_work():
+    """No caption at all is an error naming the ways to give them; some missing a warning; the
+    snapshot prompts leave the empty ones out."""
+    from libcem.generative.data import ImageSet
+    from libcem.generative.training.prior import check_captions, snapshot_prompts
+
+    def images(captions):
+        return ImageSet(torch.zeros(len(captions), 3, 8, 8, dtype=torch.uint8), list(captions))
+
+    with pytest.raises(LibcemError, match="none of the 3 training images has a caption.*sub-folders"):
+        check_captions(images(["", " ", ""]))
+    with pytest.warns(UserWarning, match="2 of 4 training images have no caption"):
+        check_captions(images(["", "a cat", "", "a dog"]))
+    assert snapshot_prompts(images(["", "a cat", " ", "a dog", "a cat"])) == ["a cat", "a dog"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -31,7 +32,7 @@ def shortcut_overrides(args: argparse.Namespace) -> list[str]:
     """--data, --precision, --steps and --seed as dotted overrides, before the explicit --set ones."""
     out = []
     if getattr(args, "data", None):
-        out.append(f'data.source="{args.data}"')
+        out.append(f"data.source={json.dumps(args.data)}")  # a TOML string, a Windows path's backslashes too
     if args.precision:
         out.append(f'train.precision="{args.precision}"')
     if args.steps is not None:

@@ -10,6 +10,7 @@ from libcem.errors import LibcemError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from libcem.generative.data.registry import data_source
     from libcem.generative.diffusion.samplers import SAMPLERS, sampler_help
     from libcem.generative.evaluation.inception import RESIZES
 
@@ -25,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fid extra, or $LIBCEM_FID_NETWORK).",
     )
     p.add_argument("--model", required=True, type=Path, help="a two-stage run folder, a prior run folder or a prior checkpoint")
-    p.add_argument("--data", help="data source (default: the one the prior was trained on)")
+    p.add_argument("--data", type=data_source,
+                   help="data source (default: the one the prior was trained on; a folder's path: folder:PATH)")
     p.add_argument("--labels", nargs="+", help="labels to evaluate (default: digits: digit; fractals: family color)")
     p.add_argument("--limit", type=int, help="evaluate on N held-out images spread evenly over the split (faster, noisier)")
     p.add_argument("--per-class", type=int, default=0, metavar="K",

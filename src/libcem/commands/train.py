@@ -23,7 +23,7 @@ STAGES = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from libcem.generative.data.registry import source_help
+    from libcem.generative.data.registry import data_source, source_help
     from libcem.generative.presets import PRESETS
     from libcem.generative.text import ENCODERS
 
@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("stage", nargs="?", default="all", choices=list(STAGES),
                    help="what to train: " + "; ".join(f"{k}: {v}" for k, v in STAGES.items()))
-    p.add_argument("--data", help="data source (default fractals; for prior: the tokenizer's): " + source_help())
+    p.add_argument("--data", type=data_source,
+                   help="data source (default fractals; for prior: the tokenizer's): " + source_help()
+                   + "; a folder's path alone is taken as folder:PATH")
     p.add_argument("-o", "--out", required=True, type=Path, help="run folder")
     p.add_argument("--tokenizer", type=Path,
                    help="prior only: the trained tokenizer (its run folder or a model folder); copied into OUT/tokenizer")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -136,6 +137,15 @@ def source_name(spec: str) -> str:
             f"{', '.join(SOURCES)} or folder:PATH"
         )
     return spec
+
+
+def data_source(value: str) -> str:
+    """A --data value as a source: a known name or folder:PATH as it is, and the path of an
+    existing folder as folder:PATH (what a user types first); anything else as it is, for
+    `source_name` to refuse with the choices."""
+    if value in SOURCES or value.startswith(FOLDER_PREFIX) or not Path(value).expanduser().is_dir():
+        return value
+    return FOLDER_PREFIX + str(Path(value).expanduser())
 
 
 FOLDER_SHAPE = (32, 3)  # folder:PATH images are resized to this (size, channels) unless the config says otherwise

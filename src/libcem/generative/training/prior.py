@@ -7,6 +7,7 @@ The tokenizer is frozen. At the start the whole training split is encoded once t
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,14 +97,31 @@ def encode_latents(tok: Tokenizer, data: ImageSet, batch: int = 256, progress: b
 
 
 def snapshot_prompts(data: ImageSet, k: int = SNAPSHOT_PROMPTS) -> list[str]:
-    """Up to k distinct captions in order of first appearance in the training split: fixed per data set."""
+    """Up to k distinct captions in order of first appearance in the training split, empty ones
+    left out (a prompt must have text): fixed per data set."""
     seen: list[str] = []
     for c in data.captions:
-        if c not in seen:
+        if c.strip() and c not in seen:
             seen.append(c)
         if len(seen) == k:
             break
     return seen
+
+
+def check_captions(data: ImageSet) -> None:
+    """Before any work: a LibcemError when no training image has a caption (a prior draws images
+    from text, and a sampler takes no empty prompt), a warning when some have none (they train
+    with empty text, as the dropped captions of classifier-free guidance do)."""
+    empty = sum(not c.strip() for c in data.captions)
+    if empty == len(data.captions):
+        raise LibcemError(
+            f"none of the {empty} training images has a caption: the prior learns to draw images from "
+            "text. Put a .txt caption beside each image, a metadata.jsonl, or the images in class "
+            "sub-folders (their names become the captions); `libcem train tokenizer` needs none")
+    if empty:
+        warnings.warn(f"{empty} of {len(data.captions)} training images have no caption: the prior "
+                      "sees them with empty text (as the dropped captions of classifier-free guidance)",
+                      UserWarning, stacklevel=2)
 
 
 class PriorTask:
@@ -115,6 +133,7 @@ class PriorTask:
     def __init__(self, cfg: PriorRunConfig, splits: Splits, tokenizer: Tokenizer, encoder: TextEncoder,
                  progress: bool = True) -> None:
         self.cfg, self.splits, self.tokenizer, self.encoder = cfg, splits, tokenizer.eval(), encoder
+        check_captions(splits.train)
         latents = encode_latents(tokenizer, splits.train, progress=progress)  # (N, D, h, w)
         shift = latents.mean(dim=(0, 2, 3)).tolist()  # per channel
         scale = latents.std(dim=(0, 2, 3)).clamp(min=1e-6).tolist()
