@@ -190,3 +190,21 @@ def test_captions_a_prior_needs_are_checked_before_the_work():
     with pytest.warns(UserWarning, match="2 of 4 training images have no caption"):
         check_captions(images(["", "a cat", "", "a dog"]))
     assert snapshot_prompts(images(["", "a cat", " ", "a dog", "a cat"])) == ["a cat", "a dog"]
+
+
+def test_evaluation_and_the_label_encoder_leave_empty_captions_out():
+    """`libcem eval` prompts only with held-out captions that have text, and the label encoder's
+    refusal of an unknown prompt suggests known captions that have text."""
+    import types
+
+    from libcem.generative.data import ImageSet
+    from libcem.generative.evaluation.report import held_out_prompts
+    from libcem.generative.text.encoders import LabelEncoder
+
+    test = ImageSet(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), ["", "a cat", " ", "a dog"])
+    pipe = types.SimpleNamespace(encoder=types.SimpleNamespace(vocabulary=None))
+    assert held_out_prompts(pipe, test, None).tolist() == [1, 3]
+    with pytest.raises(LibcemError, match="none of the 2 held-out images has a caption"):
+        held_out_prompts(pipe, ImageSet(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), ["", ""]), None)
+    with pytest.raises(LibcemError, match=r"e\.g\. 'a cat'; 'a dog'$"):
+        LabelEncoder(["", "a cat", "a dog"]).encode(["a bird"])

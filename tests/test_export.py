@@ -47,6 +47,26 @@ def test_export_is_small_self_contained_and_samples_the_same(run, tmp_path, caps
     assert (again.samples.read_bytes() == (out / "samples.png").read_bytes())
 
 
+def test_reconstruct_takes_a_two_stage_run_or_an_export_and_skips_unreadable_files(run, tmp_path, capsys):
+    """`libcem reconstruct --model` of a two-stage run or an export uses their tokenizer, and a
+    folder's file that is not a readable image is skipped with a note, not the whole run."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (20, 12), (200, 30, 30)).save(photos / "red.png")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff not a JPEG")
+    assert main(["export", str(run), str(tmp_path / "export")]) == 0
+    for i, model in enumerate((run, tmp_path / "export")):
+        capsys.readouterr()
+        assert main(["reconstruct", "--model", str(model), str(photos), "-o", str(tmp_path / f"rec{i}")]) == 0
+        captured = capsys.readouterr()
+        assert "1 images: mean PSNR" in captured.out
+        assert "skipped 1 file(s) that are not readable images: broken.jpg" in captured.err
+        assert Image.open(tmp_path / f"rec{i}" / "red.png").size == (40, 12)
+    (photos / "red.png").unlink()
+    assert main(["reconstruct", "--model", str(run), str(photos), "-o", str(tmp_path / "rec2")]) == 2
+    assert "no readable images in folder" in capsys.readouterr().err
+
+
 def test_pil_and_numpy_outputs_hold_the_same_pixels(run):
     tensor = images(run)
     pil = images(run, "pil")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import torch
@@ -25,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "data source name (fractals, digits, ...: its held-out split).",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or data source names")
-    p.add_argument("--model", required=True, type=Path, help="a run folder or a model folder")
+    p.add_argument("--model", required=True, type=Path,
+                   help="the tokenizer: its run or model folder, or a two-stage run or export (their tokenizer)")
     p.add_argument("-o", "--output", required=True, type=Path, help="folder for the PNGs")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--limit", type=int, metavar="N",
@@ -55,11 +57,18 @@ def _expand(inputs: list[str], channels: int, size: int, trained: dict | None = 
             test = load_data(cfg).test
             for i in range(len(test)):
                 yield f"{item.replace(':', '_').replace('/', '_')}_{i:04d}", test.floats([i])
-        elif path.is_dir():
+        elif path.is_dir():  # a file that is not a readable image is skipped and counted, as in training
             files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise LibcemError(f"no images in folder {path}")
-            yield from _expand([str(f) for f in files], channels, size)
+            arrays = [(f, load_image(f, channels)) for f in files]
+            readable = [(f, a) for f, a in arrays if a is not None]
+            if not readable:
+                raise LibcemError(f"no readable images in folder {path}")
+            if len(readable) < len(files):
+                skipped = [f.name for f, a in arrays if a is None]
+                print(f"{path}: skipped {len(skipped)} file(s) that are not readable images: "
+                      f"{', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+            for f, arr in readable:
+                yield f.stem, torch.from_numpy(arr)[None].float() / 255
         elif path.is_file():
             arr = load_image(path, channels)
             if arr is None:
@@ -73,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from libcem.device import resolve_device
     from libcem.generative.evaluation.report import reconstruction_fid
     from libcem.files import read_record
-    from libcem.generative.runs import resolve_model_dir
+    from libcem.generative.runs import resolve_tokenizer_dir
     from libcem.generative.models.tokenizer import Tokenizer
     from libcem.generative.data.base import evenly_spaced
     from libcem.imaging import grid, psnr, save_png, side_by_side
@@ -85,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
         network_path()  # a missing network is one clear error before any work
     device = resolve_device(args.device)
-    model = Tokenizer.from_pretrained(args.model, device)
-    model_dir = resolve_model_dir(args.model)
+    model_dir = resolve_tokenizer_dir(args.model)  # a two-stage run or an export: their tokenizer
+    model = Tokenizer.from_pretrained(model_dir, device)
     trained = read_record(model_dir)
     args.output.mkdir(parents=True, exist_ok=True)
     scores, pairs, inputs, outputs = [], [], [], []

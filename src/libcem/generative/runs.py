@@ -277,6 +277,17 @@ class PriorFolders:
     tokenizer_dir: Path
 
 
+def resolve_tokenizer_dir(path: str | Path) -> Path:
+    """A tokenizer's model folder from where a user may point: an export or a two-stage run (their
+    tokenizer), a tokenizer stage run (its latest checkpoint) or a model folder."""
+    path = Path(path).expanduser()
+    if ExportFolder(path).exists():
+        return resolve_model_dir(ExportFolder(path).tokenizer)
+    if TwoStageRun(path).tokenizer.path.is_dir() and not is_model_dir(path):
+        return resolve_model_dir(TwoStageRun(path).tokenizer.path)
+    return resolve_model_dir(path)
+
+
 def resolve_prior(path: str | Path, prior_kind: str = "prior") -> PriorFolders:
     """An export, a two-stage run, a prior stage run or a prior checkpoint -> the prior's model folder and tokenizer.
 

@@ -42,8 +42,11 @@ def eval_labels(source: str, data: ImageSet, requested: list[str] | None = None)
 
 
 def held_out_prompts(pipe, test: ImageSet, limit: int | None) -> np.ndarray:
-    """Indices of the held-out images to generate a counterpart for (captions the encoder accepts)."""
-    idx = np.arange(len(test))
+    """Indices of the held-out images to generate a counterpart for (captions the encoder accepts;
+    not an empty one, which no prompt can be)."""
+    idx = np.array([i for i in range(len(test)) if test.captions[i].strip()], dtype=np.int64)
+    if len(idx) == 0:
+        raise LibcemError(f"none of the {len(test)} held-out images has a caption to prompt the prior with")
     vocabulary = pipe.encoder.vocabulary  # a closed-vocabulary encoder (label) knows only its training captions
     if vocabulary is not None:
         known = set(vocabulary)

@@ -59,7 +59,7 @@ class LabelEncoder:
     def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         unknown = [c for c in captions if c not in self.index]
         if unknown:
-            known = "; ".join(f"'{shorten(c)}'" for c in self.vocabulary[:5])
+            known = "; ".join(f"'{shorten(c)}'" for c in [v for v in self.vocabulary if v.strip()][:5])
             raise LibcemError(
                 f"prompt '{shorten(unknown[0])}' is not a caption this prior was trained on (it uses the 'label' text "
                 f"encoder, which knows only its {len(self.vocabulary)} training captions), e.g. {known}"

@@ -25,7 +25,7 @@ from libcem.generative.diffusion import (
 )
 from libcem.generative.models.prior import PriorConfig, PriorTransformer
 from libcem.generative.models.tokenizer import Tokenizer
-from libcem.generative.runs import StageRun, resolve_model_dir
+from libcem.generative.runs import StageRun, resolve_tokenizer_dir
 from libcem.generative.text import TextEncoder, embed_captions
 from libcem.generative.text.encoders import ENCODERS
 from libcem.generative.training.settings import OptimConfig, TrainConfig
@@ -76,7 +76,7 @@ def attach_tokenizer(run: Path, source: str | Path | None, resume: bool) -> Path
         return dest
     if not source:
         raise LibcemError("training a prior needs a trained tokenizer: pass --tokenizer RUN_OR_MODEL_FOLDER")
-    model_dir = resolve_model_dir(source)
+    model_dir = resolve_tokenizer_dir(source)
     kind = read_record(model_dir)["kind"]
     if kind != Tokenizer.kind:
         raise LibcemError(f"{model_dir} holds a '{kind}', not a tokenizer")
