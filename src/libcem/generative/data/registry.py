@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import string
-from pathlib import Path
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
