@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    + "; a folder's path alone is taken as folder:PATH")
     p.add_argument("-o", "--out", required=True, type=Path, help="run folder")
     p.add_argument("--tokenizer", type=Path,
-                   help="prior only: the trained tokenizer (its run folder or a model folder); copied into OUT/tokenizer")
+                   help="prior only: the trained tokenizer (its run or model folder, or a two-stage run or export: their tokenizer); copied into OUT/tokenizer")
     p.add_argument("--text-encoder", choices=list(ENCODERS),
                    help="prior: " + "; ".join(f"{k}: {v.help}" for k, v in ENCODERS.items())
                    + " (default minilm when installed, else label)")

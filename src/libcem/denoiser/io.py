@@ -236,11 +236,7 @@ def _umask() -> int:
 
 
 def _write_by_suffix(path: Path, img: np.ndarray, suffix: str, meta: dict[str, bytes]) -> None:
-    if suffix == ".bmp":  # no EXIF or ICC in BMP: Pillow takes no metadata for it
-        import imageio.v3 as iio
-
-        iio.imwrite(path, img, extension=suffix)
-    elif suffix in (".tif", ".tiff"):
+    if suffix in (".tif", ".tiff"):
         import tifffile
 
         tifffile.imwrite(path, img, iccprofile=meta.get("icc_profile"))
