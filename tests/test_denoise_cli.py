@@ -313,3 +313,27 @@ def test_heic_keeps_exif_and_names_its_extra_when_missing(tmp_path, monkeypatch)
     for call in (lambda: read_image(tmp_path / "a.heic"), lambda: check_writable(tmp_path / "c.heic", np.uint8)):
         with pytest.raises(LibcemError, match="pip install pillow-heif"):
             call()
+
+
+def test_a_folder_of_large_photos_forks_its_tile_workers(tmp_path):
+    """The CLI keeps a single thread (no tqdm monitor thread), so each photo's tile workers are
+    forked, not spawned (each spawned worker imports torch again)."""
+    import subprocess
+    import sys
+
+    if sys.platform != "linux":
+        pytest.skip("workers are forked on Linux only")
+    for i in range(2):
+        write_image(tmp_path / f"p{i}.png", _noisy_rgb(150, 150).astype(np.uint8))
+    script = tmp_path / "spy.py"
+    script.write_text(
+        "import multiprocessing\n"
+        "real = multiprocessing.get_context\n"
+        "multiprocessing.get_context = lambda method=None: print('context', method) or real(method)\n"
+        "from libcem.cli import main\n"
+        "if __name__ == '__main__':\n"
+        f"    main(['denoise', {str(tmp_path)!r}, '-o', {str(tmp_path / 'out')!r}, '--fast',\n"
+        "          '--tile', '100', '--workers', '2'])\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("context fork") == 2 and "spawn" not in run.stdout, run.stdout

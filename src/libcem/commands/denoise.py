@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
               f"{args.noise} they are skipped", file=sys.stderr)
     pairs = _pairs(args.input, args.output)
     noted: set[str] = set()  # notes already printed in this run
+    # no tqdm monitor thread: a single-threaded process forks its tile workers, a threaded one
+    # spawns them, each importing torch again (`tiling._pool`)
+    tqdm.monitor_interval = 0
     if not args.input.is_dir():
         _denoise_file(*pairs[0], args, cfg, noted)
         return 0
