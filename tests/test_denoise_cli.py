@@ -145,6 +145,23 @@ def test_cli_file_and_folder(tmp_path, capsys):
     assert out16.dtype == np.uint16 and out16.max() > 255
     printed = capsys.readouterr().out
     assert printed.count("sigma") == 2
+    # several inputs (as a shell's *.png gives them) into one folder; a file given twice once
+    many = ["denoise", str(src / "a.png"), str(src / "b.png"), str(src / "a.png"), "-o", str(tmp_path / "many")]
+    assert main([*many, "--fast"]) == 0
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["a.png", "b.png"]
+    assert capsys.readouterr().out.count("sigma") == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    write_image(other / "a.png", rgb.astype(np.uint8))
+    (tmp_path / "nest" / "sub").mkdir(parents=True)  # a folder whose images sit in a sub-folder
+    write_image(tmp_path / "nest" / "sub" / "a.png", rgb.astype(np.uint8))
+    for argv, message in [([str(src / "a.png"), str(other / "a.png"), "-o", str(tmp_path / "x")],
+                           "would both be written to"),
+                          ([str(src / "a.png"), str(src / "b.png"), "-o", str(tmp_path / "a_out.png")],
+                           "the inputs are several, so the output must be a folder"),
+                          ([str(tmp_path / "nest"), "-o", str(tmp_path / "y")], "1 sub-folder(s) are not read")]:
+        assert main(["denoise", *argv]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_cli_says_when_a_given_sigma_met_clipped_noise(tmp_path, capsys):

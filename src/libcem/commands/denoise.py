@@ -11,6 +11,7 @@ EPILOG = """examples:
   libcem denoise noisy.png -o clean.png              noise model and level read from the image
   libcem denoise noisy.png -o clean.png --sigma 25   white noise, std on the 0..255 scale
   libcem denoise photos/ -o clean/                   every PNG/JPEG/WebP/HEIC/TIFF/BMP in the folder
+  libcem denoise a.jpg b.jpg -o clean/               several files (or folders) into one folder
   libcem denoise crop.png -o clean.png --best        highest quality, several times slower
   libcem denoise phone.jpg -o clean.jpg --strength 0.8   a phone's JPEG, some grain kept
   libcem denoise photo.png -o clean.png --noise correlated   blotchy (demosaiced) noise
@@ -20,9 +21,10 @@ Gray, gray+alpha, RGB and RGBA images in 8 or 16 bits (float TIFF too) keep thei
 in the output suffix's format (WebP and HEIC written lossless; HEIC needs pillow-heif);
 alpha is copied (JPEG and BMP hold none: written without it, with a note).
 Images larger than --tile are processed in overlapping tiles (memory stays bounded).
-In a folder, a file that cannot be read or denoised is reported on stderr and skipped; the
-exit status is 1 if any file failed. Outputs are written atomically (temporary file, rename)
-and keep the input's EXIF and ICC profile (8-bit PNG, JPEG, WebP, HEIC; ICC only in TIFF)."""
+In a folder or a list of files, one that cannot be read or denoised is reported on stderr and
+skipped; the exit status is 1 if any file failed. Outputs are written atomically (temporary
+file, rename) and keep the input's EXIF and ICC profile (8-bit PNG, JPEG, WebP, HEIC; ICC only
+in TIFF)."""
 
 
 def register(subparsers) -> None:
@@ -41,9 +43,12 @@ def register(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", type=Path, help="an image file (PNG, JPEG, WebP, HEIC, TIFF, BMP) or a folder of them")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
+                   help="image files (PNG, JPEG, WebP, HEIC, TIFF, BMP) or folders of them (their "
+                   "own files, not their sub-folders')")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output file (for a file input) or folder (for a folder input)")
+                   help="output file (for one file) or folder (for a folder or several inputs: "
+                   "each image under its own name)")
     p.add_argument("--sigma", type=float, default=None,
                    help="noise std on the 0..255 scale whatever the bit depth (default: "
                    "estimate); on an image whose noise was clipped at black and white (an 8-bit "
@@ -94,22 +99,39 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
+def _pairs(srcs: list[Path], dst: Path) -> list[tuple[Path, Path]]:
+    """(input, output) files: one file to `dst` (or into it, when it is a folder); a folder's
+    images, or several inputs' images, into the folder `dst` under their own names."""
     from libcem.denoiser.io import is_image_path
     from libcem.errors import LibcemError
 
-    if src.is_dir():
-        files = sorted(f for f in src.iterdir() if f.is_file() and is_image_path(f))
-        if not files:
-            raise LibcemError(f"{src}: no PNG, JPEG, WebP, HEIC, TIFF or BMP images in this folder")
-        if dst.exists() and not dst.is_dir():
-            raise LibcemError(f"{dst}: the input is a folder, so the output must be a folder")
-        return [(f, dst / f.name) for f in files]
-    if not src.exists():
-        raise LibcemError(f"{src}: no such file or folder")
-    if dst.is_dir():
-        return [(src, dst / src.name)]
-    return [(src, dst)]
+    if len(srcs) == 1 and not srcs[0].is_dir():
+        if not srcs[0].exists():
+            raise LibcemError(f"{srcs[0]}: no such file or folder")
+        return [(srcs[0], dst / srcs[0].name if dst.is_dir() else dst)]
+    files = []
+    for src in srcs:
+        if src.is_dir():
+            found = sorted(f for f in src.iterdir() if f.is_file() and is_image_path(f))
+            if not found:
+                subs = sum(f.is_dir() for f in src.iterdir())
+                raise LibcemError(f"{src}: no PNG, JPEG, WebP, HEIC, TIFF or BMP images in this folder"
+                                  + (f" (its {subs} sub-folder(s) are not read: pass them as inputs)"
+                                     if subs else ""))
+            files += found
+        elif src.exists():
+            files.append(src)
+        else:
+            raise LibcemError(f"{src}: no such file or folder")
+    if dst.exists() and not dst.is_dir():
+        raise LibcemError(f"{dst}: the inputs are {'a folder' if len(srcs) == 1 else 'several'}, "
+                          "so the output must be a folder")
+    files = list(dict.fromkeys(files))  # a file given twice is denoised once
+    seen: dict[str, Path] = {}
+    for f in files:  # two inputs of one name would write one output
+        if seen.setdefault(f.name, f) != f:
+            raise LibcemError(f"{seen[f.name]} and {f} would both be written to {dst / f.name}")
+    return [(f, dst / f.name) for f in files]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,12 +151,12 @@ def run(args: argparse.Namespace) -> int:
     if args.best and args.noise in ("correlated", "camera"):
         print("note: --best's group-axis passes assume white noise; with --noise "
               f"{args.noise} they are skipped", file=sys.stderr)
-    pairs = _pairs(args.input, args.output)
+    pairs = _pairs(args.inputs, args.output)
     noted: set[str] = set()  # notes already printed in this run
     # no tqdm monitor thread: a single-threaded process forks its tile workers, a threaded one
     # spawns them, each importing torch again (`tiling._pool`)
     tqdm.monitor_interval = 0
-    if not args.input.is_dir():
+    if len(args.inputs) == 1 and not args.inputs[0].is_dir():  # one file: its error is the command's
         _denoise_file(*pairs[0], args, cfg, noted)
         return 0
     failed = 0
