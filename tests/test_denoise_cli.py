@@ -351,6 +351,7 @@ def test_a_folder_of_large_photos_forks_its_tile_workers(tmp_path):
         "if __name__ == '__main__':\n"
         f"    main(['denoise', {str(tmp_path)!r}, '-o', {str(tmp_path / 'out')!r}, '--fast',\n"
         "          '--tile', '100', '--workers', '2'])\n")
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("context fork") == 2 and "spawn" not in run.stdout, run.stdout
