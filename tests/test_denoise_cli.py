@@ -159,9 +159,18 @@ def test_cli_file_and_folder(tmp_path, capsys):
                            "would both be written to"),
                           ([str(src / "a.png"), str(src / "b.png"), "-o", str(tmp_path / "a_out.png")],
                            "the inputs are several, so the output must be a folder"),
-                          ([str(tmp_path / "nest"), "-o", str(tmp_path / "y")], "1 sub-folder(s) are not read")]:
+                          ([str(tmp_path / "nest"), "-o", str(tmp_path / "y")], "1 sub-folder(s) are read with -r")]:
         assert main(["denoise", *argv]) == 2
         assert message in capsys.readouterr().err
+    # -r: sub-folders too, their tree kept under the output
+    write_image(tmp_path / "nest" / "top.png", rgb.astype(np.uint8))
+    assert main(["denoise", str(tmp_path / "nest"), "-o", str(tmp_path / "tree"), "-r", "--fast"]) == 0
+    assert sorted(str(p.relative_to(tmp_path / "tree")) for p in (tmp_path / "tree").rglob("*.png")) == [
+        "sub/a.png", "top.png"]
+    inside = tmp_path / "nest" / "clean"  # an output folder inside the input: its files are not inputs
+    for _ in range(2):
+        assert main(["denoise", str(tmp_path / "nest"), "-o", str(inside), "-r", "--fast"]) == 0
+    assert sorted(str(p.relative_to(inside)) for p in inside.rglob("*.png")) == ["sub/a.png", "top.png"]
 
 
 def test_cli_says_when_a_given_sigma_met_clipped_noise(tmp_path, capsys):

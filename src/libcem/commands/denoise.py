@@ -12,6 +12,7 @@ EPILOG = """examples:
   libcem denoise noisy.png -o clean.png --sigma 25   white noise, std on the 0..255 scale
   libcem denoise photos/ -o clean/                   every PNG/JPEG/WebP/HEIC/TIFF/BMP in the folder
   libcem denoise a.jpg b.jpg -o clean/               several files (or folders) into one folder
+  libcem denoise DCIM/ -o clean/ -r                  sub-folders too, their tree kept under clean/
   libcem denoise crop.png -o clean.png --best        highest quality, several times slower
   libcem denoise phone.jpg -o clean.jpg --strength 0.8   a phone's JPEG, some grain kept
   libcem denoise photo.png -o clean.png --noise correlated   blotchy (demosaiced) noise
@@ -45,7 +46,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
                    help="image files (PNG, JPEG, WebP, HEIC, TIFF, BMP) or folders of them (their "
-                   "own files, not their sub-folders')")
+                   "own files; with -r their sub-folders' too)")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="a folder's sub-folders too, written under --output in the same tree")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file (for one file) or folder (for a folder or several inputs: "
                    "each image under its own name)")
@@ -99,9 +102,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _pairs(srcs: list[Path], dst: Path) -> list[tuple[Path, Path]]:
+def _pairs(srcs: list[Path], dst: Path, recursive: bool = False) -> list[tuple[Path, Path]]:
     """(input, output) files: one file to `dst` (or into it, when it is a folder); a folder's
-    images, or several inputs' images, into the folder `dst` under their own names."""
+    images, or several inputs' images, into the folder `dst` under their own names (with
+    `recursive`, a folder's sub-folders' images too, under their path in it)."""
     from libcem.denoiser.io import is_image_path
     from libcem.errors import LibcemError
 
@@ -109,29 +113,30 @@ def _pairs(srcs: list[Path], dst: Path) -> list[tuple[Path, Path]]:
         if not srcs[0].exists():
             raise LibcemError(f"{srcs[0]}: no such file or folder")
         return [(srcs[0], dst / srcs[0].name if dst.is_dir() else dst)]
-    files = []
+    pairs: dict[Path, Path] = {}  # input -> output; a file given twice is denoised once
     for src in srcs:
         if src.is_dir():
-            found = sorted(f for f in src.iterdir() if f.is_file() and is_image_path(f))
+            found = sorted(f for f in (src.rglob("*") if recursive else src.iterdir())
+                           if f.is_file() and is_image_path(f)
+                           and dst.resolve() not in f.resolve().parents)  # not earlier outputs inside it
             if not found:
                 subs = sum(f.is_dir() for f in src.iterdir())
                 raise LibcemError(f"{src}: no PNG, JPEG, WebP, HEIC, TIFF or BMP images in this folder"
-                                  + (f" (its {subs} sub-folder(s) are not read: pass them as inputs)"
-                                     if subs else ""))
-            files += found
+                                  + (f" (its {subs} sub-folder(s) are read with -r)" if subs and not recursive
+                                     else ""))
+            pairs.update((f, dst / f.relative_to(src)) for f in found)
         elif src.exists():
-            files.append(src)
+            pairs[src] = dst / src.name
         else:
             raise LibcemError(f"{src}: no such file or folder")
     if dst.exists() and not dst.is_dir():
         raise LibcemError(f"{dst}: the inputs are {'a folder' if len(srcs) == 1 else 'several'}, "
                           "so the output must be a folder")
-    files = list(dict.fromkeys(files))  # a file given twice is denoised once
-    seen: dict[str, Path] = {}
-    for f in files:  # two inputs of one name would write one output
-        if seen.setdefault(f.name, f) != f:
-            raise LibcemError(f"{seen[f.name]} and {f} would both be written to {dst / f.name}")
-    return [(f, dst / f.name) for f in files]
+    written: dict[Path, Path] = {}
+    for f, out in pairs.items():  # two inputs of one name would write one output
+        if written.setdefault(out, f) != f:
+            raise LibcemError(f"{written[out]} and {f} would both be written to {out}")
+    return list(pairs.items())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if args.best and args.noise in ("correlated", "camera"):
         print("note: --best's group-axis passes assume white noise; with --noise "
               f"{args.noise} they are skipped", file=sys.stderr)
-    pairs = _pairs(args.inputs, args.output)
+    pairs = _pairs(args.inputs, args.output, args.recursive)
     noted: set[str] = set()  # notes already printed in this run
     # no tqdm monitor thread: a single-threaded process forks its tile workers, a threaded one
     # spawns them, each importing torch again (`tiling._pool`)
