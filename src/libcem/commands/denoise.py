@@ -114,11 +114,12 @@ def _pairs(srcs: list[Path], dst: Path, recursive: bool = False) -> list[tuple[P
             raise LibcemError(f"{srcs[0]}: no such file or folder")
         return [(srcs[0], dst / srcs[0].name if dst.is_dir() else dst)]
     pairs: dict[Path, Path] = {}  # input -> output; a file given twice is denoised once
+    out_root = dst.resolve()
     for src in srcs:
         if src.is_dir():
             found = sorted(f for f in (src.rglob("*") if recursive else src.iterdir())
                            if f.is_file() and is_image_path(f)
-                           and dst.resolve() not in f.resolve().parents)  # not earlier outputs inside it
+                           and out_root not in f.resolve().parents)  # not earlier outputs inside it
             if not found:
                 subs = sum(f.is_dir() for f in src.iterdir())
                 raise LibcemError(f"{src}: no PNG, JPEG, WebP, HEIC, TIFF or BMP images in this folder"

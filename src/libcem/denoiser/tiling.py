@@ -69,10 +69,10 @@ def process_tiled(img: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
     workers = min(workers, len(tiles)) if img.device.type == "cpu" else 1
     with _pool(workers) as pool:
         try:  # in tile order; plain pickles and arrays across processes (`_call_pickled`)
-            payload = pickle.dumps(fn) if pool is not None else b""
-            for result in pool.map(_call_pickled, [payload] * len(crops), [c.numpy() for c in crops]) \
-                    if pool is not None else ():
-                blend(torch.from_numpy(result))
+            if pool is not None:
+                payload = pickle.dumps(fn)
+                for result in pool.map(_call_pickled, [payload] * len(crops), [c.numpy() for c in crops]):
+                    blend(torch.from_numpy(result))
         except BrokenProcessPool:  # a worker died (killed for memory, or could not start)
             warnings.warn(f"the tile workers stopped; denoising the {len(tiles) - done} tiles "
                           "left in this process (set workers=1 to skip them)", RuntimeWarning)
