@@ -75,6 +75,7 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "chroma covariances shrunk to their DCT diagonal above sigma 37.5": {"chroma_to_diagonal_high": 1.0},
     "flat groups' mean patches not denoised (before session 30)": {"flat_threshold": 0.0},
     "no graph diffusion along the covariance pass's groups (before session 31)": {"cov_graph_tau": 0.0},
+    "every group, none left out as covered (before session 33)": {"skip_covered": 0.0},
     "covariance EM above sigma 37.5 in every gray pass, 1 iteration": {"cov_em_iter_later": 1},
     "pass-1 groups of 32 on gray images (as colour; session 8)": {"group_size_gray": 32},
     "flat aggregation on gray images (no Kaiser window; session 8)": {"aggregation_window_gray": 0.0},

@@ -535,7 +535,8 @@ def test_graph_wiener_pass_keeps_the_image_when_the_pilot_is_clean_and_the_noise
 def test_second_pass_with_given_groups_equals_matching_them():
     from libcem.denoiser.passes import covariance_pass
 
-    cfg = DenoiseConfig(patch=4, step_wiener=4, group_size_wiener=8, search_radius=4)
+    cfg = DenoiseConfig(patch=4, step_wiener=4, group_size_wiener=8, search_radius=4,
+                        skip_covered=0.0)
     g = torch.Generator().manual_seed(0)
     pilot = torch.rand(1, 24, 24, generator=g) * 255
     noisy = PatchGroups(pilot + 20 * torch.randn(1, 24, 24, generator=g), cfg.patch, ())

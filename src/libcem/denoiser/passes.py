@@ -38,6 +38,7 @@ from libcem.denoiser.attention import (
     texture_graph,
 )
 from libcem.denoiser.correlated import NoiseCorrelation
+from libcem.denoiser.coverage import covered_groups
 from libcem.denoiser.graph import spectrum
 from libcem.denoiser.noise import estimate_sigma
 from libcem.denoiser.parallel import chunk_threads, map_ordered
@@ -345,11 +346,14 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     `cfg.cov_graph_tau`), and on a colour image the chroma channels' pilot covariances are
     shrunk by `cfg.chroma_to_diagonal` toward their DCT diagonal.
 
-    Groups are matched on the pilot unless `positions` (G, K) gives them. Returns the
+    Groups are matched on the pilot unless `positions` (G, K) gives them; then those whose
+    reference earlier groups already cover are left out (`cfg.skip_covered`). Returns the
     estimate (C, H, W) and the groups."""
     guide = PatchGroups(pilot, cfg.patch, (), noisy.noise)
     if positions is None:
         positions = guide.match(cfg.step_wiener, cfg.radius(noisy.channels), cfg.group_size_wiener)
+        positions = positions[covered_groups(positions, guide.height, guide.width,
+                                             cfg.step_wiener, cfg.patch, cfg.skip_covered)]
     acc = noisy.accumulator(cfg)
     c = noisy.channels
     em_iter = cfg.cov_em_iter(c, later)

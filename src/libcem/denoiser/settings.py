@@ -14,7 +14,8 @@ GRAY_AFFINITY_HEADS = ("texture", "structure", "spatial")  # chroma means nothin
 SPEEDS = {  # name -> changes to the shipped settings (DenoiseConfig.for_speed)
     "default": {},
     "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 2, "pass2_repeats_color_high": 2,
-             "cov_em_iter_color": 0, "cov_em_iter_high_gray": 0, "cov_graph_tau": 0.0},
+             "cov_em_iter_color": 0, "cov_em_iter_high_gray": 0, "cov_graph_tau": 0.0,
+             "skip_covered": 0.0},
     "best": {"combination_passes": 9, "combination_passes_high": 11},
 }
 
@@ -120,6 +121,17 @@ class DenoiseConfig:
         two Train400 draws +0.011-0.018 dB, on the skimage colour crops +0.03-0.04, for about
         1.15x the time; off with `--fast` (SPEEDS). On under correlated and camera noise too,
         where pass 1's `graph_diffusion` is off (session 32).
+    skip_covered: the first covariance pass (and so the later ones, which keep its groups)
+        leaves out the groups of references whose patch is already covered everywhere by at
+        least skip_covered x K p^2 / step^2 member patches of the groups kept before them, in
+        four rounds over the stride grid (`coverage`; 0: every group, as before session 33).
+        0.25 since session 33: in 0.81x the time on the Train400 split (-0.002 / -0.000 /
+        +0.003 dB at sigma 15 / 25 / 50) and 0.75x on the skimage colour crops (-0.007 /
+        -0.004 / +0.003 dB); 0.2 gave 0.75x / 0.69x for -0.005 to -0.010 dB at 15 / 25, 0.3
+        0.85x / 0.78x for -0.004 to +0.002. At sigma 25 on the colour crops / eight Train400
+        images it lost 0.004 / 0.007 dB in 0.74x / 0.79x the time where stride 5 lost 0.019
+        / 0.023 in 0.76x / 0.82x (more skipped, 0.1 x K p^2 / step^2, did no better than
+        stride 6). `--fast` keeps every group: with it 0.9x the time for 0.003-0.012 dB less.
     cov_prior: weight of the pilot's covariance as an inverse-Wishart prior in that EM, as a
         multiple of the group's K patches (0: maximum likelihood, made safe by stopping early).
     sigma_schedule: above `high_sigma` (0..255 scale) use `patch_high` and `pass2_high`
@@ -238,6 +250,7 @@ class DenoiseConfig:
     chroma_to_diagonal_high: float = 0.5
     flat_threshold: float = 0.01
     cov_graph_tau: float = 1.0
+    skip_covered: float = 0.25
     combination_passes: int = 0
     combination_passes_high: int = 0
     combination_patch: int = 6
@@ -279,6 +292,7 @@ class DenoiseConfig:
             "chroma_to_diagonal_high": (0 <= self.chroma_to_diagonal_high <= 1, "use 0..1"),
             "flat_threshold": (self.flat_threshold >= 0, "must be >= 0"),
             "cov_graph_tau": (self.cov_graph_tau >= 0, "must be >= 0"),
+            "skip_covered": (self.skip_covered >= 0, "must be >= 0"),
             "pass2_repeats_gray_high": (self.pass2_repeats_gray_high >= 1, "must be >= 1"),
             "pass2_repeats_color_high": (self.pass2_repeats_color_high >= 1, "must be >= 1"),
             "group_size": (2 <= self.group_size <= (2 * self.search_radius + 1) ** 2, "use 2..(2 * search_radius + 1)^2"),
