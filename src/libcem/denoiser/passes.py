@@ -347,13 +347,14 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     shrunk by `cfg.chroma_to_diagonal` toward their DCT diagonal.
 
     Groups are matched on the pilot unless `positions` (G, K) gives them; then those whose
-    reference earlier groups already cover are left out (`cfg.skip_covered`). Returns the
+    reference earlier groups already cover are left out (`cfg.skip_fraction`). Returns the
     estimate (C, H, W) and the groups."""
     guide = PatchGroups(pilot, cfg.patch, (), noisy.noise)
     if positions is None:
         positions = guide.match(cfg.step_wiener, cfg.radius(noisy.channels), cfg.group_size_wiener)
+        skip = cfg.skip_fraction(noisy.channels, noisy.noise is not None)
         positions = positions[covered_groups(positions, guide.height, guide.width,
-                                             cfg.step_wiener, cfg.patch, cfg.skip_covered)]
+                                             cfg.step_wiener, cfg.patch, skip)]
     acc = noisy.accumulator(cfg)
     c = noisy.channels
     em_iter = cfg.cov_em_iter(c, later)
