@@ -23,6 +23,13 @@ import torch.nn.functional as F
 ROUNDS = ((0, 0), (1, 1), (0, 1), (1, 0))
 
 
+def pixel_coverage(starts: torch.Tensor, height: int, width: int, patch: int) -> torch.Tensor:
+    """(1, 1, H, W) how many patches cover each pixel, from `starts` (Hn * Wn,), the number of
+    patches at each position of a `height` x `width` grid of patch positions."""
+    box = torch.ones(1, 1, patch, patch, dtype=starts.dtype, device=starts.device)
+    return F.conv_transpose2d(starts.view(1, 1, height, width), box)
+
+
 def covered_groups(positions: torch.Tensor, height: int, width: int, step: int, patch: int,
                    fraction: float) -> torch.Tensor:
     """The rows of `positions` (N, K) to keep, a (N,) mask: the groups of the references on the
@@ -38,13 +45,12 @@ def covered_groups(positions: torch.Tensor, height: int, width: int, step: int, 
     row, col = index // columns % 2, index % columns % 2
     members = positions.reshape(-1)
     starts = torch.zeros(height * width, dtype=torch.float32, device=positions.device)
-    box = torch.ones(1, 1, patch, patch, dtype=torch.float32, device=positions.device)
     keep = torch.zeros(n, dtype=torch.bool, device=positions.device)
     for r, (pr, pc) in enumerate(ROUNDS):
         taken = (row == pr) & (col == pc)
         if r > 0:
             # pixels covered by the member patches kept so far, then each patch's least covered
-            pixels = F.conv_transpose2d(starts.view(1, 1, height, width), box)
+            pixels = pixel_coverage(starts, height, width, patch)
             least = -F.max_pool2d(-pixels, patch, stride=1).reshape(-1)  # (Hn * Wn,)
             taken &= least[positions[:, 0]] < threshold
         keep |= taken
