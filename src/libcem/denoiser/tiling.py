@@ -17,6 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from libcem.denoiser.heap import keep_freed_memory
+
 
 def tile_layout(size: int, tile: int, overlap: int) -> tuple[list[int], int]:
     """Starts and common length of the fewest tiles no longer than `tile` that cover [0, size)
@@ -93,7 +95,7 @@ def _call_pickled(payload: bytes, crop: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def _pool(workers: int):
-    """A pool of `workers` processes with one torch thread each (None for 1 worker).
+    """A pool of `workers` processes (None for 1 worker), each started by `_start_worker`.
 
     On Linux a single-threaded caller is forked (a script needs no `if __name__ == "__main__"`
     guard, and nothing is imported again); elsewhere, or from a threaded program such as a
@@ -104,15 +106,22 @@ def _pool(workers: int):
         return
     fork = sys.platform == "linux" and threading.active_count() == 1
     context = multiprocessing.get_context("fork" if fork else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads,
-                             initargs=(1,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
         yield pool
+
+
+def _start_worker() -> None:
+    """A tile worker: one torch thread, and its heap kept from tile to tile (`heap`)."""
+    torch.set_num_threads(1)
+    keep_freed_memory()
 
 
 WORKER_BYTES_PER_PIXEL = 5000  # peak memory of one tile worker per tile pixel (measured in
 # session 12: 2.71 GiB for a 707 x 639 colour tile with the shipped settings, 2.3 GiB with
 # --fast, sigma 25, `chunk` 128; session 13: 2.47 and 2.27 GiB; session 16, with the pass-1
-# tables freed: 1.96 GiB, 4,650 bytes per pixel)
+# tables freed: 1.96 GiB, 4,650 bytes per pixel; session 34, each worker's heap kept from tile
+# to tile: 1.89 GiB with white noise and 2.37 GiB under camera noise, 5,630 bytes per pixel,
+# within the budget of 5,000 x 768 x 768 bytes = 2.75 GiB that `default_workers` sets a worker)
 
 
 def default_workers(tile: int) -> int:
