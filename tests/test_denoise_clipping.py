@@ -51,6 +51,25 @@ def test_effective_std_of_flat_images():
     assert black == pytest.approx(50 * np.sqrt(0.5 - 1 / (2 * np.pi)), rel=1e-6)
 
 
+def test_effective_std_counts_levels_as_each_pixel_would():
+    """Levels counted on the 1/49 grid: an 8-bit image's std as from every pixel's own
+    clipped variance (to rounding), any other image's within a half step of the grid."""
+    import torch.nn.functional as F
+
+    def per_pixel(img: torch.Tensor, sigma: float) -> float:
+        level = F.avg_pool2d(F.pad(img[None].double(), (3,) * 4, mode="replicate"), 7, stride=1)
+        return float(clipping.moments(level, sigma)[1].mean().sqrt())
+
+    g = torch.Generator().manual_seed(0)
+    eight_bit = torch.randint(0, 256, (3, 40, 50), generator=g).float()
+    eight_bit[:, :10] = 0.0  # a black band, where clipping bites
+    smooth = torch.rand(1, 40, 50, generator=g) * 255
+    for sigma in (5.0, 25.0, 50.0):
+        exact, near = per_pixel(eight_bit, sigma), per_pixel(smooth, sigma)
+        assert clipping.effective_std(eight_bit, sigma) == pytest.approx(exact, rel=1e-9)
+        assert clipping.effective_std(smooth, sigma) == pytest.approx(near, rel=1e-4)
+
+
 @pytest.mark.parametrize("img, clipped", [
     (torch.tensor([[[0.0, 100.0], [200.0, 30.0]]]), True),
     (torch.tensor([[[3.0, 100.0], [255.0, 30.0]]]), True),

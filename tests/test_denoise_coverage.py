@@ -59,15 +59,16 @@ def test_the_covariance_pass_leaves_out_covered_groups():
     _, kept = covariance_pass(noisy, pilot, 400.0, cfg)
     _, every = covariance_pass(noisy, pilot, 400.0, cfg.override(skip_covered=0.0))
     assert every.shape[0] == 11 * 11 and 0.25 * 121 <= kept.shape[0] < every.shape[0]
-    assert DenoiseConfig.for_speed("fast").skip_covered == 0.0
+    fast = DenoiseConfig.for_speed("fast")
+    assert fast.skip_covered == fast.skip_covered_color == 0.0
     # gray images under correlated noise keep every group (`skip_covered_correlated_gray`)
     white = torch.zeros(7, 7, dtype=torch.float64)
     white[3, 3] = 400.0
     correlated = PatchGroups(noisy.image, 7, (), NoiseCorrelation(white))
     _, gray_correlated = covariance_pass(correlated, pilot, 400.0, cfg)
     assert gray_correlated.shape[0] == 121
-    assert (cfg.skip_fraction(1, True), cfg.skip_fraction(3, True), cfg.skip_fraction(1, False)) \
-        == (0.0, 0.25, 0.25)
+    assert (cfg.skip_fraction(1, True), cfg.skip_fraction(3, True), cfg.skip_fraction(1, False),
+            cfg.skip_fraction(3, False)) == (0.0, 0.2, 0.25, 0.2)
 
 
 def test_skipping_covered_groups_costs_little_on_a_smooth_image():

@@ -86,6 +86,40 @@ def _small_colour_pass() -> tuple[DenoiseConfig, torch.Tensor, PatchGroups, torc
     return cfg, pilot, PatchGroups(pilot + 20 * torch.randn(3, 24, 24, generator=g), cfg.patch, ()), g
 
 
+def test_the_chroma_covariances_take_no_em_under_white_noise_only(monkeypatch):
+    """In the first colour covariance pass the luminance's covariances are refit by EM
+    (`cov_em_iter_color`) and the chroma's at most `cov_em_iter_chroma` times (0) under white
+    noise; under correlated noise the chroma's as the luminance's; the later passes as before."""
+    from libcem.denoiser import passes
+    from libcem.denoiser.correlated import white
+
+    cfg, pilot, noisy, _ = _small_colour_pass()
+    cfg = cfg.override(chroma_to_diagonal=0.0)
+    calls = []
+    plain = covariance.posterior_mean
+
+    def record(z, pil, sigma2, em_iter=0, *args, **kw):
+        calls.append((z.shape[0], em_iter))
+        return plain(z, pil, sigma2, em_iter, *args, **kw)
+
+    monkeypatch.setattr(covariance, "posterior_mean", record)
+    _, positions = passes.covariance_pass(noisy, pilot, 400.0, cfg)
+    g = positions.shape[0]
+    assert calls == [(g, 1), (2 * g, 0)]
+    calls.clear()
+    passes.covariance_pass(noisy, pilot, 400.0, cfg.override(cov_em_iter_chroma=1))
+    assert calls == [(3 * g, 1)]
+    calls.clear()
+    correlated = PatchGroups(noisy.image, cfg.patch, (), white(20.0))
+    passes.covariance_pass(correlated, pilot, 400.0, cfg)
+    assert calls == [(3 * g, 1)]
+    calls.clear()
+    passes.covariance_pass(noisy, pilot, 400.0, cfg, later=True)
+    assert calls == [(3 * g, 0)]
+    assert DenoiseConfig().cov_em_iter(3, False, chroma=True) == 0
+    assert DenoiseConfig().cov_em_iter(1, False, chroma=True) == 2  # gray: no chroma
+
+
 def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
     """The first colour covariance pass shrinks the chroma channels' covariances by
     `chroma_to_diagonal` and leaves the luminance's; the setting is 0.5 above sigma 37.5 only
@@ -105,7 +139,8 @@ def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
     groups = math.ceil(positions.shape[0] / cfg.chunk)
     assert calls[:2] == [(positions.shape[0], 0.0), (2 * positions.shape[0], 0.5)] and len(calls) == 2 * groups
     calls.clear()
-    same, _ = passes.covariance_pass(noisy, pilot, 400.0, cfg.override(chroma_to_diagonal=0.0))
+    same, _ = passes.covariance_pass(noisy, pilot, 400.0,
+                                     cfg.override(chroma_to_diagonal=0.0, cov_em_iter_chroma=1))
     assert len(calls) == groups and not torch.allclose(est, same)
     calls.clear()
     passes.covariance_pass(noisy, pilot, 400.0, cfg, later=True)  # the first pass only

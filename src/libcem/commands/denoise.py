@@ -66,7 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--fast", action="store_true",
                    help="about 2x faster for about 0.15 dB less on colour photos, 0.07 dB on "
                    "gray ones: sparser reference patches, on colour two second passes instead "
-                   "of three (for 12-megapixel photos: about 2 minutes on 2 cores)")
+                   "of three (for 12-megapixel photos: about 1.5 minutes on 2 cores)")
     p.add_argument("--best", action="store_true",
                    help="the highest quality: 0.10-0.21 dB above the default on Set12 (gray) and "
                    "0.10 dB on McMaster (colour), 2.5-5.5x slower: LIChI-style passes that replace each "
@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     """Denoise each (input, output) pair; in a folder, a bad file is reported and skipped."""
     from tqdm import tqdm
 
+    from libcem.denoiser.heap import keep_freed_memory
     from libcem.errors import LibcemError
 
     if args.noise is None:  # a given sigma describes white Gaussian noise
@@ -154,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         raise LibcemError("--sigma sets Gaussian noise; leave it out with --noise "
                           f"{args.noise} (the noise parameters are fitted)")
     cfg = _config(args)
+    keep_freed_memory()  # this process denoises pass after pass, image after image (`heap`)
     if args.best and args.noise in ("correlated", "camera"):
         print("note: --best's group-axis passes assume white noise; with --noise "
               f"{args.noise} they are skipped", file=sys.stderr)
@@ -290,10 +292,10 @@ def _speed_note(img, args: argparse.Namespace) -> tuple[str, str] | None:
         return None
     if args.best:
         return "best", (f"{megapixels:.1f} megapixels with --best, meant for small images and "
-                        "crops: 12 megapixels took 16 minutes on 2 cores, about 4 with the default "
+                        "crops: 12 megapixels took 16 minutes on 2 cores, about 3 with the default "
                         "settings")
     return "fast", (f"{megapixels:.1f} megapixels; --fast is about 2x faster for about 0.15 dB "
-                    "less on colour photos (12 megapixels on 2 cores: 118 s against 235 s)")
+                    "less on colour photos (12 megapixels on 2 cores: 92 s against 177 s)")
 
 
 class _TileBar:

@@ -72,12 +72,26 @@ def moments(x: torch.Tensor, sigma: float | torch.Tensor) -> tuple[torch.Tensor,
 
 
 def effective_std(img: torch.Tensor, sigma: float) -> float:
-    """The std of noise of std `sigma` after clipping, over the pixels of (C, H, W): each
-    pixel's clean level is the mean of the LOCAL x LOCAL window around it."""
-    pad = LOCAL // 2
-    level = F.avg_pool2d(F.pad(img[None], (pad,) * 4, mode="replicate"), LOCAL, stride=1)[0]
-    total = sum(moments(part, sigma)[1].sum() for part in level.reshape(-1).split(CHUNK))
-    return float((total / level.numel()).sqrt())
+    """The std of noise of std `sigma` after clipping, over the pixels of (C, H, W) within the
+    range: each pixel's clean level is the mean of the LOCAL x LOCAL window around it.
+
+    The levels are counted on a grid of 1 / LOCAL^2 grey levels, which holds every window
+    mean of an 8-bit image exactly (its window sums are whole numbers), and the clipped
+    variance is taken once per grid level instead of once per pixel: on a 12-megapixel
+    photo 12,496 levels instead of 36 million values, 0.73 s instead of 2.02 s on one thread,
+    the same std to 12 digits (session 34); any other image's levels move by at most half a
+    step."""
+    pad, cells = LOCAL // 2, LOCAL * LOCAL
+    padded = F.pad(img[None] - LOW, (pad,) * 4, mode="replicate")
+    # each window's sum, a row of LOCAL then a column of LOCAL (exact for 8-bit levels)
+    sums = F.avg_pool2d(F.avg_pool2d(padded, (1, LOCAL), stride=1, divisor_override=1),
+                        (LOCAL, 1), stride=1, divisor_override=1)[0]
+    top = round((HIGH - LOW) * cells)
+    counts = sum(torch.bincount(part.round().clamp(0, top).long(), minlength=top + 1)
+                 for part in sums.reshape(-1).split(CHUNK))
+    grid = LOW + torch.arange(top + 1, dtype=torch.float64, device=img.device) / cells
+    total = (moments(grid, sigma)[1] * counts).sum()
+    return float((total / sums.numel()).sqrt())
 
 
 def unclip(out: torch.Tensor, sigma: Std, points: int = 1024) -> torch.Tensor:

@@ -83,10 +83,11 @@ def _posterior_mean(z: torch.Tensor, pilot: torch.Tensor, sigma2: float, em_iter
     mu = z.mean(1, keepdim=True)
     a = pilot - pilot.mean(1, keepdim=True)  # (G, K, d)
     if em_iter > 0:
+        zc = z - mu
         cov = toward_dct_diagonal(a.transpose(1, 2) @ a / k, to_diagonal)
-        cov = em_covariance(z - mu, cov, sigma2, em_iter, prior)
+        cov = em_covariance(zc, cov, sigma2, em_iter, prior)
         gain = shrinkage(cov, sigma2)
-        est = (z - mu) @ gain
+        est = zc @ gain
         if graph is not None:  # the step's sigma^2 (C + sigma^2 I)^-1 is I - gain
             step = diffusion_residual(est, graph, tau)
             est = torch.baddbmm(est.add_(step), step, gain, alpha=-1.0)
@@ -197,7 +198,10 @@ def em_covariance(zc: torch.Tensor, cov0: torch.Tensor, sigma2: float, iters: in
     cov = cov0
     for _ in range(iters):
         gain = shrinkage(cov, sigma2)
-        cov = (prior * k * cov0 + gain @ scatter @ gain + k * sigma2 * gain) / ((prior + 1) * k)
+        cov = torch.baddbmm(gain, gain @ scatter, gain, beta=k * sigma2)  # H S H + K s2 H
+        if prior > 0:
+            cov.add_(cov0, alpha=prior * k)
+        cov.div_((prior + 1) * k)
     return cov
 
 

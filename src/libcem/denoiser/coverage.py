@@ -25,9 +25,11 @@ ROUNDS = ((0, 0), (1, 1), (0, 1), (1, 0))
 
 def pixel_coverage(starts: torch.Tensor, height: int, width: int, patch: int) -> torch.Tensor:
     """(1, 1, H, W) how many patches cover each pixel, from `starts` (Hn * Wn,), the number of
-    patches at each position of a `height` x `width` grid of patch positions."""
-    box = torch.ones(1, 1, patch, patch, dtype=starts.dtype, device=starts.device)
-    return F.conv_transpose2d(starts.view(1, 1, height, width), box)
+    patches at each position of a `height` x `width` grid of patch positions. The box is
+    spread along the rows, then along the columns: exact counts (whole numbers in float32)."""
+    row = torch.ones(1, 1, 1, patch, dtype=starts.dtype, device=starts.device)
+    spread = F.conv_transpose2d(starts.view(1, 1, height, width), row)
+    return F.conv_transpose2d(spread, row.transpose(2, 3))
 
 
 def covered_groups(positions: torch.Tensor, height: int, width: int, step: int, patch: int,
@@ -51,7 +53,8 @@ def covered_groups(positions: torch.Tensor, height: int, width: int, step: int, 
         if r > 0:
             # pixels covered by the member patches kept so far, then each patch's least covered
             pixels = pixel_coverage(starts, height, width, patch)
-            least = -F.max_pool2d(-pixels, patch, stride=1).reshape(-1)  # (Hn * Wn,)
+            least = -F.max_pool2d(F.max_pool2d(-pixels, (1, patch), stride=1), (patch, 1),
+                                  stride=1).reshape(-1)  # (Hn * Wn,), separably
             taken &= least[positions[:, 0]] < threshold
         keep |= taken
         # a mask as weights instead of boolean indexing: no read back from a GPU per round

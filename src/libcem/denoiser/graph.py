@@ -24,7 +24,10 @@ def diffusion_residual(x: torch.Tensor, weights: torch.Tensor, tau: float) -> to
     lbar = deg.sum(-1) / (k - 1)  # tr L / (K - 1)
     scale = (tau / (1.0 + tau * lbar))[:, None, None]
     xs = x.unflatten(0, (-1, g))  # (C, G, K, n)
-    out = torch.matmul(weights, xs).addcmul_((lbar[:, None] - deg)[..., None], xs)
+    out = torch.empty_like(xs)
+    for c in range(xs.shape[0]):  # channel by channel: `matmul` would copy the weights C times
+        torch.bmm(weights, xs[c], out=out[c])
+    out.addcmul_((lbar[:, None] - deg)[..., None], xs)
     return out.mul_(scale).flatten(0, 1)
 
 

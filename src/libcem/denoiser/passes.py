@@ -344,7 +344,8 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     first pass the mean patches of flat groups are denoised too (`cfg.flat_threshold`), the
     members of each group are diffused along the pilot's graph over them (`group_graph`,
     `cfg.cov_graph_tau`), and on a colour image the chroma channels' pilot covariances are
-    shrunk by `cfg.chroma_to_diagonal` toward their DCT diagonal.
+    shrunk by `cfg.chroma_to_diagonal` toward their DCT diagonal and, under white noise,
+    refit by EM at most `cfg.cov_em_iter_chroma` times.
 
     Groups are matched on the pilot unless `positions` (G, K) gives them; then those whose
     reference earlier groups already cover are left out (`cfg.skip_fraction`). Returns the
@@ -357,7 +358,8 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
                                              cfg.step_wiener, cfg.patch, skip)]
     acc = noisy.accumulator(cfg)
     c = noisy.channels
-    em_iter = cfg.cov_em_iter(c, later)
+    em_iter = cfg.cov_em_iter(c, later)  # under correlated noise the chroma's too (settings)
+    chroma_em_iter = cfg.cov_em_iter(c, later, chroma=noisy.noise is None)
     flat = 0.0 if later else cfg.flat_threshold
     # graph diffusion along the group axis (`covariance`), first pass only; on under correlated
     # noise too, where pass 1's is off: the pilot's graph no longer sees the noise there
@@ -368,12 +370,12 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
         z, pil = noisy.patches(pos), guide.patches(pos)  # (C * G, K, p * p), channel by channel
         g = pos.shape[0]
         graph = group_graph(pil[:g], cfg) if tau > 0 else None
-        if c > 1 and cfg.chroma_to_diagonal > 0 and not later:  # the chroma covariances shrunk
+        if c > 1 and not later and (cfg.chroma_to_diagonal > 0 or chroma_em_iter != em_iter):
             lum = covariance.posterior_mean(z[:g], pil[:g], sigma2, em_iter, cfg.cov_prior,
                                             flat=flat, graph=graph, tau=tau)
-            chroma = covariance.posterior_mean(z[g:], pil[g:], sigma2, em_iter, cfg.cov_prior,
-                                               cfg.chroma_to_diagonal, flat=flat, graph=graph,
-                                               tau=tau)
+            chroma = covariance.posterior_mean(z[g:], pil[g:], sigma2, chroma_em_iter,
+                                               cfg.cov_prior, cfg.chroma_to_diagonal, flat=flat,
+                                               graph=graph, tau=tau)
             est, kept = torch.cat([lum[0], chroma[0]]), torch.cat([lum[1], chroma[1]])
         else:
             est, kept = covariance.posterior_mean(z, pil, sigma2, em_iter, cfg.cov_prior,

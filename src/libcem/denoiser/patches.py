@@ -147,11 +147,13 @@ class PatchAccumulator:
         """estimates (N, K, C, p*p) at positions (N, K), one weight per group (N,) or per
         patch (N, K)."""
         flat = positions.reshape(-1)
-        wk = (weights if weights.dim() == 2 else weights[:, None]).expand_as(positions).reshape(-1)
-        scale = wk[:, None, None] * self.window  # (N * K, 1, p * p): group weight x window
-        est = estimates.reshape(flat.numel(), -1, self.patch**2) * scale
+        wk = (weights if weights.dim() == 2 else weights[:, None]).expand_as(positions)
+        scale = wk[..., None, None] * self.window  # (N, K, 1, p * p): group weight x window
+        # weighted into a fresh row-major table: the estimates of a pass often come permuted
+        est = torch.empty(estimates.shape, dtype=self.num.dtype, device=self.num.device)
+        torch.mul(estimates, scale, out=est)
         self.num.index_add_(0, flat, est.reshape(flat.numel(), -1))
-        self.den.index_add_(0, flat, wk)
+        self.den.index_add_(0, flat, wk.reshape(-1))
 
     def image(self) -> torch.Tensor:
         """(C, H, W) weighted average; every pixel is covered by the reference grid.

@@ -15,7 +15,7 @@ SPEEDS = {  # name -> changes to the shipped settings (DenoiseConfig.for_speed)
     "default": {},
     "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 2, "pass2_repeats_color_high": 2,
              "cov_em_iter_color": 0, "cov_em_iter_high_gray": 0, "cov_graph_tau": 0.0,
-             "skip_covered": 0.0},
+             "skip_covered": 0.0, "skip_covered_color": 0.0},
     "best": {"combination_passes": 9, "combination_passes_high": 11},
 }
 
@@ -82,7 +82,20 @@ class DenoiseConfig:
     cov_em_iter_gray, cov_em_iter_color: EM iterations that refit each group's patch
         covariance in the covariance pass to the noisy patches, starting from the pilot's
         (0: the pilot's covariance, plain NL-Bayes). Chosen on a Train400 split (gray: 2) and
-        on the skimage colour crops (colour: 1); see docs/denoise.md.
+        on the skimage colour crops (colour: 1); see docs/denoise.md. On colour images they
+        refit the luminance's covariances; the chroma channels' take at most
+        cov_em_iter_chroma iterations.
+    cov_em_iter_chroma: EM iterations of the chroma channels' covariances in the first
+        covariance pass on colour images under white noise, at most (0: the pilot's
+        covariance). 0 since session 34 (1 before, as the luminance): on the skimage colour
+        crops +0.009 / +0.021 / 0.000 dB at sigma 15 / 25 / 50 (better on 4 / 5 / 0 of 5;
+        above `high_sigma` no channel takes EM), on 12 corner crops of six skimage colour
+        photos +0.012 / +0.021 / +0.031 dB at sigma 15 / 25 / 35 (better on 6 / 8 / 11), in
+        0.94x the time. The pilot's chroma is smooth and the noisy patches' chroma carries
+        little signal: refitting to them put noise back. (The group-axis step left out on the
+        chroma too lost 0.010 / 0.006 / 0.002 dB: it stays.) Under correlated and camera
+        noise the chroma keeps the luminance's EM: on the colour crops through the Bayer path,
+        where the demosaiced chroma is noisy, none lost 0.005 / 0.028 / 0.030 dB.
     cov_em_iter_later: EM iterations of the covariance in the later second passes (those with
         the feedback, on the previous pass's groups). 0 since session 12: on a Train400 split
         the same PSNR as two iterations (+0.001 / -0.000 dB at sigma 15 / 25) in 19-23% less
@@ -134,6 +147,12 @@ class DenoiseConfig:
         stride 6). `--fast` keeps every group: with it 0.9x the time for 0.003-0.012 dB less.
         Under camera noise on the colour crops through the Bayer path: +0.001 / +0.002 /
         +0.003 dB (three noise levels) in 0.84x the time.
+    skip_covered_color: `skip_covered` for colour images. 0.2 since session 34 (0.25 in
+        session 33): on the skimage colour crops -0.005 / -0.004 / -0.004 / -0.002 dB at sigma
+        15 / 25 / 35 / 50 in 0.92-0.93x the time, and through the Bayer path with `camera`
+        -0.001 dB or less. Chosen for the time of large colour photos, which the chroma
+        channels' EM left out in the same session (`cov_em_iter_chroma`, +0.009-0.021 dB on
+        the same crops) paid for: the 12-megapixel photo in under 3 minutes.
     skip_covered_correlated_gray: `skip_covered` for gray images under correlated noise
         (`correlated`, `camera`). 0: on ten Train400 images with binomial-smoothed noise of
         std 15 / 25, 0.25 lost 0.007 / 0.019 dB for 0.87x the time, 0.5 0.002 / 0.008 dB for
@@ -238,6 +257,7 @@ class DenoiseConfig:
     feedback_gamma: float = 0.6
     cov_em_iter_gray: int = 2
     cov_em_iter_color: int = 1
+    cov_em_iter_chroma: int = 0
     cov_em_iter_later: int = 0
     cov_prior: float = 0.0
     chroma_to_diagonal: float = 0.0
@@ -257,6 +277,7 @@ class DenoiseConfig:
     flat_threshold: float = 0.01
     cov_graph_tau: float = 1.0
     skip_covered: float = 0.25
+    skip_covered_color: float = 0.2
     skip_covered_correlated_gray: float = 0.0
     combination_passes: int = 0
     combination_passes_high: int = 0
@@ -300,6 +321,7 @@ class DenoiseConfig:
             "flat_threshold": (self.flat_threshold >= 0, "must be >= 0"),
             "cov_graph_tau": (self.cov_graph_tau >= 0, "must be >= 0"),
             "skip_covered": (self.skip_covered >= 0, "must be >= 0"),
+            "skip_covered_color": (self.skip_covered_color >= 0, "must be >= 0"),
             "skip_covered_correlated_gray": (self.skip_covered_correlated_gray >= 0, "must be >= 0"),
             "pass2_repeats_gray_high": (self.pass2_repeats_gray_high >= 1, "must be >= 1"),
             "pass2_repeats_color_high": (self.pass2_repeats_color_high >= 1, "must be >= 1"),
@@ -330,6 +352,7 @@ class DenoiseConfig:
             "feedback_gamma": (0 < self.feedback_gamma <= 1, "use a number in (0, 1]"),
             "cov_em_iter_gray": (self.cov_em_iter_gray >= 0, "must be >= 0"),
             "cov_em_iter_color": (self.cov_em_iter_color >= 0, "must be >= 0"),
+            "cov_em_iter_chroma": (self.cov_em_iter_chroma >= 0, "must be >= 0"),
             "cov_em_iter_later": (self.cov_em_iter_later >= 0, "must be >= 0"),
             "cov_prior": (self.cov_prior >= 0, "must be >= 0"),
             "combination_passes": (self.combination_passes >= 0, "must be >= 0"),
@@ -397,19 +420,22 @@ class DenoiseConfig:
         """Reference patches per batch on `device`."""
         return self.chunk if device.type == "cpu" else self.gpu_chunk
 
-    def cov_em_iter(self, channels: int, later: bool) -> int:
+    def cov_em_iter(self, channels: int, later: bool, chroma: bool = False) -> int:
         """EM iterations of the covariance in a covariance pass on an image with `channels`
-        channels (1 or 3): the first second pass's, or (`later`) a later pass's."""
+        channels (1 or 3): the first second pass's, or (`later`) a later pass's; `chroma`: of
+        a colour image's two chroma channels (at most `cov_em_iter_chroma`)."""
         if later:
-            return self.cov_em_iter_later
-        return self.cov_em_iter_gray if channels == 1 else self.cov_em_iter_color
+            iters = self.cov_em_iter_later
+        else:
+            iters = self.cov_em_iter_gray if channels == 1 else self.cov_em_iter_color
+        return min(iters, self.cov_em_iter_chroma) if chroma and channels > 1 else iters
 
     def skip_fraction(self, channels: int, correlated: bool) -> float:
         """How far the first covariance pass leaves out covered groups (`coverage`) on an image
         with `channels` channels (1 or 3), under correlated noise or not."""
-        if correlated and channels == 1:
-            return self.skip_covered_correlated_gray
-        return self.skip_covered
+        if channels > 1:
+            return self.skip_covered_color
+        return self.skip_covered_correlated_gray if correlated else self.skip_covered
 
     def aggregation_window(self, channels: int) -> float:
         """Kaiser window shape of the aggregation on an image with `channels` channels (1 or 3)."""
