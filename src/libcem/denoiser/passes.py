@@ -358,7 +358,8 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
                                              cfg.step_wiener, cfg.patch, skip)]
     acc = noisy.accumulator(cfg)
     c = noisy.channels
-    em_iter = cfg.cov_em_iter(c, later)  # under correlated noise the chroma's too (settings)
+    em_iter = cfg.cov_em_iter(c, later)
+    # the chroma's own limit under white noise; under correlated noise it takes the luminance's
     chroma_em_iter = cfg.cov_em_iter(c, later, chroma=noisy.noise is None)
     flat = 0.0 if later else cfg.flat_threshold
     # graph diffusion along the group axis (`covariance`), first pass only; on under correlated
