@@ -82,13 +82,13 @@ def effective_std(img: torch.Tensor, sigma: float) -> float:
     the same std to 12 digits (session 34); any other image's levels move by at most half a
     step."""
     pad, cells = LOCAL // 2, LOCAL * LOCAL
-    padded = F.pad(img[None] - LOW, (pad,) * 4, mode="replicate")
+    padded = F.pad(img[None], (pad,) * 4, mode="replicate")
     # each window's sum, a row of LOCAL then a column of LOCAL (exact for 8-bit levels)
     sums = F.avg_pool2d(F.avg_pool2d(padded, (1, LOCAL), stride=1, divisor_override=1),
                         (LOCAL, 1), stride=1, divisor_override=1)[0]
     top = round((HIGH - LOW) * cells)
-    counts = sum(torch.bincount(part.round().clamp(0, top).long(), minlength=top + 1)
-                 for part in sums.reshape(-1).split(CHUNK))
+    counts = sum(torch.bincount((part - LOW * cells).round().clamp(0, top).long(),
+                                minlength=top + 1) for part in sums.reshape(-1).split(CHUNK))
     grid = LOW + torch.arange(top + 1, dtype=torch.float64, device=img.device) / cells
     total = (moments(grid, sigma)[1] * counts).sum()
     return float((total / sums.numel()).sqrt())

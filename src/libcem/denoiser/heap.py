@@ -7,7 +7,7 @@ it hands the free top of its heap back to the system; each new page is then a pa
 that the kernel fills with zeros. A tile worker of the 12-megapixel photo spent 2.0-2.3 s of
 each 15 s tile in the kernel, at 1.1-1.2 million faults per tile (session 34,
 docs/denoise-log.md). `keep_freed_memory` makes malloc serve those blocks from its heap and
-keep what is freed there, so from the second tile on a worker reuses its own pages: 0.0-0.2 s
+keep what is freed there, so from the second tile on a worker reuses its own pages: 0.0-0.4 s
 in the kernel and almost no faults, at a higher resident peak (the largest block the heap
 held stays mapped until the process ends).
 

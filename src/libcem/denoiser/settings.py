@@ -88,10 +88,10 @@ class DenoiseConfig:
     cov_em_iter_chroma: EM iterations of the chroma channels' covariances in the first
         covariance pass on colour images under white noise, at most (0: the pilot's
         covariance). 0 since session 34 (1 before, as the luminance): on the skimage colour
-        crops +0.009 / +0.021 / 0.000 dB at sigma 15 / 25 / 50 (better on 4 / 5 / 0 of 5;
-        above `high_sigma` no channel takes EM), on 12 corner crops of six skimage colour
-        photos +0.012 / +0.021 / +0.031 dB at sigma 15 / 25 / 35 (better on 6 / 8 / 11), in
-        0.94x the time. The pilot's chroma is smooth and the noisy patches' chroma carries
+        crops +0.007 / +0.021 / +0.030 / 0.000 dB at sigma 15 / 25 / 35 / 50 (better on 4 / 5
+        / 5 / 0 of 5; above `high_sigma` no channel takes EM) in 0.89-0.96x the time, on 12
+        corner crops of six skimage colour photos +0.012 / +0.021 / +0.031 dB at sigma 15 /
+        25 / 35 (better on 6 / 8 / 11). The pilot's chroma is smooth and the noisy patches' chroma carries
         little signal: refitting to them put noise back. (The group-axis step left out on the
         chroma too lost 0.010 / 0.006 / 0.002 dB: it stays.) Under correlated and camera
         noise the chroma keeps the luminance's EM: on the colour crops through the Bayer path,
@@ -149,9 +149,9 @@ class DenoiseConfig:
         +0.003 dB (three noise levels) in 0.84x the time.
     skip_covered_color: `skip_covered` for colour images. 0.2 since session 34 (0.25 in
         session 33): on the skimage colour crops -0.005 / -0.004 / -0.004 / -0.002 dB at sigma
-        15 / 25 / 35 / 50 in 0.92-0.93x the time, and through the Bayer path with `camera`
+        15 / 25 / 35 / 50 in 0.92-0.94x the time, and through the Bayer path with `camera`
         -0.001 dB or less. Chosen for the time of large colour photos, which the chroma
-        channels' EM left out in the same session (`cov_em_iter_chroma`, +0.009-0.021 dB on
+        channels' EM left out in the same session (`cov_em_iter_chroma`, +0.007-0.030 dB on
         the same crops) paid for: the 12-megapixel photo in under 3 minutes.
     skip_covered_correlated_gray: `skip_covered` for gray images under correlated noise
         (`correlated`, `camera`). 0: on ten Train400 images with binomial-smoothed noise of
