@@ -108,6 +108,37 @@ def test_block_match_equals_brute_force(tile):
         assert set(got[n].tolist()) == set(best.tolist())
 
 
+def test_dct_table_is_each_patch_times_the_dct_across_bands(monkeypatch):
+    import libcem.denoiser.passes as passes
+
+    monkeypatch.setattr(passes, "COEF_BAND_ROWS", 40)  # bands of 2 position rows, the last 1
+    img = torch.rand(3, 11, 26, generator=torch.Generator().manual_seed(0)) * 255
+    groups = PatchGroups(img, 5, ())
+    patches = all_patches(img, 5)  # (C, positions, 25)
+    want = (patches @ dct_matrix(5).T).permute(1, 0, 2)
+    assert groups.coef.shape == (7 * 22, 3, 25)
+    assert torch.allclose(groups.coef, want, atol=1e-3)
+
+
+def test_group_scale_em_steps_leave_the_free_coefficients_out():
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(4, 6, 10, generator=g, dtype=torch.float64)
+    lam = torch.rand(4, 6, generator=g, dtype=torch.float64)
+    scale = torch.rand(4, 10, generator=g, dtype=torch.float64) + 0.1
+    free = em.free_mask(6, 10, 2)
+    v = em.model_variance(lam, scale, 0.7)
+    m, var = em.posterior(c, v, 0.3, free)
+    gain = torch.where(free, 1.0, v / (v + 0.3))  # the free coefficients pass as they are
+    assert torch.allclose(m, gain * c) and torch.allclose(var, torch.where(free, 0.0, 0.3 * gain))
+    proper = (~free).double()
+    weight = (1 + 0.7 * lam)[:, :, None]
+    want = ((c * c - 0.3) * weight * proper).sum(1) / proper.sum(0)
+    assert torch.allclose(em.initial_scale(c, lam, 0.7, 0.3, free), want.clamp_min(1e-3 * 0.3))
+    e2 = m * m + var
+    want = (e2 * weight * proper).sum(1) / proper.sum(0)
+    assert torch.allclose(em.update_scale(e2, lam, 0.7, free), want)
+
+
 def test_spectrum_puts_the_group_mean_first():
     g = torch.Generator().manual_seed(0)
     w = torch.rand(3, 6, 6, generator=g, dtype=torch.float64)

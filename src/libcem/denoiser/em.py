@@ -80,9 +80,14 @@ def model_variance(lam: torch.Tensor, scale: torch.Tensor, tau: float) -> torch.
 
 def posterior(c: torch.Tensor, v: torch.Tensor, sigma2: float,
               free: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """E-step: posterior mean and variance of x given c, both (G, K, F); free entries pass."""
-    gain = v / (v + sigma2) * ~free + free
-    return gain * c, (gain * sigma2) * ~free
+    """E-step: posterior mean and variance of x given c, both (G, K, F); free entries pass.
+    `free` (K, F) may be set on graph mode 0 only, as `free_mask` sets it."""
+    gain = v + sigma2
+    torch.div(v, gain, out=gain)  # in place: this runs on every chunk of pass 1's groups
+    gain[:, 0].masked_fill_(free[0], 1.0)
+    var = gain * sigma2
+    var[:, 0].masked_fill_(free[0], 0.0)
+    return gain * c, var
 
 
 def log_likelihood(c: torch.Tensor, v: torch.Tensor, sigma2: float, free: torch.Tensor) -> float:
@@ -95,14 +100,16 @@ def log_likelihood(c: torch.Tensor, v: torch.Tensor, sigma2: float, free: torch.
 def initial_scale(c: torch.Tensor, lam: torch.Tensor, tau: float, sigma2: float,
                   free: torch.Tensor) -> torch.Tensor:
     """Moment estimate of s_if: mean_k (1 + tau lambda) (c^2 - sigma^2), floored at 1e-3 sigma^2."""
-    excess = (c * c - sigma2) * (1.0 + tau * lam)[:, :, None] * ~free
+    excess = (c * c).sub_(sigma2).mul_((1.0 + tau * lam)[:, :, None])
+    excess[:, 0].masked_fill_(free[0], 0.0)  # free on mode 0 only (`free_mask`)
     return (excess.sum(1) / (~free).sum(0)).clamp_min(1e-3 * sigma2)
 
 
 def update_scale(e2: torch.Tensor, lam: torch.Tensor, tau: float,
                  free: torch.Tensor) -> torch.Tensor:
     """M-step for s_if: mean over the proper modes k of (1 + tau lambda_ik) E[x_ikf^2]."""
-    weighted = e2 * (1.0 + tau * lam)[:, :, None] * ~free
+    weighted = e2 * (1.0 + tau * lam)[:, :, None]
+    weighted[:, 0].masked_fill_(free[0], 0.0)  # free on mode 0 only (`free_mask`)
     return (weighted.sum(1) / (~free).sum(0)).clamp_min(1e-12)
 
 

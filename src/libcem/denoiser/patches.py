@@ -84,16 +84,19 @@ def block_match(feats: torch.Tensor, step: int, radius: int, k: int, tile: int =
     near = (grid[None, :] - radius - local[:, None]).abs() <= radius  # (tile, span)
     window = (near[:, None, :, None] & near[None, :, None, :]).reshape(tile * tile, -1)
     self_idx = ((local + radius)[:, None] * span + (local + radius)[None, :]).reshape(-1)
+    # candidates outside a reference's window, or outside the image, at distance +inf: added
+    # to the squared norms before the product, instead of masked after it
+    outside = torch.zeros(window.shape, dtype=feats.dtype, device=feats.device)
+    outside.masked_fill_(~window, float("inf"))  # (T, span * span)
+    fnorm.masked_fill_(inside == 0, float("inf"))
     out = []
     for ty in range(nth):  # loop over bands of tiles
         r0 = ty * tile * step
         band = fpad[:, r0:r0 + span].unfold(2, span, tile * step)[:, :, :ntw]  # (d, S, ntw, S)
         cand = band.permute(2, 0, 1, 3).reshape(ntw, d, -1)  # (ntw, d, span * span)
         cnorm = fnorm[r0:r0 + span].unfold(1, span, tile * step)[:, :ntw].permute(1, 0, 2)
-        valid = inside[r0:r0 + span].unfold(1, span, tile * step)[:, :ntw].permute(1, 0, 2)
-        dist = cnorm.reshape(ntw, 1, -1) - 2 * refs[ty] @ cand  # (ntw, T, span * span)
-        ok = window[None] & (valid.reshape(ntw, 1, -1) > 0)
-        dist.masked_fill_(~ok, float("inf"))
+        base = cnorm.reshape(ntw, 1, -1) + outside  # (ntw, T, span * span)
+        dist = torch.baddbmm(base, refs[ty], cand, alpha=-2.0)
         dist[:, torch.arange(tile * tile, device=feats.device), self_idx] = -float("inf")
         idx = torch.topk(dist, k, dim=2, largest=False).indices  # (ntw, T, K)
         rows = r0 + idx // span - radius
