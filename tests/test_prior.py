@@ -156,7 +156,12 @@ def tiny_pipeline(objective: str = "ddpm") -> Pipeline:
     torch.manual_seed(1)
     for p in prior.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    return Pipeline(prior.eval(), tiny_tokenizer(), LabelEncoder(prompts), DiffusionConfig(objective=objective, steps=5))
+    tokenizer = tiny_tokenizer()
+    # an untrained quantizer's codebook is all zeros: every latent would snap to the same code and
+    # every image would be the same, whatever the seed; codes drawn as a trained one has them
+    codebook = next(b for name, b in tokenizer.named_buffers() if name.endswith("codebook"))
+    codebook.normal_(generator=torch.Generator().manual_seed(2))
+    return Pipeline(prior.eval(), tokenizer, LabelEncoder(prompts), DiffusionConfig(objective=objective, steps=5))
 
 
 @pytest.mark.parametrize("objective,sampler", [("ddpm", "dpm++"), ("ddpm", "ddpm"), ("flow", "heun")])
