@@ -629,7 +629,8 @@ def test_first_pass_group_size_by_channels(monkeypatch):
     sizes = []
     real = passes.PatchGroups.match
     monkeypatch.setattr(passes.PatchGroups, "match", lambda self, step, radius, k: sizes.append(k) or real(self, step, radius, k))
-    cfg = DenoiseConfig(pass2_repeats_gray=1, pass2_repeats_color=1)
+    assert (DenoiseConfig().pass1_group_size(1), DenoiseConfig().pass1_group_size(3)) == (16, 16)
+    cfg = DenoiseConfig(pass2_repeats_gray=1, pass2_repeats_color=1, group_size=32)
     assert (cfg.pass1_group_size(1), cfg.pass1_group_size(3)) == (16, 32)
     assert (cfg.aggregation_window(1), cfg.aggregation_window(3)) == (1.0, 0.0)
     gray = torch.from_numpy(data.camera()[:40, :40].astype(np.float32))[None]

@@ -15,7 +15,7 @@ SPEEDS = {  # name -> changes to the shipped settings (DenoiseConfig.for_speed)
     "default": {},
     "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 2, "pass2_repeats_color_high": 2,
              "cov_em_iter_color": 0, "cov_em_iter_high_gray": 0, "cov_graph_tau": 0.0,
-             "skip_covered": 0.0, "skip_covered_color": 0.0},
+             "skip_covered": 0.0, "skip_covered_color": 0.0, "group_size": 32},
     "best": {"combination_passes": 9, "combination_passes_high": 11},
 }
 
@@ -37,8 +37,15 @@ class DenoiseConfig:
         images; group_size_wiener: K of the second passes. Gray images take 16 since session
         10 (on a Train400 split +0.01 / +0.02 / +0.00 dB at sigma 15 / 25 / 50 against 32, on
         a second draw -0.005 / +0.005 at 15 / 25, and 10-16% faster: the first pass is only
-        the pilot of the EM-refined second passes); on
-        the skimage colour crops 16 lost 0.03 / 0.03 / 0.13 dB, so colour keeps 32.
+        the pilot of the EM-refined second passes). Colour images take 16 too since session
+        35 (32 before: in session 10 16 lost 0.03 / 0.03 / 0.13 dB on the skimage colour
+        crops, before the repeated, EM-refined colour passes). Against 32 in session 35:
+        +0.007 / +0.007 / +0.024 dB at sigma 15 / 25 / 50 on those crops (better on 3 / 1 / 4
+        of 5: it gains on smooth images and loses up to 0.025 on textured ones below sigma
+        50), +0.066 / +0.090 / +0.090 on 12 corner crops of six skimage photos (better on 9
+        / 9 / 11), +0.021 / +0.014 / +0.002 under camera noise through the Bayer path, in
+        0.87-0.96x the time; McMaster -0.006 dB at sigma 25 (better on 6 of 18) and +0.010
+        at 50.
     affinity_heads: the graph attention heads that weight a group's edges (see `attention`);
         grayscale images drop `color` automatically. Default: texture only (the structure,
         color and spatial heads changed the PSNR by 0.00 dB on a Train400 split and on Set12
@@ -235,7 +242,7 @@ class DenoiseConfig:
     step_wiener: int = 4
     search_radius: int = 16
     search_radius_color: int = 20
-    group_size: int = 32
+    group_size: int = 16
     group_size_gray: int = 16
     group_size_wiener: int = 64
     affinity_heads: tuple[str, ...] = ("texture",)
@@ -407,8 +414,11 @@ class DenoiseConfig:
         instead of 4 between reference patches; on colour images two second passes instead of
         three, without the covariance EM (session 24; one pass with EM before: the second
         pass gains 0.14-0.39 dB at sigma 15-50 on the 12 colour crops, the EM 0.02 dB for 1.2x
-        the time); on gray ones 1.65x faster for 0.05-0.07 dB at sigma 15 to 50 (Set12,
-        session 12); chosen on images outside Set12 and McMaster, see docs/denoise.md)."""
+        the time), with first-pass groups of 32 as before session 35 (16, the default's,
+        lost 0.011 / 0.018 / 0.014 dB at sigma 15 / 25 / 50 on the skimage colour crops
+        there: with fewer, EM-less passes the pilot counts more); on gray ones 1.65x faster
+        for 0.05-0.07 dB at sigma 15 to 50 (Set12, session 12); chosen on images outside Set12
+        and McMaster, see docs/denoise.md)."""
         return cls().at_speed(speed)
 
     def at_speed(self, speed: str) -> DenoiseConfig:
