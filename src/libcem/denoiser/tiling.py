@@ -120,8 +120,9 @@ WORKER_BYTES_PER_PIXEL = 5000  # peak memory of one tile worker per tile pixel (
 # session 12: 2.71 GiB for a 707 x 639 colour tile with the shipped settings, 2.3 GiB with
 # --fast, sigma 25, `chunk` 128; session 13: 2.47 and 2.27 GiB; session 16, with the pass-1
 # tables freed: 1.96 GiB, 4,650 bytes per pixel; session 34, each worker's heap kept from tile
-# to tile: 1.89 GiB with white noise and 2.37 GiB under camera noise, 5,630 bytes per pixel,
-# within the budget of 5,000 x 768 x 768 bytes = 2.75 GiB that `default_workers` sets a worker)
+# to tile: 1.89 GiB with white noise and 2.37 GiB under camera noise, 5,630 bytes per pixel;
+# session 35, 1.95 and 2.47 GiB; within the budget of 5,000 x 768 x 768 bytes = 2.75 GiB that
+# `default_workers` sets a worker)
 
 
 def default_workers(tile: int) -> int:
