@@ -71,8 +71,12 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "session 8 settings (as above, pass-1 groups of 32 on gray images)": {**SESSION8_HIGH, "group_size_gray": 32},
     "no covariance EM above sigma 37.5 on gray images (sessions 12-22)": {"cov_em_iter_high_gray": 0},
     "covariance EM above sigma 37.5 on colour images, 1 iteration": {"cov_em_iter_high_color": 1},
-    "chroma covariances not shrunk above sigma 37.5 (before session 29)": {"chroma_to_diagonal_high": 0.0},
-    "chroma covariances shrunk to their DCT diagonal above sigma 37.5": {"chroma_to_diagonal_high": 1.0},
+    "chroma covariances not shrunk above sigma 37.5 (before session 29)": {
+        "chroma_to_diagonal_high": 0.0, "chroma_to_diagonal_later_high": 0.0},
+    "later passes' chroma covariances not shrunk above sigma 37.5 (before session 36)": {
+        "chroma_to_diagonal_later_high": 0.0},
+    "chroma covariances shrunk to their DCT diagonal above sigma 37.5 in every pass": {
+        "chroma_to_diagonal_high": 1.0},
     "flat groups' mean patches not denoised (before session 30)": {"flat_threshold": 0.0},
     "no graph diffusion along the covariance pass's groups (before session 31)": {"cov_graph_tau": 0.0},
     "every group, none left out as covered (before session 33)": {"skip_covered": 0.0,
@@ -98,7 +102,8 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "--fast (stride 6, two colour second passes)": SPEEDS["fast"],
     "--fast, tau = 0 (no graph diffusion)": {**SPEEDS["fast"], "graph_diffusion": False},
     "--fast, chain graph (no attention)": {**SPEEDS["fast"], "graph": "chain"},
-    "--fast, chroma covariances not shrunk above sigma 37.5": {**SPEEDS["fast"], "chroma_to_diagonal_high": 0.0},
+    "--fast, chroma covariances not shrunk above sigma 37.5": {
+        **SPEEDS["fast"], "chroma_to_diagonal_high": 0.0, "chroma_to_diagonal_later_high": 0.0},
     "--best (group-axis Wiener passes after the others)": SPEEDS["best"],
     "--best, one group-axis pass (no iterations)": {"combination_passes": 1, "combination_passes_high": 1},
     "--best, tau = 0 (each pass hands on its estimate, no noise kept)": {**SPEEDS["best"], "combination_tau": 0.0},

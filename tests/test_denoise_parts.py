@@ -77,6 +77,30 @@ def test_covariance_shrunk_to_the_dct_diagonal_is_a_wiener_filter_per_coefficien
     assert torch.allclose(half, mu + (z - mu) @ covariance.shrinkage(cov, sigma2), atol=1e-10)
 
 
+def test_the_dct_diagonal_form_with_a_group_graph_is_the_d_by_d_form():
+    """Shrunk all the way, the posterior mean takes no inverse (`_dct_diagonal_mean`); with a
+    graph along the group axis it is still the d x d form's step, M = D^T diag(K v) D + ridge I
+    inverted explicitly."""
+    from libcem.denoiser.graph import diffusion_residual
+
+    g = torch.Generator().manual_seed(4)
+    k, sigma2, tau = 12, 0.8, 1.0
+    z = torch.randn(3, k, 9, generator=g, dtype=torch.float64) * 2
+    pilot = torch.randn(3, k, 9, generator=g, dtype=torch.float64) * 3
+    w = torch.rand(3, k, k, generator=g, dtype=torch.float64)
+    w = (w + w.transpose(1, 2)) / 2
+    est, kept = covariance.posterior_mean(z, pilot, sigma2, to_diagonal=1.0, graph=w, tau=tau)
+    a = pilot - pilot.mean(1, keepdim=True)
+    m = covariance.toward_dct_diagonal(a.transpose(1, 2) @ a, 1.0)
+    ridge = m.diagonal(dim1=1, dim2=2).mean(1).mul(covariance.SHRINK_FLOOR).clamp(min=k * sigma2)
+    m_inv = torch.linalg.inv(m + ridge[:, None, None] * torch.eye(9, dtype=torch.float64))
+    mu = z.mean(1, keepdim=True)
+    plain = z - k * sigma2 * (z - mu) @ m_inv
+    expected = plain + k * sigma2 * diffusion_residual(plain - mu, w, tau) @ m_inv
+    assert torch.allclose(est, expected, atol=1e-10)
+    assert torch.allclose(kept, 9 - k * sigma2 * m_inv.diagonal(dim1=1, dim2=2).sum(1), atol=1e-10)
+
+
 def _small_colour_pass() -> tuple[DenoiseConfig, torch.Tensor, PatchGroups, torch.Generator]:
     """Small covariance-pass settings, a random 24x24 colour pilot and its noisy version (std 20)."""
     cfg = DenoiseConfig(patch=4, step_wiener=4, group_size_wiener=8, search_radius=4,
@@ -123,7 +147,8 @@ def test_the_chroma_covariances_take_no_em_under_white_noise_only(monkeypatch):
 def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
     """The first colour covariance pass shrinks the chroma channels' covariances by
     `chroma_to_diagonal` and leaves the luminance's; the setting is 0.5 above sigma 37.5 only
-    (session 29), and a gray image's output does not depend on it."""
+    (session 29). The later passes shrink them by `chroma_to_diagonal_later`, 1 above sigma
+    37.5 only (session 36). A gray image's output depends on neither."""
     from libcem.denoiser import passes
 
     cfg, pilot, noisy, g = _small_colour_pass()
@@ -143,13 +168,19 @@ def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
                                      cfg.override(chroma_to_diagonal=0.0, cov_em_iter_chroma=1))
     assert len(calls) == groups and not torch.allclose(est, same)
     calls.clear()
-    passes.covariance_pass(noisy, pilot, 400.0, cfg, later=True)  # the first pass only
+    passes.covariance_pass(noisy, pilot, 400.0, cfg, later=True)  # the later passes: their own
     assert calls == [(3 * positions.shape[0], 0.0)] * groups
+    calls.clear()
+    passes.covariance_pass(noisy, pilot, 400.0, cfg.override(chroma_to_diagonal_later=1.0), later=True)
+    assert calls == [(positions.shape[0], 0.0), (2 * positions.shape[0], 1.0)] * groups
     assert [DenoiseConfig().at_sigma(s, 256).chroma_to_diagonal for s in (25.0, 50.0)] == [0.0, 0.5]
+    assert [DenoiseConfig().at_sigma(s, 256).chroma_to_diagonal_later for s in (25.0, 50.0)] == [0.0, 1.0]
     monkeypatch.setattr(covariance, "posterior_mean", plain)
     gray = torch.from_numpy(data.camera()[:48, :48].astype(np.float32))[None]
     gray = gray + 50 * torch.randn(gray.shape, generator=g)
-    out = [passes.denoise_tensor(gray, 50.0, DenoiseConfig(chroma_to_diagonal_high=w))[0] for w in (0.0, 0.5)]
+    out = [passes.denoise_tensor(gray, 50.0, DenoiseConfig(chroma_to_diagonal_high=w,
+                                                           chroma_to_diagonal_later_high=w))[0]
+           for w in (0.0, 0.5)]
     assert torch.equal(*out)
 
 

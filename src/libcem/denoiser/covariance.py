@@ -92,6 +92,8 @@ def _posterior_mean(z: torch.Tensor, pilot: torch.Tensor, sigma2: float, em_iter
             step = diffusion_residual(est, graph, tau)
             est = torch.baddbmm(est.add_(step), step, gain, alpha=-1.0)
         return mu + est, gain.diagonal(dim1=1, dim2=2).sum(1)
+    if to_diagonal == 1:  # C diagonal in the patch DCT: no inverse to take
+        return _dct_diagonal_mean(z, mu, a, sigma2, graph, tau)
     if d <= k or to_diagonal > 0:  # shrunk, C0 has full rank: the d x d form
         m = toward_dct_diagonal(a.transpose(1, 2) @ a, to_diagonal)  # (G, d, d)
         diag = m.diagonal(dim1=1, dim2=2)
@@ -113,6 +115,23 @@ def _posterior_mean(z: torch.Tensor, pilot: torch.Tensor, sigma2: float, em_iter
         step = diffusion_residual(est, graph, tau)
         est = est + step - (step @ a.transpose(1, 2)) @ inner
     return mu + est, kept
+
+
+def _dct_diagonal_mean(z: torch.Tensor, mu: torch.Tensor, a: torch.Tensor, sigma2: float,
+                       graph: torch.Tensor | None, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_posterior_mean`'s d x d form for C = D^T diag(v) D, the pilot's covariance fully shrunk
+    toward its DCT diagonal (`toward_dct_diagonal` with weight 1): M = D^T diag(K v + ridge) D,
+    so M^-1 is a gain per DCT coefficient and each group costs three products by the DCT."""
+    k, d = z.shape[1], z.shape[2]
+    dct = _dct_2d(math.isqrt(d), z.device, z.dtype)  # (d, d), rows: the basis
+    var = (a @ dct.T).square_().sum(1)  # (G, d): K v, the diagonal of D A^T A D^T
+    ridge = var.mean(1).mul(SHRINK_FLOOR).clamp(min=k * sigma2)  # as the d x d form
+    inv = var.add_(ridge[:, None]).reciprocal_().mul_(k * sigma2)[:, None]  # (G, 1, d): K s2 / (K v + r)
+    kept = d - inv[:, 0].sum(1)
+    est = z - ((z - mu) @ dct.T).mul_(inv) @ dct
+    if graph is not None:  # sigma^2 (C + sigma^2 I)^-1 = K sigma^2 M^-1
+        est = est + (diffusion_residual(est - mu, graph, tau) @ dct.T).mul_(inv) @ dct
+    return est, kept
 
 
 # the patch DCT made once per size, device and dtype: a copy from the host in every chunk

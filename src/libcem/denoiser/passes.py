@@ -354,7 +354,8 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     members of each group are diffused along the pilot's graph over them (`group_graph`,
     `cfg.cov_graph_tau`), and on a colour image the chroma channels' pilot covariances are
     shrunk by `cfg.chroma_to_diagonal` toward their DCT diagonal and, under white noise,
-    refit by EM at most `cfg.cov_em_iter_chroma` times.
+    refit by EM at most `cfg.cov_em_iter_chroma` times; in the `later` passes they are
+    shrunk by `cfg.chroma_to_diagonal_later`.
 
     Groups are matched on the pilot unless `positions` (G, K) gives them; then those whose
     reference earlier groups already cover are left out (`cfg.skip_fraction`). Returns the
@@ -380,11 +381,12 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
         z, pil = noisy.patches(pos), guide.patches(pos)  # (C * G, K, p * p), channel by channel
         g = pos.shape[0]
         graph = group_graph(pil[:g], cfg) if tau > 0 else None
-        if c > 1 and not later and (cfg.chroma_to_diagonal > 0 or chroma_em_iter != em_iter):
+        chroma_diag = cfg.chroma_to_diagonal_later if later else cfg.chroma_to_diagonal
+        if c > 1 and (chroma_diag > 0 or chroma_em_iter != em_iter):
             lum = covariance.posterior_mean(z[:g], pil[:g], sigma2, em_iter, cfg.cov_prior,
                                             flat=flat, graph=graph, tau=tau)
             chroma = covariance.posterior_mean(z[g:], pil[g:], sigma2, chroma_em_iter,
-                                               cfg.cov_prior, cfg.chroma_to_diagonal, flat=flat,
+                                               cfg.cov_prior, chroma_diag, flat=flat,
                                                graph=graph, tau=tau)
             est, kept = torch.cat([lum[0], chroma[0]]), torch.cat([lum[1], chroma[1]])
         else:

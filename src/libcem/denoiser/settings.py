@@ -128,6 +128,20 @@ class DenoiseConfig:
         fewer images, the diagonal itself less. Shrinking the luminance too lost 0.015-0.04
         dB on the Train400 split at sigma 50, and at sigma 15 / 25 (K = 64, d = 49)
         half-way shrinking of the chroma gave -0.03 / +0.01 dB on the colour crops: 0 there.
+    chroma_to_diagonal_later, chroma_to_diagonal_later_high: the same for the later second
+        passes (those with the feedback), at and below `high_sigma` and above it. Above it
+        1 since session 36 (0 before): the chroma covariance of each group is then its
+        pilot's variance per DCT coefficient alone, a Wiener gain per coefficient with no
+        matrix to invert (`covariance._dct_diagonal_mean`). Against 0, on the skimage colour
+        crops +0.027 / +0.048 dB at sigma 40 / 50 (better on 4 / 5 of 5) and on 12 corner
+        crops of six skimage colour photos +0.072 / +0.101 (7 / 10 of 12), in 0.96-0.98x the
+        time; 1 in the first pass too (`chroma_to_diagonal_high`) gained less (+0.010 /
+        +0.039 and +0.048 / +0.081) for 0.81-0.88x. At and below `high_sigma` 0: 1 there
+        gave -0.029 / +0.009 dB at sigma 15 / 25 on the colour crops and +0.002 / +0.044 on
+        the corner crops, better on 4 / 5 of 12 (it gains on smooth, dark images and loses
+        up to 0.12 dB on the others); the diagonal only for groups whose pilot's chroma
+        varies by less than 0.25 sigma^2 gave +0.002 / +0.023 and +0.013 / +0.031, better on
+        5 / 7 of 12.
     flat_threshold: in the first covariance pass, the groups whose pilot varies by less than
         flat_threshold x sigma^2 (over all their pixels) have their mean patch denoised too
         (`covariance.flat_group_means`; 0: never), which takes out the faint blotches that
@@ -268,6 +282,7 @@ class DenoiseConfig:
     cov_em_iter_later: int = 0
     cov_prior: float = 0.0
     chroma_to_diagonal: float = 0.0
+    chroma_to_diagonal_later: float = 0.0
     sigma_schedule: bool = True
     high_sigma: float = 37.5
     patch_high: int = 9
@@ -281,6 +296,7 @@ class DenoiseConfig:
     cov_em_iter_high_gray: int = 1
     cov_em_iter_high_color: int = 0
     chroma_to_diagonal_high: float = 0.5
+    chroma_to_diagonal_later_high: float = 1.0
     flat_threshold: float = 0.01
     cov_graph_tau: float = 1.0
     skip_covered: float = 0.25
@@ -325,6 +341,8 @@ class DenoiseConfig:
             "cov_em_iter_high_color": (self.cov_em_iter_high_color >= 0, "must be >= 0"),
             "chroma_to_diagonal": (0 <= self.chroma_to_diagonal <= 1, "use 0..1"),
             "chroma_to_diagonal_high": (0 <= self.chroma_to_diagonal_high <= 1, "use 0..1"),
+            "chroma_to_diagonal_later": (0 <= self.chroma_to_diagonal_later <= 1, "use 0..1"),
+            "chroma_to_diagonal_later_high": (0 <= self.chroma_to_diagonal_later_high <= 1, "use 0..1"),
             "flat_threshold": (self.flat_threshold >= 0, "must be >= 0"),
             "cov_graph_tau": (self.cov_graph_tau >= 0, "must be >= 0"),
             "skip_covered": (self.skip_covered >= 0, "must be >= 0"),
@@ -403,6 +421,7 @@ class DenoiseConfig:
                            cov_em_iter_gray=self.cov_em_iter_high_gray,
                            cov_em_iter_color=self.cov_em_iter_high_color,
                            chroma_to_diagonal=self.chroma_to_diagonal_high,
+                           chroma_to_diagonal_later=self.chroma_to_diagonal_later_high,
                            combination_passes=self.combination_passes_high)
         return self
 
