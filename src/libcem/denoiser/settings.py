@@ -135,7 +135,7 @@ class DenoiseConfig:
         matrix to invert (`covariance._dct_diagonal_mean`). Against 0, on the skimage colour
         crops +0.027 / +0.048 dB at sigma 40 / 50 (better on 4 / 5 of 5) and on 12 corner
         crops of six skimage colour photos +0.072 / +0.101 (7 / 10 of 12), in 0.96-0.98x the
-        time; 1 in the first pass too (`chroma_to_diagonal_high`) gained less (+0.010 /
+        time (the photo's 707x639 tile at sigma 50: 0.93x); 1 in the first pass too (`chroma_to_diagonal_high`) gained less (+0.010 /
         +0.039 and +0.048 / +0.081) for 0.81-0.88x. At and below `high_sigma` 0: 1 there
         gave -0.029 / +0.009 dB at sigma 15 / 25 on the colour crops and +0.002 / +0.044 on
         the corner crops, better on 4 / 5 of 12 (it gains on smooth, dark images and loses
