@@ -75,6 +75,8 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
         "chroma_to_diagonal_high": 0.0, "chroma_to_diagonal_later_high": 0.0},
     "later passes' chroma covariances not shrunk above sigma 37.5 (before session 36)": {
         "chroma_to_diagonal_later_high": 0.0},
+    "later passes' flat chroma groups not at their DCT diagonal (before session 36)": {
+        "chroma_diagonal_below": 0.0},
     "chroma covariances shrunk to their DCT diagonal above sigma 37.5 in every pass": {
         "chroma_to_diagonal_high": 1.0},
     "flat groups' mean patches not denoised (before session 30)": {"flat_threshold": 0.0},

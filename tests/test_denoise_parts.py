@@ -101,6 +101,32 @@ def test_the_dct_diagonal_form_with_a_group_graph_is_the_d_by_d_form():
     assert torch.allclose(kept, 9 - k * sigma2 * m_inv.diagonal(dim1=1, dim2=2).sum(1), atol=1e-10)
 
 
+@pytest.mark.parametrize("split", [True, False])  # groups taken apart (CPU), or both forms
+def test_groups_whose_pilot_hardly_varies_take_the_dct_diagonal(monkeypatch, split):
+    """With diagonal_below, the groups whose pilot's members vary by less than that many
+    sigma^2 per pixel get the posterior mean of the covariance at its DCT diagonal, the
+    others that of the full covariance, with a graph along the group axis too."""
+    if not split:
+        monkeypatch.setattr(covariance, "SPLIT_DEVICES", ())
+    g = torch.Generator().manual_seed(6)
+    k, sigma2, tau = 12, 0.8, 1.0
+    z = torch.randn(2 * 5, k, 9, generator=g, dtype=torch.float64) * 2  # two channels of 5 groups
+    spread = torch.tensor([0.2, 3.0, 0.5, 2.0, 0.1, 1.5, 0.3, 4.0, 0.2, 2.5], dtype=torch.float64)
+    pilot = torch.randn(2 * 5, k, 9, generator=g, dtype=torch.float64) * spread[:, None, None]
+    w = torch.rand(5, k, k, generator=g, dtype=torch.float64)
+    w = (w + w.transpose(1, 2)) / 2
+    est, kept = covariance.posterior_mean(z, pilot, sigma2, graph=w, tau=tau, diagonal_below=1.0)
+    diag = covariance.posterior_mean(z, pilot, sigma2, to_diagonal=1.0, graph=w, tau=tau)
+    full = covariance.posterior_mean(z, pilot, sigma2, graph=w, tau=tau)
+    weak = (pilot - pilot.mean(1, keepdim=True)).square().mean((1, 2)) < sigma2
+    assert 0 < int(weak.sum()) < 10
+    for part, form in ((weak, diag), (~weak, full)):
+        assert torch.allclose(est[part], form[0][part], atol=1e-10)
+        assert torch.allclose(kept[part], form[1][part], atol=1e-10)
+    same = covariance.posterior_mean(z, pilot, sigma2, em_iter=1, graph=w, tau=tau, diagonal_below=1.0)
+    assert torch.equal(same[0], covariance.posterior_mean(z, pilot, sigma2, em_iter=1, graph=w, tau=tau)[0])
+
+
 def _small_colour_pass() -> tuple[DenoiseConfig, torch.Tensor, PatchGroups, torch.Generator]:
     """Small covariance-pass settings, a random 24x24 colour pilot and its noisy version (std 20)."""
     cfg = DenoiseConfig(patch=4, step_wiener=4, group_size_wiener=8, search_radius=4,
@@ -138,7 +164,7 @@ def test_the_chroma_covariances_take_no_em_under_white_noise_only(monkeypatch):
     passes.covariance_pass(correlated, pilot, 400.0, cfg)
     assert calls == [(3 * g, 1)]
     calls.clear()
-    passes.covariance_pass(noisy, pilot, 400.0, cfg, later=True)
+    passes.covariance_pass(noisy, pilot, 400.0, cfg.override(chroma_diagonal_below=0.0), later=True)
     assert calls == [(3 * g, 0)]
     assert DenoiseConfig().cov_em_iter(3, False, chroma=True) == 0
     assert DenoiseConfig().cov_em_iter(1, False, chroma=True) == 2  # gray: no chroma
@@ -148,7 +174,8 @@ def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
     """The first colour covariance pass shrinks the chroma channels' covariances by
     `chroma_to_diagonal` and leaves the luminance's; the setting is 0.5 above sigma 37.5 only
     (session 29). The later passes shrink them by `chroma_to_diagonal_later`, 1 above sigma
-    37.5 only (session 36). A gray image's output depends on neither."""
+    37.5 only (session 36), and take those of the groups whose chroma hardly varies
+    (`chroma_diagonal_below`) at their diagonal. A gray image's output depends on none."""
     from libcem.denoiser import passes
 
     cfg, pilot, noisy, g = _small_colour_pass()
@@ -157,8 +184,11 @@ def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
 
     def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0, flat=0.0, **kw):
         calls.append((z.shape[0], to_diagonal))
+        below.append(kw.get("diagonal_below", 0.0))
         return plain(z, pil, sigma2, em_iter, prior, to_diagonal, flat, **kw)
 
+    below = []
+    cfg = cfg.override(chroma_diagonal_below=0.0)
     monkeypatch.setattr(covariance, "posterior_mean", record)
     est, positions = passes.covariance_pass(noisy, pilot, 400.0, cfg)
     groups = math.ceil(positions.shape[0] / cfg.chunk)
@@ -173,6 +203,13 @@ def test_only_the_chroma_covariances_are_shrunk(monkeypatch):
     calls.clear()
     passes.covariance_pass(noisy, pilot, 400.0, cfg.override(chroma_to_diagonal_later=1.0), later=True)
     assert calls == [(positions.shape[0], 0.0), (2 * positions.shape[0], 1.0)] * groups
+    calls.clear(), below.clear()  # the weak chroma groups at their diagonal: the later passes only
+    passes.covariance_pass(noisy, pilot, 400.0, cfg.override(chroma_diagonal_below=0.5))
+    assert below == [0.0, 0.0] * groups
+    calls.clear(), below.clear()
+    passes.covariance_pass(noisy, pilot, 400.0, cfg.override(chroma_diagonal_below=0.5), later=True)
+    assert calls == [(positions.shape[0], 0.0), (2 * positions.shape[0], 0.0)] * groups
+    assert below == [0.0, 0.5] * groups
     assert [DenoiseConfig().at_sigma(s, 256).chroma_to_diagonal for s in (25.0, 50.0)] == [0.0, 0.5]
     assert [DenoiseConfig().at_sigma(s, 256).chroma_to_diagonal_later for s in (25.0, 50.0)] == [0.0, 1.0]
     monkeypatch.setattr(covariance, "posterior_mean", plain)
@@ -325,9 +362,9 @@ def test_only_the_first_covariance_pass_diffuses_along_its_groups(monkeypatch):
     calls = []
     plain = covariance.posterior_mean
 
-    def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0, flat=0.0, graph=None, tau=0.0):
+    def record(z, pil, sigma2, em_iter=0, prior=0.0, to_diagonal=0.0, flat=0.0, graph=None, tau=0.0, **kw):
         calls.append((tau, graph, pil))
-        return plain(z, pil, sigma2, em_iter, prior, to_diagonal, flat, graph, tau)
+        return plain(z, pil, sigma2, em_iter, prior, to_diagonal, flat, graph, tau, **kw)
 
     monkeypatch.setattr(covariance, "posterior_mean", record)
     passes.covariance_pass(noisy, pilot, 400.0, cfg)

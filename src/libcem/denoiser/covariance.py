@@ -50,11 +50,12 @@ from libcem.denoiser.linalg import spd_inverse
 from libcem.denoiser.patches import dct_matrix
 
 SHRINK_FLOOR = 1e-4  # noise variance at least this fraction of a group's mean patch variance
+SPLIT_DEVICES = ("cpu",)  # where `_split_by_spread` takes the groups apart (elsewhere: both forms)
 
 
 def posterior_mean(z: torch.Tensor, pilot: torch.Tensor, sigma2: float, em_iter: int = 0,
                    prior: float = 0.0, to_diagonal: float = 0.0, flat: float = 0.0,
-                   graph: torch.Tensor | None = None, tau: float = 0.0,
+                   graph: torch.Tensor | None = None, tau: float = 0.0, diagonal_below: float = 0.0,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bayes estimate of the patches z (G, K, d) under N(mean z, C), C from the pilot (G, K, d).
 
@@ -68,11 +69,37 @@ def posterior_mean(z: torch.Tensor, pilot: torch.Tensor, sigma2: float, em_iter:
     too, one step toward a matrix-normal model's posterior mean (module docstring). Returns
     the estimate (G, K, d) and tr C (C + sigma^2 I)^-1 per group (G,), the number of
     directions kept (the aggregation weight is its inverse, as BM3D weights by its count).
+    diagonal_below (em_iter = 0 only): the groups whose pilot's members vary by less than
+    diagonal_below x sigma^2 per pixel (tr C0 / d) take C0 all the way at its DCT diagonal
+    (to_diagonal = 1), the others `to_diagonal`.
     """
-    est, kept = _posterior_mean(z, pilot, sigma2, em_iter, prior, to_diagonal,
-                                graph if tau > 0 else None, tau)
+    graph = graph if tau > 0 else None
+    if diagonal_below > 0 and em_iter == 0 and to_diagonal < 1:
+        est, kept = _split_by_spread(z, pilot, sigma2, prior, to_diagonal, graph, tau, diagonal_below)
+    else:
+        est, kept = _posterior_mean(z, pilot, sigma2, em_iter, prior, to_diagonal, graph, tau)
     if flat > 0:
         est = est + flat_group_means(z.mean(1), pilot, sigma2, flat)[:, None]
+    return est, kept
+
+
+def _split_by_spread(z: torch.Tensor, pilot: torch.Tensor, sigma2: float, prior: float,
+                     to_diagonal: float, graph: torch.Tensor | None, tau: float, below: float,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_posterior_mean` without EM, the weak groups (`posterior_mean`'s diagonal_below) at
+    their DCT diagonal and the others shrunk by to_diagonal. On the CPU each group takes one
+    form; elsewhere every group takes both and each keeps its own, since picking the groups
+    reads their number back from the device."""
+    weak = (pilot - pilot.mean(1, keepdim=True)).square().mean((1, 2)) < below * sigma2  # (G,)
+    if z.device.type not in SPLIT_DEVICES:
+        diag = _posterior_mean(z, pilot, sigma2, 0, prior, 1.0, graph, tau)
+        full = _posterior_mean(z, pilot, sigma2, 0, prior, to_diagonal, graph, tau)
+        return torch.where(weak[:, None, None], diag[0], full[0]), torch.where(weak, diag[1], full[1])
+    rows = graph.repeat(z.shape[0] // graph.shape[0], 1, 1) if graph is not None else None
+    est, kept = torch.empty_like(z), z.new_empty(z.shape[0])
+    for sel, weight in ((weak, 1.0), (~weak, to_diagonal)):
+        part = rows[sel] if rows is not None else None
+        est[sel], kept[sel] = _posterior_mean(z[sel], pilot[sel], sigma2, 0, prior, weight, part, tau)
     return est, kept
 
 

@@ -355,7 +355,8 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     `cfg.cov_graph_tau`), and on a colour image the chroma channels' pilot covariances are
     shrunk by `cfg.chroma_to_diagonal` toward their DCT diagonal and, under white noise,
     refit by EM at most `cfg.cov_em_iter_chroma` times; in the `later` passes they are
-    shrunk by `cfg.chroma_to_diagonal_later`.
+    shrunk by `cfg.chroma_to_diagonal_later`, and all the way in the groups whose pilot's
+    chroma varies by less than `cfg.chroma_diagonal_below` x sigma^2.
 
     Groups are matched on the pilot unless `positions` (G, K) gives them; then those whose
     reference earlier groups already cover are left out (`cfg.skip_fraction`). Returns the
@@ -375,6 +376,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     # graph diffusion along the group axis (`covariance`), first pass only; on under correlated
     # noise too, where pass 1's is off: the pilot's graph no longer sees the noise there
     tau = 0.0 if later else cfg.cov_graph_tau
+    weak_chroma = cfg.chroma_diagonal_below if later else 0.0
     _ = noisy.pixels, guide.pixels  # the tables the chunks share, built before the threads
 
     def chunk(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -382,12 +384,12 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
         g = pos.shape[0]
         graph = group_graph(pil[:g], cfg) if tau > 0 else None
         chroma_diag = cfg.chroma_to_diagonal_later if later else cfg.chroma_to_diagonal
-        if c > 1 and (chroma_diag > 0 or chroma_em_iter != em_iter):
+        if c > 1 and (chroma_diag > 0 or chroma_em_iter != em_iter or weak_chroma > 0):
             lum = covariance.posterior_mean(z[:g], pil[:g], sigma2, em_iter, cfg.cov_prior,
                                             flat=flat, graph=graph, tau=tau)
             chroma = covariance.posterior_mean(z[g:], pil[g:], sigma2, chroma_em_iter,
                                                cfg.cov_prior, chroma_diag, flat=flat,
-                                               graph=graph, tau=tau)
+                                               graph=graph, tau=tau, diagonal_below=weak_chroma)
             est, kept = torch.cat([lum[0], chroma[0]]), torch.cat([lum[1], chroma[1]])
         else:
             est, kept = covariance.posterior_mean(z, pil, sigma2, em_iter, cfg.cov_prior,

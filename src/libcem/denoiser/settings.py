@@ -135,13 +135,27 @@ class DenoiseConfig:
         matrix to invert (`covariance._dct_diagonal_mean`). Against 0, on the skimage colour
         crops +0.027 / +0.048 dB at sigma 40 / 50 (better on 4 / 5 of 5) and on 12 corner
         crops of six skimage colour photos +0.072 / +0.101 (7 / 10 of 12), in 0.96-0.98x the
-        time (the photo's 707x639 tile at sigma 50: 0.93x); 1 in the first pass too (`chroma_to_diagonal_high`) gained less (+0.010 /
-        +0.039 and +0.048 / +0.081) for 0.81-0.88x. At and below `high_sigma` 0: 1 there
+        time (the photo's 707x639 tile at sigma 50: 0.93x); 1 in the first pass too
+        (`chroma_to_diagonal_high`) gained less (+0.010 / +0.039 and +0.048 / +0.081) for
+        0.81-0.88x. At and below `high_sigma` 0: 1 there
         gave -0.029 / +0.009 dB at sigma 15 / 25 on the colour crops and +0.002 / +0.044 on
         the corner crops, better on 4 / 5 of 12 (it gains on smooth, dark images and loses
         up to 0.12 dB on the others); the diagonal only for groups whose pilot's chroma
-        varies by less than 0.25 sigma^2 gave +0.002 / +0.023 and +0.013 / +0.031, better on
-        5 / 7 of 12.
+        varies by less than 0.25 sigma^2 (in every pass) gave +0.002 / +0.023 and +0.013 /
+        +0.031, better on 5 / 7 of 12; in the later passes only, that rule is
+        `chroma_diagonal_below`.
+    chroma_diagonal_below: in the later second passes, the groups whose pilot's chroma
+        varies by less than this x sigma^2 per pixel (over the group's members) take their
+        chroma covariances at their DCT diagonal (`chroma_to_diagonal_later` = 1 for them
+        alone; 0: none). 0.5 since session 36: where the chroma is nearly flat, the pilot's
+        full covariance holds little but its own leftover noise. At sigma 15 / 25 on the
+        skimage colour crops +0.013 / +0.028 dB (better on 4 / 5 of 5), on 12 corner crops of
+        six skimage colour photos +0.038 / +0.065 (9 / 10 of 12; retina +0.20-0.30, hubble's
+        deep field -0.01); 0.25 gave +0.009 / +0.019 and +0.026 / +0.042 (9 / 12 of 12), 1
+        +0.015 / +0.032 and +0.040 / +0.069 (7 / 9 of 12). In the first pass too (0.25) it
+        lost up to 0.11 dB on hubble's deep field. At sigma 35 +0.044 / +0.087 dB on the two
+        sets, with `--fast` +0.014 / +0.026 on the colour crops, under camera noise through
+        the Bayer path +0.009 / +0.001 / +0.007; McMaster at sigma 25 +0.014 (16 of 18).
     flat_threshold: in the first covariance pass, the groups whose pilot varies by less than
         flat_threshold x sigma^2 (over all their pixels) have their mean patch denoised too
         (`covariance.flat_group_means`; 0: never), which takes out the faint blotches that
@@ -297,6 +311,7 @@ class DenoiseConfig:
     cov_em_iter_high_color: int = 0
     chroma_to_diagonal_high: float = 0.5
     chroma_to_diagonal_later_high: float = 1.0
+    chroma_diagonal_below: float = 0.5
     flat_threshold: float = 0.01
     cov_graph_tau: float = 1.0
     skip_covered: float = 0.25
@@ -343,6 +358,7 @@ class DenoiseConfig:
             "chroma_to_diagonal_high": (0 <= self.chroma_to_diagonal_high <= 1, "use 0..1"),
             "chroma_to_diagonal_later": (0 <= self.chroma_to_diagonal_later <= 1, "use 0..1"),
             "chroma_to_diagonal_later_high": (0 <= self.chroma_to_diagonal_later_high <= 1, "use 0..1"),
+            "chroma_diagonal_below": (self.chroma_diagonal_below >= 0, "must be >= 0"),
             "flat_threshold": (self.flat_threshold >= 0, "must be >= 0"),
             "cov_graph_tau": (self.cov_graph_tau >= 0, "must be >= 0"),
             "skip_covered": (self.skip_covered >= 0, "must be >= 0"),
