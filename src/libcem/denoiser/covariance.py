@@ -124,7 +124,7 @@ def _posterior_mean(z: torch.Tensor, pilot: torch.Tensor, sigma2: float, em_iter
     if d <= k or to_diagonal > 0:  # shrunk, C0 has full rank: the d x d form
         m = toward_dct_diagonal(a.transpose(1, 2) @ a, to_diagonal)  # (G, d, d)
         diag = m.diagonal(dim1=1, dim2=2)
-        ridge = diag.mean(1).mul(SHRINK_FLOOR).clamp(min=k * sigma2)  # as `shrinkage`
+        ridge = _noise_floor(diag.mean(1), k * sigma2)
         diag.add_(ridge[:, None])
         m_inv = spd_inverse(m, ridge)
         kept = d - k * sigma2 * m_inv.diagonal(dim1=1, dim2=2).sum(1)  # tr I - K s2 M^-1
@@ -152,13 +152,19 @@ def _dct_diagonal_mean(z: torch.Tensor, mu: torch.Tensor, a: torch.Tensor, sigma
     k, d = z.shape[1], z.shape[2]
     dct = _dct_2d(math.isqrt(d), z.device, z.dtype)  # (d, d), rows: the basis
     var = (a @ dct.T).square_().sum(1)  # (G, d): K v, the diagonal of D A^T A D^T
-    ridge = var.mean(1).mul(SHRINK_FLOOR).clamp(min=k * sigma2)  # as the d x d form
+    ridge = _noise_floor(var.mean(1), k * sigma2)
     inv = var.add_(ridge[:, None]).reciprocal_().mul_(k * sigma2)[:, None]  # (G, 1, d): K s2 / (K v + r)
     kept = d - inv[:, 0].sum(1)
     est = z - ((z - mu) @ dct.T).mul_(inv) @ dct
     if graph is not None:  # sigma^2 (C + sigma^2 I)^-1 = K sigma^2 M^-1
         est = est + (diffusion_residual(est - mu, graph, tau) @ dct.T).mul_(inv) @ dct
     return est, kept
+
+
+def _noise_floor(mean_variance: torch.Tensor, noise: float) -> torch.Tensor:
+    """The noise variance each group's system takes (G,): `noise`, raised to at least
+    SHRINK_FLOOR x the group's mean patch variance (G,) (`shrinkage`)."""
+    return mean_variance.mul(SHRINK_FLOOR).clamp(min=noise)
 
 
 # the patch DCT made once per size, device and dtype: a copy from the host in every chunk
@@ -217,8 +223,7 @@ def shrinkage(cov: torch.Tensor, sigma2: float) -> torch.Tensor:
     grey levels at sigma 1.5 and not at all at 5, 25, 50): with noise far below the
     patches' scale, float32 rounding left C + sigma^2 I not positive definite and the
     factorisation failed (a binary image at sigma 0.1-0.2, a clean JPEG's chroma)."""
-    floor = cov.diagonal(dim1=1, dim2=2).mean(1).mul(SHRINK_FLOOR)[:, None, None]  # (G, 1, 1)
-    s2 = floor.clamp(min=sigma2)
+    s2 = _noise_floor(cov.diagonal(dim1=1, dim2=2).mean(1), sigma2)[:, None, None]  # (G, 1, 1)
     m = cov + s2 * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
     gain = spd_inverse(m, s2[:, 0, 0]).mul_(-s2)
     gain.diagonal(dim1=1, dim2=2).add_(1.0)

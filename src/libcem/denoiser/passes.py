@@ -376,6 +376,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     # graph diffusion along the group axis (`covariance`), first pass only; on under correlated
     # noise too, where pass 1's is off: the pilot's graph no longer sees the noise there
     tau = 0.0 if later else cfg.cov_graph_tau
+    chroma_diag = cfg.chroma_to_diagonal_later if later else cfg.chroma_to_diagonal
     weak_chroma = cfg.chroma_diagonal_below if later else 0.0
     _ = noisy.pixels, guide.pixels  # the tables the chunks share, built before the threads
 
@@ -383,7 +384,6 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
         z, pil = noisy.patches(pos), guide.patches(pos)  # (C * G, K, p * p), channel by channel
         g = pos.shape[0]
         graph = group_graph(pil[:g], cfg) if tau > 0 else None
-        chroma_diag = cfg.chroma_to_diagonal_later if later else cfg.chroma_to_diagonal
         if c > 1 and (chroma_diag > 0 or chroma_em_iter != em_iter or weak_chroma > 0):
             lum = covariance.posterior_mean(z[:g], pil[:g], sigma2, em_iter, cfg.cov_prior,
                                             flat=flat, graph=graph, tau=tau)
