@@ -64,9 +64,10 @@ def register(subparsers) -> None:
                    help="tile side in pixels for large images (default: 768 on a CPU; on a GPU the "
                    "largest its free memory holds, the whole photo when it fits)")
     p.add_argument("--fast", action="store_true",
-                   help="about 1.7x faster for about 0.15 dB less on colour photos, 0.07 dB on "
+                   help="about 2x faster for 0.1-0.2 dB less on colour photos, 0.07 dB on "
                    "gray ones: sparser reference patches, on colour two second passes instead "
-                   "of three (for 12-megapixel photos: 1.5-2.5 minutes on 2 cores)")
+                   "of three (a 12-megapixel photo: 2.4 minutes on the slowest 2-core CPU "
+                   "measured, against 5 with the default settings)")
     p.add_argument("--best", action="store_true",
                    help="the highest quality: 0.10-0.21 dB above the default on Set12 (gray) and "
                    "0.10 dB on McMaster (colour), 2.5-5.5x slower: LIChI-style passes that replace each "
@@ -292,10 +293,10 @@ def _speed_note(img, args: argparse.Namespace) -> tuple[str, str] | None:
         return None
     if args.best:
         return "best", (f"{megapixels:.1f} megapixels with --best, meant for small images and "
-                        "crops: 12 megapixels took 16 minutes on 2 cores, about 3 with the default "
+                        "crops: 12 megapixels took 16 minutes on 2 cores, 3-5 with the default "
                         "settings")
-    return "fast", (f"{megapixels:.1f} megapixels; --fast is about 1.7x faster for about 0.15 dB "
-                    "less on colour photos (12 megapixels on 2 cores: 140 s against 236 s)")
+    return "fast", (f"{megapixels:.1f} megapixels; --fast is about 2x faster for 0.1-0.2 dB "
+                    "less on colour photos (12 megapixels on 2 cores: 145 s against 301 s)")
 
 
 class _TileBar:

@@ -15,7 +15,7 @@ SPEEDS = {  # name -> changes to the shipped settings (DenoiseConfig.for_speed)
     "default": {},
     "fast": {"step": 6, "step_wiener": 6, "pass2_repeats_color": 2, "pass2_repeats_color_high": 2,
              "cov_em_iter_color": 0, "cov_em_iter_high_gray": 0, "cov_graph_tau": 0.0,
-             "skip_covered": 0.0, "skip_covered_color": 0.0, "group_size": 32},
+             "skip_covered": 0.0, "group_size": 32},
     "best": {"combination_passes": 9, "combination_passes_high": 11},
 }
 
@@ -178,7 +178,8 @@ class DenoiseConfig:
         0.85x / 0.78x for -0.004 to +0.002. At sigma 25 on the colour crops / eight Train400
         images it lost 0.004 / 0.007 dB in 0.74x / 0.79x the time where stride 5 lost 0.019
         / 0.023 in 0.76x / 0.82x (more skipped, 0.1 x K p^2 / step^2, did no better than
-        stride 6). `--fast` keeps every group: with it 0.9x the time for 0.003-0.012 dB less.
+        stride 6). `--fast` keeps every group on gray images: with it 0.9x the time for
+        0.003-0.012 dB less.
         Under camera noise on the colour crops through the Bayer path: +0.001 / +0.002 /
         +0.003 dB (three noise levels) in 0.84x the time.
     skip_covered_color: `skip_covered` for colour images. 0.2 since session 34 (0.25 in
@@ -186,7 +187,11 @@ class DenoiseConfig:
         15 / 25 / 35 / 50 in 0.92-0.94x the time, and through the Bayer path with `camera`
         -0.001 dB or less. Chosen for the time of large colour photos, which the chroma
         channels' EM left out in the same session (`cov_em_iter_chroma`, +0.007-0.030 dB on
-        the same crops) paid for: the 12-megapixel photo in under 3 minutes.
+        the same crops) paid for: the 12-megapixel photo in under 3 minutes. `--fast` too
+        since session 37 (it kept every group before): there 0.84x the time on the colour
+        crops for -0.018 / -0.017 / -0.012 dB at sigma 15 / 25 / 50, on 12 corner crops of
+        six skimage colour photos -0.000 / +0.003 / -0.008 dB, through the Bayer path with
+        `camera` -0.015 to -0.017 dB in 0.89x; the photo's tile in 0.86x.
     skip_covered_correlated_gray: `skip_covered` for gray images under correlated noise
         (`correlated`, `camera`). 0: on ten Train400 images with binomial-smoothed noise of
         std 15 / 25, 0.25 lost 0.007 / 0.019 dB for 0.87x the time, 0.5 0.002 / 0.008 dB for
@@ -444,14 +449,15 @@ class DenoiseConfig:
     def for_speed(cls, speed: str) -> DenoiseConfig:
         """The shipped settings ("default"), the slower "best" ones (group-axis Wiener passes
         after the others, `combination_passes`; see docs/denoise.md) or the faster ones for
-        large photos ("fast": stride 6
-        instead of 4 between reference patches; on colour images two second passes instead of
-        three, without the covariance EM (session 24; one pass with EM before: the second
-        pass gains 0.14-0.39 dB at sigma 15-50 on the 12 colour crops, the EM 0.02 dB for 1.2x
-        the time), with first-pass groups of 32 as before session 35 (16, the default's,
-        lost 0.011 / 0.018 / 0.014 dB at sigma 15 / 25 / 50 on the skimage colour crops
-        there: with fewer, EM-less passes the pilot counts more); on gray ones 1.65x faster
-        for 0.05-0.07 dB at sigma 15 to 50 (Set12, session 12); chosen on images outside Set12
+        large photos ("fast": stride 6 instead of 4 between reference patches; on colour
+        images two second passes instead of three, without the covariance EM (session 24;
+        one pass with EM before: the second pass gains 0.14-0.39 dB at sigma 15-50 on the 12
+        colour crops, the EM 0.02 dB for 1.2x the time), with first-pass groups of 32 as
+        before session 35 (16, the default's, lost 0.011 / 0.018 / 0.014 dB at sigma 15 / 25
+        / 50 on the skimage colour crops there: with fewer, EM-less passes the pilot counts
+        more) and, since session 37, the covered groups left out as the default leaves them
+        (`skip_covered_color`); on gray ones 1.65x faster for 0.05-0.07 dB at sigma 15 to 50
+        (Set12, session 12), every group kept; chosen on images outside Set12
         and McMaster, see docs/denoise.md)."""
         return cls().at_speed(speed)
 
