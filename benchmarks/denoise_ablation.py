@@ -104,6 +104,8 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "--fast (stride 6, two colour second passes)": SPEEDS["fast"],
     "--fast, tau = 0 (no graph diffusion)": {**SPEEDS["fast"], "graph_diffusion": False},
     "--fast, chain graph (no attention)": {**SPEEDS["fast"], "graph": "chain"},
+    "--fast keeping every colour group (before session 37)": {
+        **SPEEDS["fast"], "skip_covered_color": 0.0},
     "--fast, chroma covariances not shrunk above sigma 37.5": {
         **SPEEDS["fast"], "chroma_to_diagonal_high": 0.0, "chroma_to_diagonal_later_high": 0.0},
     "--best (group-axis Wiener passes after the others)": SPEEDS["best"],
