@@ -138,11 +138,11 @@ class DenoiseConfig:
         time (the photo's 707x639 tile at sigma 50: 0.93x); 1 in the first pass too
         (`chroma_to_diagonal_high`) gained less (+0.010 / +0.039 and +0.048 / +0.081) for
         0.81-0.88x. At and below `high_sigma` 0: 1 there gave -0.029 / +0.009 dB at sigma
-        15 / 25 on the colour crops and +0.002 / +0.044 on the corner crops, better on 4 / 5 of 12 (it gains on smooth, dark images and loses
-        up to 0.12 dB on the others); the diagonal only for groups whose pilot's chroma
-        varies by less than 0.25 sigma^2 (in every pass) gave +0.002 / +0.023 and +0.013 /
-        +0.031, better on 5 / 7 of 12; in the later passes only, that rule is
-        `chroma_diagonal_below`.
+        15 / 25 on the colour crops and +0.002 / +0.044 on the corner crops, better on 4 / 5
+        of 12 (it gains on smooth, dark images and loses up to 0.12 dB on the others); the
+        diagonal only for groups whose pilot's chroma varies by less than 0.25 sigma^2 (in
+        every pass) gave +0.002 / +0.023 and +0.013 / +0.031, better on 5 / 7 of 12; in the
+        later passes only, that rule is `chroma_diagonal_below`.
     chroma_diagonal_below: in the later second passes, the groups whose pilot's chroma
         varies by less than this x sigma^2 per pixel (over the group's members) take their
         chroma covariances at their DCT diagonal (`chroma_to_diagonal_later` = 1 for them
