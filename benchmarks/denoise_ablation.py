@@ -41,6 +41,7 @@ from libcem.denoiser.settings import AFFINITY_HEADS, SPEEDS
 
 SESSION8_HIGH = {"pass2_high": "graph_wiener", "later_pass2": "graph_wiener", "feedback_high": 0.0,
                  "pass2_repeats_gray_high": 1, "pass2_repeats_color_high": 2}
+NO_GROUP_AXIS = {"cov_graph_tau": 0.0, "cov_graph_tau_color": 0.0}  # no step along any group
 VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "as shipped": {},
     "pass 1 only (no second pass)": {"second_pass": False},
@@ -62,7 +63,7 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "no feedback (later second passes on the noisy image)": {"feedback": 0.0},
     "one second pass on gray images": {"pass2_repeats_gray": 1},
     "one gray second pass, tau = 0 (no graph diffusion)": {"pass2_repeats_gray": 1,
-                                                           "graph_diffusion": False, "cov_graph_tau": 0.0},
+                                                           "graph_diffusion": False, **NO_GROUP_AXIS},
     "one gray second pass, chain graph (no attention)": {"pass2_repeats_gray": 1, "graph": "chain"},
     "session 7 settings (one gray second pass, no covariance EM, no feedback)": {
         "pass2_repeats_gray": 1, "cov_em_iter_gray": 0, "cov_em_iter_color": 0, "feedback": 0.0,
@@ -80,7 +81,7 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "chroma covariances shrunk to their DCT diagonal above sigma 37.5 in every pass": {
         "chroma_to_diagonal_high": 1.0},
     "flat groups' mean patches not denoised (before session 30)": {"flat_threshold": 0.0},
-    "no graph diffusion along the covariance pass's groups (before session 31)": {"cov_graph_tau": 0.0},
+    "no graph diffusion along the covariance pass's groups (before session 31)": NO_GROUP_AXIS,
     "every group, none left out as covered (before session 33)": {"skip_covered": 0.0,
                                                                  "skip_covered_color": 0.0},
     "colour groups left out as gray ones, at a quarter (session 33)": {"skip_covered_color": 0.25},
@@ -93,7 +94,7 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "+ EM of the global parameters (tau, bandwidths)": {"em_fit": True},
     "+ all four affinity heads and their EM": {"em_fit": True, "affinity_heads": AFFINITY_HEADS},
     "no EM at all (moment-estimated group scales)": {"scale_iter": 0},
-    "tau = 0 (no graph diffusion)": {"graph_diffusion": False, "cov_graph_tau": 0.0},
+    "tau = 0 (no graph diffusion)": {"graph_diffusion": False, **NO_GROUP_AXIS},
     "chain graph (no attention: DCT along the group)": {"graph": "chain"},
     "pass-2 bandwidths refitted on the first estimate": {"refit_bandwidths": True},
     "no sigma schedule (7x7, covariance pass 2)": {"sigma_schedule": False},
@@ -102,10 +103,14 @@ VARIANTS = {  # name -> overrides of the shipped DenoiseConfig
     "33x33 search window above sigma 37.5 (as below)": {"search_radius_high": 16},
     "K = 64 in the second passes above sigma 37.5 (before session 14)": {"group_size_wiener_high": 64},
     "--fast (stride 6, two colour second passes)": SPEEDS["fast"],
-    "--fast, tau = 0 (no graph diffusion)": {**SPEEDS["fast"], "graph_diffusion": False},
+    "--fast, tau = 0 (no graph diffusion)": {**SPEEDS["fast"], "graph_diffusion": False, **NO_GROUP_AXIS},
     "--fast, chain graph (no attention)": {**SPEEDS["fast"], "graph": "chain"},
     "--fast keeping every colour group (before session 37)": {
         **SPEEDS["fast"], "skip_covered_color": 0.0},
+    "--fast without the group-axis step on colour images (before session 37)": {
+        **SPEEDS["fast"], "cov_graph_tau_color": 0.0},
+    "--fast as before session 37 (both of the above)": {
+        **SPEEDS["fast"], "skip_covered_color": 0.0, "cov_graph_tau_color": 0.0},
     "--fast, chroma covariances not shrunk above sigma 37.5": {
         **SPEEDS["fast"], "chroma_to_diagonal_high": 0.0, "chroma_to_diagonal_later_high": 0.0},
     "--best (group-axis Wiener passes after the others)": SPEEDS["best"],

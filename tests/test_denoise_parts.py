@@ -352,9 +352,9 @@ def test_group_graph_step_approaches_the_matrix_normal_posterior():
 
 def test_only_the_first_covariance_pass_diffuses_along_its_groups(monkeypatch):
     """The first covariance pass gets the pilot luminance's texture graph (the chain with
-    graph="chain") at tau = cov_graph_tau, for every channel, also with pass 1's graph
-    diffusion off (graph_diffusion=False, as under correlated noise); later passes and
-    `--fast` get none."""
+    graph="chain") at tau = cov_graph_tau_color (a colour image's), for every channel, also
+    with pass 1's graph diffusion off (graph_diffusion=False, as under correlated noise);
+    later passes get none, and `--fast` none on gray images."""
     from libcem.denoiser import passes
     from libcem.denoiser.attention import texture_graph
 
@@ -374,12 +374,15 @@ def test_only_the_first_covariance_pass_diffuses_along_its_groups(monkeypatch):
     passes.covariance_pass(noisy, pilot, 400.0, cfg.override(graph="chain"))
     chain = calls[0][1]
     assert torch.equal(chain[0], torch.diag(torch.ones(7), 1) + torch.diag(torch.ones(7), -1))
-    fast = {"cov_graph_tau": SPEEDS["fast"]["cov_graph_tau"]}
+    # a colour image takes `cov_graph_tau_color`, on with `--fast` too; a gray one `cov_graph_tau`
     for changed, later, expected in (({}, True, 0.0), ({"graph_diffusion": False}, False, 1.0),
-                                     (fast, False, 0.0)):
+                                     ({"cov_graph_tau": SPEEDS["fast"]["cov_graph_tau"]}, False, 1.0),
+                                     ({"cov_graph_tau_color": 0.0}, False, 0.0)):
         calls.clear()
         passes.covariance_pass(noisy, pilot, 400.0, cfg.override(**changed), later=later)
         assert {tau for tau, _, _ in calls} == {expected}
+    fast = DenoiseConfig.for_speed("fast")
+    assert (fast.graph_tau(1), fast.graph_tau(3), cfg.graph_tau(1)) == (0.0, 1.0, 1.0)
 
 
 @pytest.mark.parametrize("d", [5, 25, 26, 49, 81, 147])  # LAPACK alone, one split, several

@@ -66,7 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--fast", action="store_true",
                    help="about 2x faster for 0.1-0.2 dB less on colour photos, 0.07 dB on "
                    "gray ones: sparser reference patches, on colour two second passes instead "
-                   "of three (a 12-megapixel photo: 2.4 minutes on the slowest 2-core CPU "
+                   "of three (a 12-megapixel photo: 2.5 minutes on the slowest 2-core CPU "
                    "measured, against 5 with the default settings)")
     p.add_argument("--best", action="store_true",
                    help="the highest quality: 0.10-0.21 dB above the default on Set12 (gray) and "
@@ -296,7 +296,7 @@ def _speed_note(img, args: argparse.Namespace) -> tuple[str, str] | None:
                         "crops: 12 megapixels took 16 minutes on 2 cores, 3-5 with the default "
                         "settings")
     return "fast", (f"{megapixels:.1f} megapixels; --fast is about 2x faster for 0.1-0.2 dB "
-                    "less on colour photos (12 megapixels on 2 cores: 145 s against 301 s)")
+                    "less on colour photos (12 megapixels on 2 cores: 149 s against 301 s)")
 
 
 class _TileBar:

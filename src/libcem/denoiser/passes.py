@@ -352,7 +352,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     (`cfg.cov_em_iter`: the first second pass's iterations, or a `later` pass's). In the
     first pass the mean patches of flat groups are denoised too (`cfg.flat_threshold`), the
     members of each group are diffused along the pilot's graph over them (`group_graph`,
-    `cfg.cov_graph_tau`), and on a colour image the chroma channels' pilot covariances are
+    `cfg.graph_tau`), and on a colour image the chroma channels' pilot covariances are
     shrunk by `cfg.chroma_to_diagonal` toward their DCT diagonal and, under white noise,
     refit by EM at most `cfg.cov_em_iter_chroma` times; in the `later` passes they are
     shrunk by `cfg.chroma_to_diagonal_later`, and all the way in the groups whose pilot's
@@ -375,7 +375,7 @@ def covariance_pass(noisy: PatchGroups, pilot: torch.Tensor, sigma2: float, cfg:
     flat = 0.0 if later else cfg.flat_threshold
     # graph diffusion along the group axis (`covariance`), first pass only; on under correlated
     # noise too, where pass 1's is off: the pilot's graph no longer sees the noise there
-    tau = 0.0 if later else cfg.cov_graph_tau
+    tau = 0.0 if later else cfg.graph_tau(c)
     chroma_diag = cfg.chroma_to_diagonal_later if later else cfg.chroma_to_diagonal
     weak_chroma = cfg.chroma_diagonal_below if later else 0.0
     _ = noisy.pixels, guide.pixels  # the tables the chunks share, built before the threads

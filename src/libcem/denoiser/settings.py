@@ -160,14 +160,21 @@ class DenoiseConfig:
         (`covariance.flat_group_means`; 0: never), which takes out the faint blotches that
         the noise of the group means leaves in smooth areas. 0.01 since session 30 (see
         docs/denoise-log.md).
-    cov_graph_tau: graph diffusion along the group axis in the first covariance pass: the
-        strength tau of the group-axis precision (I + tau L) / a of the matrix-normal group
+    cov_graph_tau: graph diffusion along the group axis in the first covariance pass on gray
+        images (colour ones: `cov_graph_tau_color`, `graph_tau`): the strength tau of the group-axis precision (I + tau L) / a of the matrix-normal group
         model (`covariance`; L the texture head's graph on the pilot; 0: off, the patches of a
         group independent given its covariance). 1 since session 31, as the first pass's tau;
         0.15 and 0.6 gave the same PSNR within 0.001 dB, since a takes the scale out of L. On
         two Train400 draws +0.011-0.018 dB, on the skimage colour crops +0.03-0.04, for about
-        1.15x the time; off with `--fast` (SPEEDS). On under correlated and camera noise too,
-        where pass 1's `graph_diffusion` is off (session 32).
+        1.15x the time; off with `--fast` on gray images (SPEEDS: it keeps `--fast` 2x
+        faster than BM3D at sigma 50). On under correlated and camera noise too, where pass
+        1's `graph_diffusion` is off (session 32).
+    cov_graph_tau_color: `cov_graph_tau` for colour images. 1, as gray ones; on with `--fast`
+        too since session 37 (off before): there on the skimage colour crops +0.052 / +0.053
+        / +0.040 dB at sigma 15 / 25 / 50 (better on 5 of 5 each), on 12 corner crops of six
+        skimage colour photos +0.045 / +0.052 / +0.031 (12 / 12 / 9 of 12), through the Bayer
+        path with `camera` +0.040 / +0.048 / +0.048, McMaster at sigma 25 +0.04 (better on
+        18 of 18), in 1.12-1.15x the time (the photo's tile 1.07x).
     skip_covered: the first covariance pass (and so the later ones, which keep its groups)
         leaves out the groups of references whose patch is already covered everywhere by at
         least skip_covered x K p^2 / step^2 member patches of the groups kept before them, in
@@ -318,6 +325,7 @@ class DenoiseConfig:
     chroma_diagonal_below: float = 0.5
     flat_threshold: float = 0.01
     cov_graph_tau: float = 1.0
+    cov_graph_tau_color: float = 1.0
     skip_covered: float = 0.25
     skip_covered_color: float = 0.2
     skip_covered_correlated_gray: float = 0.0
@@ -365,6 +373,7 @@ class DenoiseConfig:
             "chroma_diagonal_below": (self.chroma_diagonal_below >= 0, "must be >= 0"),
             "flat_threshold": (self.flat_threshold >= 0, "must be >= 0"),
             "cov_graph_tau": (self.cov_graph_tau >= 0, "must be >= 0"),
+            "cov_graph_tau_color": (self.cov_graph_tau_color >= 0, "must be >= 0"),
             "skip_covered": (self.skip_covered >= 0, "must be >= 0"),
             "skip_covered_color": (self.skip_covered_color >= 0, "must be >= 0"),
             "skip_covered_correlated_gray": (self.skip_covered_correlated_gray >= 0, "must be >= 0"),
@@ -455,8 +464,9 @@ class DenoiseConfig:
         colour crops, the EM 0.02 dB for 1.2x the time), with first-pass groups of 32 as
         before session 35 (16, the default's, lost 0.011 / 0.018 / 0.014 dB at sigma 15 / 25
         / 50 on the skimage colour crops there: with fewer, EM-less passes the pilot counts
-        more) and, since session 37, the covered groups left out as the default leaves them
-        (`skip_covered_color`); on gray ones 1.65x faster for 0.05-0.07 dB at sigma 15 to 50
+        more) and, since session 37, the covered groups left out and the group-axis step
+        taken as the default does (`skip_covered_color`, `cov_graph_tau_color`); on gray ones
+        1.65x faster for 0.05-0.07 dB at sigma 15 to 50
         (Set12, session 12), every group kept; chosen on images outside Set12
         and McMaster, see docs/denoise.md)."""
         return cls().at_speed(speed)
@@ -479,6 +489,11 @@ class DenoiseConfig:
         else:
             iters = self.cov_em_iter_gray if channels == 1 else self.cov_em_iter_color
         return min(iters, self.cov_em_iter_chroma) if chroma and channels > 1 else iters
+
+    def graph_tau(self, channels: int) -> float:
+        """The first covariance pass's group-axis tau on an image with `channels` channels (1
+        or 3): `cov_graph_tau` or `cov_graph_tau_color`."""
+        return self.cov_graph_tau if channels == 1 else self.cov_graph_tau_color
 
     def skip_fraction(self, channels: int, correlated: bool) -> float:
         """How far the first covariance pass leaves out covered groups (`coverage`) on an image
