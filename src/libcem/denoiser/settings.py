@@ -161,9 +161,10 @@ class DenoiseConfig:
         the noise of the group means leaves in smooth areas. 0.01 since session 30 (see
         docs/denoise-log.md).
     cov_graph_tau: graph diffusion along the group axis in the first covariance pass on gray
-        images (colour ones: `cov_graph_tau_color`, `graph_tau`): the strength tau of the group-axis precision (I + tau L) / a of the matrix-normal group
-        model (`covariance`; L the texture head's graph on the pilot; 0: off, the patches of a
-        group independent given its covariance). 1 since session 31, as the first pass's tau;
+        images (colour ones: `cov_graph_tau_color`, `graph_tau`): the strength tau of the
+        group-axis precision (I + tau L) / a of the matrix-normal group model (`covariance`;
+        L the texture head's graph on the pilot; 0: off, the patches of a group independent
+        given its covariance). 1 since session 31, as the first pass's tau;
         0.15 and 0.6 gave the same PSNR within 0.001 dB, since a takes the scale out of L. On
         two Train400 draws +0.011-0.018 dB, on the skimage colour crops +0.03-0.04, for about
         1.15x the time; off with `--fast` on gray images (SPEEDS: it keeps `--fast` 2x
